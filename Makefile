@@ -1,0 +1,41 @@
+# Two commands for a stranger: `make demo` and `make test`. Each bootstraps what it needs.
+.PHONY: demo test test-all lint typecheck bench schema bootstrap clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bootstrapped
+
+$(STAMP): uv.lock pyproject.toml scripts/bootstrap.sh
+	./scripts/bootstrap.sh
+	@touch $@
+
+bootstrap: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+# Fast suites plus lint and types; RUN_SLOW=1 adds the slow ones.
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+test-all: $(STAMP)
+	RUN_SLOW=1 $(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) bench/package.py
+
+# Regenerate the exported JSON Schema (a test fails when it is stale).
+schema: $(STAMP)
+	$(PY) -m enrollment schema --out docs/schema/enrollment-record.v1.json
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,82 @@
+"""Reference code lists printed on or behind the Vietnamese chip ID card."""
+
+from __future__ import annotations
+
+# The 54 ethnic groups in the General Statistics Office's code order (Decision 121-TCTK/PPCĐ,
+# 1979), used by the population database: code "01" is Kinh, ..., "54" is Rơ Măm.
+ETHNIC_GROUPS: dict[str, str] = {
+    f"{i:02d}": name
+    for i, name in enumerate(
+        [
+            "Kinh",
+            "Tày",
+            "Thái",
+            "Hoa",
+            "Khơ-me",
+            "Mường",
+            "Nùng",
+            "Hmông",
+            "Dao",
+            "Gia-rai",
+            "Ngái",
+            "Ê-đê",
+            "Ba-na",
+            "Xơ-đăng",
+            "Sán Chay",
+            "Cơ-ho",
+            "Chăm",
+            "Sán Dìu",
+            "Hrê",
+            "Mnông",
+            "Ra-glai",
+            "Xtiêng",
+            "Bru-Vân Kiều",
+            "Thổ",
+            "Giáy",
+            "Cơ-tu",
+            "Gié-Triêng",
+            "Mạ",
+            "Khơ-mú",
+            "Co",
+            "Tà-ôi",
+            "Chơ-ro",
+            "Kháng",
+            "Xinh-mun",
+            "Hà Nhì",
+            "Chu-ru",
+            "Lào",
+            "La Chí",
+            "La Ha",
+            "Phù Lá",
+            "La Hủ",
+            "Lự",
+            "Lô Lô",
+            "Chứt",
+            "Mảng",
+            "Pà Thẻn",
+            "Cơ Lao",
+            "Cống",
+            "Bố Y",
+            "Si La",
+            "Pu Péo",
+            "Brâu",
+            "Ơ-đu",
+            "Rơ-măm",
+        ],
+        start=1,
+    )
+}
+
+# ANSI/NIST-ITL finger positions (FGP), the order officers capture them in.
+FINGER_POSITIONS: dict[int, str] = {
+    1: "right thumb",
+    2: "right index",
+    3: "right middle",
+    4: "right ring",
+    5: "right little",
+    6: "left thumb",
+    7: "left index",
+    8: "left middle",
+    9: "left ring",
+    10: "left little",
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what `make demo` and `make test` need on a fresh Debian 12 machine:
+# Debian packages (when missing; as root or through sudo), then uv, then the locked
+# virtualenv. Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: the Python build chain, and the real key stores the tests start
+# (SoftHSM2 for PKCS#11, swtpm for TPM 2.0; libtss2-dev lets tpm2-pytss build).
+APT_PACKAGES=(python3 python3-venv python3-dev gcc make pkg-config openssl
+              libtss2-dev softhsm2 swtpm swtpm-tools)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "bootstrap: need root or sudo for apt-get" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# uv, pinned, in a private tool venv (Debian's system Python refuses pip installs).
+UV_VERSION=0.13.9
+PYTHON=${PYTHON:-python3}
+if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  echo "bootstrap: installing uv $UV_VERSION"
+  "$PYTHON" -m venv .tools
+  .tools/bin/pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+fi
+
+# The project virtualenv, exactly as locked.
+.tools/bin/uv sync --frozen --quiet --python "$PYTHON"
