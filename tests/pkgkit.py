@@ -27,8 +27,12 @@ class Kit:
     ca_key: ec.EllipticCurvePrivateKey
     ca_cert: x509.Certificate
     signer: SoftwareKeySigner
-    decryptor: SoftwareDecryptor
+    registry_key: ec.EllipticCurvePrivateKey
     trust: TrustStore
+
+    @property
+    def decryptor(self) -> SoftwareDecryptor:
+        return SoftwareDecryptor(self.registry_key)
 
     def station_signer(self, station_id: str) -> SoftwareKeySigner:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -43,13 +47,8 @@ def make_kit() -> Kit:
     cert = issue_station_certificate(ca_key, ca_cert, STATION, station_key.public_key())
     trust = TrustStore()
     trust.add_certificate(ca_cert)
-    return Kit(
-        ca_key,
-        ca_cert,
-        SoftwareKeySigner(station_key, cert),
-        SoftwareDecryptor(ec.generate_private_key(ec.SECP256R1())),
-        trust,
-    )
+    registry_key = ec.generate_private_key(ec.SECP256R1())
+    return Kit(ca_key, ca_cert, SoftwareKeySigner(station_key, cert), registry_key, trust)
 
 
 def encoded_fingers(seed: int, size: tuple[int, int] = FINGER_SIZE) -> list[bytes]:
