@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from biometrics.placeholder import face_image, finger_image
 from enrollment import images
 from enrollment.examples import example_enrollment
-from enrollment.keys.software import SoftwareKeySigner, write_private_key
+from enrollment.keys.software import SoftwareDecryptor, SoftwareKeySigner, write_private_key
 from enrollment.package import build_package, open_package
 from enrollment.pki import issue_station_certificate, make_station_ca
 from enrollment.trust import TrustStore
@@ -68,8 +68,6 @@ def main() -> int:
 
     print("4. open at the registry: decrypt, verify signer and every part")
     trust = TrustStore.from_dir(trust_dir)
-    from enrollment.keys.software import SoftwareDecryptor
-
     verified = open_package(path, trust=trust, decryptor=SoftwareDecryptor(registry_key))
     t3 = time.perf_counter()
     print(

@@ -17,7 +17,6 @@ from typing import Any
 
 import nistitl
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,25 +40,13 @@ from enrollment.ansi_nist import (
 )
 from enrollment.errors import MalformedTransactionError, SizeLimitError
 from enrollment.images import decode_wsq, encode_jpeg, encode_wsq
+from tests.imagekit import ridge_image
 
 FS, GS, RS, US = b"\x1c", b"\x1d", b"\x1e", b"\x1f"
 CAPTURED = date(2021, 3, 15)
 
 
 # --------------------------------------------------------------------------- test data
-
-
-def ridge_image(width: int, height: int, seed: int) -> npt.NDArray[np.uint8]:
-    """A fingerprint-like image: sinusoidal ridges (period ~9 px at 500 ppi) in an ellipse."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    cx, cy = width / 2, height / 2
-    radius = np.hypot(x - cx, (y - cy) * 1.2)
-    angle = np.arctan2(y - cy, x - cx)
-    ridges = 0.5 + 0.5 * np.cos(radius / 9.0 * 2 * np.pi + 1.5 * np.sin(angle + seed))
-    inside = ((x - cx) / (0.42 * width)) ** 2 + ((y - cy) / (0.47 * height)) ** 2 <= 1
-    image = 255.0 - ridges * 170.0 * inside
-    image += np.random.default_rng(seed).normal(0.0, 6.0, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def face_jpeg(width: int = 240, height: int = 320) -> bytes:
