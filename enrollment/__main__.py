@@ -87,6 +87,7 @@ def _keygen(args: argparse.Namespace) -> int:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+    pub.chmod(0o644)  # public, but never writable by others whatever the umask
     print(
         f"key {args.key} (mode 0600), public key {pub}, key id {key_id(signer.public_key()).hex()}"
     )
