@@ -1,0 +1,1 @@
+"""Biometric algorithms both sides use: pure functions over numpy arrays."""

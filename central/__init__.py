@@ -1,0 +1,1 @@
+"""The central registry: onboarding, ingest, pipeline, dedup, adjudication, issuance."""

@@ -1,0 +1,1 @@
+"""The contract between station and registry: record, package format, keys, codecs."""

@@ -1,0 +1,1 @@
+"""The enrollment station firmware: workflow, outbox, identity, local store."""

@@ -14,6 +14,18 @@ from typing import NamedTuple
 import pkcs11
 import pytest
 
+# --- Slow suites: run in CI only when RUN_SLOW=1 (make test-all) -------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow suite: set RUN_SLOW=1 (make test-all)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 # --- Keys: SoftHSM2 token and swtpm (markers hsm / tpm) ----------------------------------
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"

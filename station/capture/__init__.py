@@ -1,0 +1,1 @@
+"""Capture workflows: live frames, quality gate, best sample; ten-print; face."""

@@ -1,0 +1,1 @@
+"""Device drivers: a sans-I/O protocol core, a real transport and a simulator each."""
