@@ -1,0 +1,1 @@
+"""Faces: detection, landmarks, ICAO-style quality checks, portrait crop, embeddings."""

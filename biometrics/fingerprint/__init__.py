@@ -1,0 +1,1 @@
+"""Fingerprints: synthetic generation, quality, minutiae, templates and matching."""
