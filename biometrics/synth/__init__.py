@@ -1,0 +1,1 @@
+"""Synthetic data: fingerprints (SFinGe-style) and a population with planted duplicates."""
