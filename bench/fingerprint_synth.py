@@ -181,13 +181,14 @@ def _init_impressions() -> None:
     _MASTER.append(master_finger(SEED, 0, 2))
 
 
-def rate(fn: Callable[[int], object], n: int) -> float:
-    """Items per second of fn over range(n), in this process."""
+def rate(fn: Callable[[int], object], n: int) -> tuple[float, float]:
+    """Items per wall-clock second of fn over range(n) in this process, and the CPU ms
+    per item (which other load on a shared machine disturbs less)."""
     fn(10_000)  # warm caches (filter bank, imports)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for i in range(n):
         fn(i)
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), (time.process_time() - c) * 1000 / n
 
 
 def pool_rate(
@@ -311,17 +312,18 @@ def main() -> int:
         quality(args.quality)
         return 0
     base = baseline_fft_ms((cfg.height, cfg.width))
-    print("| what | per second | ms each | vs base |\n|---|---|---|---|")
+    print("| what | per second | wall ms each | CPU ms each | vs base |\n|---|---|---|---|---|")
     print(
         f"| baseline: rfft2+irfft2 {cfg.width}x{cfg.height} | {1000 / base:8.1f} "
-        f"| {base:7.2f} | 1.0x |"
+        f"| {base:7.2f} | | 1.0x |"
     )
-    rows: list[tuple[str, float]] = []
-    rows.append(("masters, 1 process", rate(_one_master, args.masters)))
+    rows: list[tuple[str, float, float | None]] = []
+    rows.append(("masters, 1 process", *rate(_one_master, args.masters)))
     rows.append(
         (
             f"masters, {args.workers} workers",
             pool_rate(_one_master, list(range(args.masters * 2)), args.workers, _init),
+            None,
         )
     )
     master = master_finger(SEED, 0, 2)
@@ -331,17 +333,19 @@ def main() -> int:
         def one(i: int, kind: ImpressionKind = kind) -> object:
             return impression(master, SEED, 0, 2, i, kind)
 
-        rows.append((f"{k} impressions, 1 process", rate(one, args.impressions)))
+        rows.append((f"{k} impressions, 1 process", *rate(one, args.impressions)))
         tasks: list[object] = [(k, i) for i in range(args.impressions * 2)]
         rows.append(
             (
                 f"{k} impressions, {args.workers} workers",
                 pool_rate(_one_impression, tasks, args.workers, _init_impressions),
+                None,
             )
         )
-    for name, per_s in rows:
+    for name, per_s, cpu_ms in rows:
         ms = 1000 / per_s
-        print(f"| {name} | {per_s:8.1f} | {ms:7.2f} | {ms / base:5.1f}x |")
+        cpu = f"{cpu_ms:7.2f}" if cpu_ms is not None else ""
+        print(f"| {name} | {per_s:8.1f} | {ms:7.2f} | {cpu} | {ms / base:5.1f}x |")
     print("\n| stage (1 process) | median ms |\n|---|---|")
     for name, ms in master_stages(min(args.masters, 20)).items():
         print(f"| master: {name} | {ms:7.2f} |")

@@ -19,7 +19,7 @@ within a direction tolerance. 1 for a template against itself.
 2. MCC with LSS on those, in batches of a few matrix products; keep ``shortlist``;
 3. the geometric re-scoring above on the shortlist; the final order.
 
-Stored template layout (little-endian; 1,900 bytes for 32 cylinders)::
+Stored template layout (little-endian; 1,964 bytes for 32 cylinders)::
 
     0  4   b"FMC1"
     4  1   NS            5  1  ND
@@ -460,7 +460,7 @@ class Candidate:
 class SearchParams:
     """How much each stage keeps."""
 
-    prefilter_keep: float = 0.02  # fraction of the gallery kept by the signatures ...
+    prefilter_keep: float = 0.05  # fraction of the gallery kept by the signatures ...
     prefilter_min: int = 500  # ... but at least this many (all, in small galleries)
     shortlist: int = 50  # candidates re-scored geometrically
     chunk: int = 512  # templates per batch of matrix products

@@ -306,7 +306,7 @@ def local_similarities(
 def n_pairs(
     na: NDArray[np.int64] | int, nb: NDArray[np.int64] | int, params: MccParams = DEFAULT_PARAMS
 ) -> NDArray[np.int64]:
-    """nP of LSS: from min_np to max_np with a sigmoid of min(nA, nB) (paper, eq. 19)."""
+    """nP of LSS: from min_np to max_np with a sigmoid of min(nA, nB), as in the paper."""
     p = params
     m = np.minimum(na, nb).astype(np.float64)
     z = 1.0 / (1.0 + np.exp(-p.tau_p * (m - p.mu_p)))
@@ -343,7 +343,7 @@ def lss_r(
     b: MccTemplate,
     params: MccParams = DEFAULT_PARAMS,
 ) -> tuple[float, NDArray[np.int64], NDArray[np.int64]]:
-    """LSS with Relaxation for one comparison (paper, section 5.3).
+    """LSS with Relaxation (LSS-R in the paper) for one comparison.
 
     Takes the ``min(nA, nB)`` best pairs of ``gamma`` (nA, nB), lets each pair keep its
     similarity in proportion to its geometric compatibility rho with the others (distance,

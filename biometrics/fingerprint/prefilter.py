@@ -31,13 +31,13 @@ from biometrics.fingerprint.minutiae import TWO_PI, MinutiaSet
 class SignatureParams:
     """Quantisation of pair words and signature size (bits = 64 * words)."""
 
-    words: int = 32  # uint64 words per signature: 2048 bits, 256 bytes
+    words: int = 40  # uint64 words per signature: 2560 bits, 320 bytes
     d_min: float = 20.0
-    d_max: float = 240.0
+    d_max: float = 360.0
     d_step: float = 16.0
     angle_bins: int = 12
     grids: int = 2  # shifted quantisation grids (each pair sets one bit per grid)
-    # The best minutiae by quality: bounds the pair count (and so the filter's fill, ~37 %
+    # The best minutiae by quality: bounds the pair count (and so the filter's fill, ~40 %
     # at 48) and leaves out the least reliable, which are the likeliest to be spurious.
     max_minutiae: int = 48
 

@@ -37,7 +37,7 @@ class Distortion:
     angle_step: float | None = math.radians(11.25)  # mindtct's quantisation; None: off
 
 
-#: A careful enrollment capture: what a gallery template is made from in the 1:N tests.
+#: A careful capture (an officer re-rolling until the print is good): less of everything.
 MILD = Distortion(
     max_rotation=math.radians(10.0),
     max_translation=20.0,

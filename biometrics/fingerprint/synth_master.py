@@ -49,9 +49,9 @@ F32 = NDArray[np.float32]
 # Within-class variety of the flow. Too little and two loops share their minutiae layout
 # closely enough for Bozorth3 to score same-class impostors above 40 several times as
 # often as different-class ones (4 % of left-loop pairs with the original SM + VG spread).
-_VG_SPREAD = 0.2  # radians, per Vizcaya-Gerhardt node
-_VG_TURN = 0.3  # radians, turn of each singularity's angular reference
-_FLOW_NOISE = 0.2  # radians, smooth random orientation term
+_VG_SPREAD = 0.25  # radians, per Vizcaya-Gerhardt node
+_VG_TURN = 0.4  # radians, turn of each singularity's angular reference
+_FLOW_NOISE = 0.07  # radians, smooth random orientation term
 
 
 class FingerClass(StrEnum):
@@ -414,16 +414,17 @@ def _bin_weights(
             (j1 * n_o + i0, (1 - wo) * wf),
             (j1 * n_o + i1, wo * wf),
         ]
-    weights = np.zeros((n_o * n_f, h * w), np.float32)
-    used = np.zeros((n_o * n_f, h), bool)
+    n_bins = n_o * n_f
+    weights = np.zeros(n_bins * h * w, np.float32)
     rows = pix // w
+    per_row = np.zeros(n_bins * h)  # total weight of each bin in each row
     for label, weight in corners:
-        weights[label, pix] = weight
-        some = weight > 0
-        used[label[some], rows[some]] = True
-    stack = weights.reshape(n_o * n_f, h, w)
+        weights[label * (h * w) + pix] = weight
+        per_row += np.bincount(label * h + rows, weights=weight, minlength=n_bins * h)
+    used = per_row.reshape(n_bins, h) > 0
+    stack = weights.reshape(n_bins, h, w)
     bands = []
-    for b in range(n_o * n_f):
+    for b in range(n_bins):
         band = np.flatnonzero(used[b])
         if band.size:
             bands.append((b, int(band[0]), int(band[-1]) + 1))
@@ -509,13 +510,16 @@ def fft_upsample(image: F32, shape: tuple[int, int]) -> F32:
     h, w = image.shape
     big_h, big_w = shape
     spec = sfft.rfft2(image, workers=1)
+    spec *= np.float32((big_h * big_w) / (h * w))
     padded = np.zeros((big_h, big_w // 2 + 1), np.complex64)
     # Drop the Nyquist row and column: there is no signal there and they have no unique
     # place in the larger spectrum.
     padded[: h // 2, : w // 2] = spec[: h // 2, : w // 2]
     padded[big_h - h // 2 + 1 :, : w // 2] = spec[h // 2 + 1 :, : w // 2]
-    scale = (big_h * big_w) / (h * w)
-    return np.asarray(sfft.irfft2(padded, s=shape, workers=1) * scale, np.float32)
+    out: F32 = sfft.irfft2(padded, s=shape, workers=1, overwrite_x=True).astype(
+        np.float32, copy=False
+    )
+    return out
 
 
 def generate_master(
