@@ -4,8 +4,10 @@
         [--workers 2] [--quality 20]
 
 Speed (issue 3 target: >= 20 master fingers per second on the 2-core machine, impressions
-faster still): masters/s in one process (OpenCV pinned to one thread) and with a pool of
-``--workers`` processes; rolled and flat impressions/s likewise; per-stage milliseconds.
+faster still): masters/s in one process and with a pool of ``--workers`` processes; rolled
+and flat impressions/s likewise; per-stage milliseconds. Every process is set up as the
+CLI sets up its workers (``tune_process``: one OpenCV thread, freed memory kept in the
+heap).
 The baseline, measured in the same run, is a plain numpy rfft2 + irfft2 round trip at the
 master's full size (768x810, float32, pocketfft via scipy.fft, one thread): the machine
 is shared and noisy, so read the ratios.
@@ -28,7 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-import cv2
 import numpy as np
 import scipy.fft as sfft
 from numpy.typing import NDArray
@@ -58,6 +59,7 @@ from biometrics.fingerprint.synth_master import (
     period_map,
     place_singularities,
 )
+from biometrics.synth.fingers import encode, tune_process
 
 SEED = 1
 
@@ -113,19 +115,13 @@ def master_stages(n: int) -> dict[str, float]:
     # as for loops and whorls), without the rest.
     h, w = cfg.grid_shape
     img = np.random.default_rng(0).random((h, w), dtype=np.float32)
-    mid = (float(np.sqrt(min(cfg.periods) * max(cfg.periods))),)
-    along = cfg.sigma_along * cfg.growth_orientations / cfg.n_orientations
-    plan = [
-        (cfg.growth_iterations, gabor_bank(cfg, cfg.growth_orientations, mid, along)),
-        (cfg.iterations, gabor_bank(cfg, cfg.n_orientations, cfg.periods, cfg.sigma_along)),
-    ]
+    bank = gabor_bank(cfg)
 
     def filtering() -> None:
-        for iterations, bank in plan:
-            for _ in range(iterations):
-                spec = sfft.rfft2(img, workers=1)
-                for b in range(bank.shape[0]):
-                    sfft.irfft2(spec * bank[b], s=(h, w), workers=1)
+        for _ in range(cfg.iterations):
+            spec = sfft.rfft2(img, workers=1)
+            for b in range(bank.shape[0]):
+                sfft.irfft2(spec * bank[b], s=(h, w), workers=1)
 
     stages["  of which FFT filter bank"] = timed(filtering, 5)
     return {k: med(v) for k, v in stages.items()}
@@ -147,8 +143,7 @@ def impression_stages(kind: ImpressionKind, n: int) -> dict[str, float]:
             np.array([s.y for s in master.singularities]),
         )
         t3 = time.perf_counter()
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, "PNG", compress_level=1)
+        encode(image, "png")
         t4 = time.perf_counter()
         for name, a, b in (
             ("sample parameters", t0, t1),
@@ -161,7 +156,7 @@ def impression_stages(kind: ImpressionKind, n: int) -> dict[str, float]:
 
 
 def _init() -> None:
-    cv2.setNumThreads(1)
+    tune_process()  # what the CLI's workers do: one OpenCV thread, heap kept for reuse
 
 
 def _one_master(person: int) -> int:
@@ -294,7 +289,7 @@ def main() -> int:
     parser.add_argument("--quality", type=int, default=0, help="realism figures on N masters")
     parser.add_argument("--no-speed", action="store_true", help="only the realism figures")
     args = parser.parse_args()
-    cv2.setNumThreads(1)
+    _init()
     cfg = MasterConfig()
     load = os.getloadavg()[0]
     print(
@@ -304,9 +299,8 @@ def main() -> int:
     )
     print(
         f"master {cfg.width}x{cfg.height} px, grown on {cfg.grid_shape[1]}x{cfg.grid_shape[0]}: "
-        f"{cfg.growth_iterations} iterations x {cfg.growth_orientations} orientations, then "
-        f"{cfg.iterations} x {cfg.n_orientations} orientations x {len(cfg.periods)} periods; "
-        "rolled 800x750, flat 400x500\n"
+        f"{cfg.iterations} iterations x {cfg.n_orientations} orientations x "
+        f"{len(cfg.periods)} periods; rolled 800x750, flat 400x500\n"
     )
     if args.no_speed:
         quality(args.quality)

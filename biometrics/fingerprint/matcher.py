@@ -16,7 +16,9 @@ within a direction tolerance. 1 for a template against itself.
 
 1. pair signatures: one AND + popcount over the packed gallery, keep the best
    ``prefilter_keep`` (a fraction, at least ``prefilter_min``);
-2. MCC with LSS on those, in batches of a few matrix products; keep ``shortlist``;
+2. MCC with LSS on those, in batches of a few matrix products; keep the best
+   ``shortlist`` (or ``shortlist_fraction`` of them), plus the ``signature_shortlist`` best
+   by signature;
 3. the geometric re-scoring above on the shortlist; the final order.
 
 Stored template layout (little-endian; 1,964 bytes for 32 cylinders)::
@@ -462,7 +464,13 @@ class SearchParams:
 
     prefilter_keep: float = 0.05  # fraction of the gallery kept by the signatures ...
     prefilter_min: int = 500  # ... but at least this many (all, in small galleries)
-    shortlist: int = 50  # candidates re-scored geometrically
+    # Re-scored geometrically: the best by MCC, at least ``shortlist`` or this fraction of
+    # MCC's candidates (the more impostors MCC sees, the more can outrank a weak mate) ...
+    shortlist: int = 50
+    shortlist_fraction: float = 0.004
+    # ... plus the best by signature, whatever their MCC score: the two stages err on
+    # different probes (a 1M-gallery mate ranked 113th by MCC was 1st by signature).
+    signature_shortlist: int = 10
     chunk: int = 512  # templates per batch of matrix products
     pairing: PairingParams = DEFAULT_PAIRING
 
@@ -507,8 +515,12 @@ def search(
         params.chunk,
     )
     after_mcc = time.perf_counter()
-    short = min(params.shortlist, len(rows))
+    short = min(max(params.shortlist, math.ceil(params.shortlist_fraction * len(rows))), len(rows))
     best = np.argpartition(-lss, short - 1)[:short] if short < len(rows) else np.arange(len(rows))
+    extra = min(params.signature_shortlist, len(rows))
+    if extra > 0 and short < len(rows):
+        by_sig = np.argpartition(-sig[rows], extra - 1)[:extra]
+        best = np.union1d(best, by_sig)
     # Stage 3: geometric re-scoring of the shortlist, all candidates at once.
     short_rows = rows[best]
     c = p.max_cylinders

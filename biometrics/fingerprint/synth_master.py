@@ -11,7 +11,8 @@ Recognition):
    Gerhardt proposed ("A nonlinear orientation model for global description of fingerprints",
    Pattern Recognition 1996), plus a smooth "fingertip" term so that ridges above the core
    follow the rounded tip as in real prints;
-3. a ridge-period map varies smoothly between 8 and 11 px (500 ppi);
+3. a ridge-period map varies smoothly over the finger (the grown ridges come out 8-11 px
+   apart at 500 ppi, as on real fingers);
 4. ridges grow from a few random seeds by iterated Gabor filtering, each pixel filtered with
    the Gabor filter tuned to its own orientation and period. Minutiae are not drawn: they
    appear where fronts grown from different seeds meet, and where the flow diverges around
@@ -25,8 +26,8 @@ two nearest orientation bins and two nearest period bins. Three further savings:
 - the pattern is grown at 1/3 of the final resolution: the filtered image is band-limited
   (periods >= 8 px, Nyquist at 6 px), so the full-resolution master is recovered exactly
   by zero-padding the spectrum;
-- the first iterations, which only spread the fronts from the seeds, use a coarse bank
-  (fewer, wider orientation bins and one period); the full bank then settles the ridges;
+- each seed is planted as the small patch of ridges (local orientation and period, random
+  phase) that the first iterations would grow from a dot, which saves those iterations;
 - a bin no pixel uses is not filtered, and each bin is blended only over the rows that
   use it.
 """
@@ -64,8 +65,8 @@ class FingerClass(StrEnum):
     WHORL = "whorl"
 
 
-# Natural class frequencies (Wilson, Candela & Watson, "Neural network fingerprint
-# classification", 1994 — the figures SFinGe and NIST SD4 use).
+# Natural class frequencies, as reported by Wilson, Candela & Watson ("Neural network
+# fingerprint classification", 1994) and used by SFinGe.
 CLASS_FREQUENCIES: dict[FingerClass, float] = {
     FingerClass.ARCH: 0.037,
     FingerClass.TENTED_ARCH: 0.029,
@@ -89,8 +90,8 @@ _BY_FINGER_TYPE: dict[str, tuple[float, float, float, float, float]] = {
 }
 # Seen on the print, an ulnar loop opens toward the little finger: a right loop on the
 # right hand, a left loop on the left hand. Left loops are slightly commoner overall
-# (33.8% vs 31.7%): the left hand gets 2.1 points more ulnar loops and 2.1 fewer whorls,
-# the right hand the opposite (right hands do carry more whorls).
+# (33.8% vs 31.7%); to reproduce that, the left hand gets 2.1 points more ulnar loops and
+# 2.1 fewer whorls, the right hand the opposite (our choice).
 _HAND_SHIFT = 2.1
 _FINGER_TYPES = ("thumb", "index", "middle", "ring", "little")
 
@@ -155,25 +156,29 @@ class MasterConfig:
     downsample: int = 3
     """Ridges grow on a grid this many times coarser; must divide width and height."""
     n_orientations: int = 12
-    periods: tuple[float, ...] = (8.0, 11.0)
-    """Centre periods (px) of the frequency bins; the period map is clipped to their range."""
+    periods: tuple[float, ...] = (8.5, 10.5)
+    """Centre periods (px) of the frequency bins; the period map is clipped to their range.
+    The grown ridges overshoot the map a little (realised periods ~8-11 px)."""
     sigma_across: float = 5.0
     """Gabor envelope across the ridges (px): sets the frequency bandwidth."""
     sigma_along: float = 6.0
     """Gabor envelope along the ridges (px): longer gives smoother, more continuous ridges."""
-    growth_iterations: int = 4
-    """First iterations, with a coarse bank (``growth_orientations`` bins, one period):
-    they only have to spread the fronts, and cost a quarter of a full iteration."""
-    growth_orientations: int = 8
     iterations: int = 4
-    """Then iterations with the full bank, which settle orientation and period."""
+    """Gabor filtering iterations after the seeds are planted."""
     seed_spacing: float = 80.0
     """Mean distance (px) between growth seeds; fronts meeting create minutiae."""
+    seed_radius: float = 24.0
+    """Gaussian radius (px) of the ridge patch planted at each seed."""
     gain: float = 2.5
+    """Saturation between iterations: tanh(gain * response / local amplitude)."""
     floor: float = 0.02
+    """Smallest local amplitude divided by, so that empty areas stay empty."""
     dead_zone: float = 0.005
+    """Responses below this are zeroed before saturating (round-off must not grow)."""
 
     def __post_init__(self) -> None:
+        if self.n_orientations < 2 or self.iterations < 1 or not self.periods:
+            raise ValueError("need n_orientations >= 2, iterations >= 1 and a period bin")
         ds = self.downsample
         if self.width % ds or self.height % ds:
             raise ValueError("downsample must divide width and height")
@@ -242,7 +247,7 @@ def place_singularities(
     if finger_class in (FingerClass.LEFT_LOOP, FingerClass.RIGHT_LOOP):
         # A left loop's ridges enter and leave on the left, so its delta lies to the right.
         side = 1.0 if finger_class is FingerClass.LEFT_LOOP else -1.0
-        # Core-to-delta: 5 to 20 ridges, as on real loops.
+        # About 10 to 30 ridges between core and delta, within the range of real loops.
         dx = side * rng.uniform(60.0, 200.0)
         return (
             Singularity("core", x0 - 0.15 * dx, y0),
@@ -359,10 +364,8 @@ def period_map(
 # --- Ridge growth ------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def gabor_bank(
-    cfg: MasterConfig, n_orientations: int, periods: tuple[float, ...], sigma_along: float
-) -> F32:
+@functools.lru_cache(maxsize=4)
+def gabor_bank(cfg: MasterConfig) -> F32:
     """Even Gabor filters in the Fourier domain of the coarse grid, one per (period,
     orientation) bin, shape (bins, rows, columns // 2 + 1), unit gain at the tuned
     frequency. Bin index = period_bin * n_orientations + orientation_bin."""
@@ -370,28 +373,30 @@ def gabor_bank(
     fy = np.fft.fftfreq(h, d=cfg.downsample)[:, None]  # cycles per full-resolution px
     fx = np.fft.rfftfreq(w, d=cfg.downsample)[None, :]
     sa2 = 2.0 * math.pi**2 * cfg.sigma_across**2
-    sl2 = 2.0 * math.pi**2 * sigma_along**2
-    bank = np.empty((len(periods) * n_orientations, h, w // 2 + 1), np.float32)
-    for j, period in enumerate(periods):
+    sl2 = 2.0 * math.pi**2 * cfg.sigma_along**2
+    n_o = cfg.n_orientations
+    bank = np.empty((len(cfg.periods) * n_o, h, w // 2 + 1), np.float32)
+    for j, period in enumerate(cfg.periods):
         f = 1.0 / period
-        for i in range(n_orientations):
-            t = math.pi * i / n_orientations
+        for i in range(n_o):
+            t = math.pi * i / n_o
             u_n = -fx * math.sin(t) + fy * math.cos(t)  # across the ridges
             u_t = fx * math.cos(t) + fy * math.sin(t)  # along the ridges
             along = sl2 * u_t**2
             g = np.exp(-sa2 * (u_n - f) ** 2 - along) + np.exp(-sa2 * (u_n + f) ** 2 - along)
-            bank[j * n_orientations + i] = g
+            bank[j * n_o + i] = g
     bank.setflags(write=False)
     return bank
 
 
 def _bin_weights(
-    orientation: F32, period: F32, n_o: int, periods: tuple[float, ...]
+    orientation: F32, period: F32, cfg: MasterConfig
 ) -> tuple[F32, list[tuple[int, int, int]]]:
     """Per-pixel weight of each (period, orientation) bin, shape (bins, rows, cols), and
     the (bin, first row, end row) band where each used bin has any weight. Every pixel
     blends its two nearest orientation bins and two nearest period bins (bilinearly); a
     bin no pixel uses is never filtered."""
+    n_o, periods = cfg.n_orientations, cfg.periods
     n_f = len(periods)
     h, w = orientation.shape
     o = orientation.ravel().astype(np.float64) / math.pi * n_o
@@ -454,6 +459,36 @@ def _seeds(
     return yi, xi
 
 
+def _seed_patches(
+    rng: np.random.Generator,
+    yi: NDArray[np.intp],
+    xi: NDArray[np.intp],
+    orientation: F32,
+    period: F32,
+    cfg: MasterConfig,
+) -> F32:
+    """The starting image: at each seed, a small patch of ridges with the local
+    orientation and period and a random phase (what the first growth iterations would
+    make of a dot, made directly). Patches wrap around the edges like the FFT domain."""
+    h, w = cfg.grid_shape
+    ds = cfg.downsample
+    radius = cfg.seed_radius / ds
+    k = max(1, math.ceil(2.5 * radius))
+    dy, dx = np.mgrid[-k : k + 1, -k : k + 1].astype(np.float64)
+    theta = orientation[yi, xi].astype(np.float64)[:, None, None]
+    freq = (ds / period[yi, xi].astype(np.float64))[:, None, None]
+    phase = rng.uniform(0.0, 2 * math.pi, yi.size)[:, None, None]
+    across = -dx * np.sin(theta) + dy * np.cos(theta)
+    patches = np.cos(2 * math.pi * freq * across + phase) * np.exp(
+        -(dx**2 + dy**2) / (2 * radius**2)
+    )
+    image = np.zeros((h, w), np.float32)
+    rows = (yi[:, None] + np.arange(-k, k + 1)) % h
+    cols = (xi[:, None] + np.arange(-k, k + 1)) % w
+    np.add.at(image, (rows[:, :, None], cols[:, None, :]), patches.astype(np.float32))
+    return image
+
+
 def grow_ridges(
     rng: np.random.Generator,
     orientation: F32,
@@ -469,39 +504,26 @@ def grow_ridges(
     dead zone keeps round-off noise from seeding ridges everywhere (it would be amplified
     without bound and give a labyrinth of minutiae)."""
     h, w = cfg.grid_shape
-    mid_period = (float(np.sqrt(min(cfg.periods) * max(cfg.periods))),)
-    # The growth bank has half the orientation bins, so its filters are made shorter
-    # along the ridges (wider in angle) by the same factor: the blend of two neighbouring
-    # bins must stay single-peaked in angle, or the fronts grow cross-hatched.
-    coarse_along = cfg.sigma_along * cfg.growth_orientations / cfg.n_orientations
-    stages = [
-        (cfg.growth_iterations, cfg.growth_orientations, mid_period, coarse_along),
-        (cfg.iterations, cfg.n_orientations, cfg.periods, cfg.sigma_along),
-    ]
-    image = np.zeros((h, w), np.float32)
+    bank = gabor_bank(cfg)
+    weights, bands = _bin_weights(orientation, period, cfg)
     yi, xi = _seeds(rng, singularities, cfg)
-    image[yi, xi] = rng.choice(np.array([-1.0, 1.0], np.float32), size=yi.size)
+    image = _seed_patches(rng, yi, xi, orientation, period, cfg)
     k = max(3, round(2 * float(np.mean(cfg.periods)) / cfg.downsample)) | 1
+    spectrum_b = np.empty(bank.shape[1:], np.complex64)
     o2 = np.zeros((h, w), np.float32)
     env = np.ones((h, w), np.float32)
-    for iterations, n_o, periods, along in stages:
-        if not iterations:
-            continue
-        bank = gabor_bank(cfg, n_o, periods, along)
-        spectrum_b = np.empty(bank.shape[1:], np.complex64)
-        weights, bands = _bin_weights(orientation, period, n_o, periods)
-        for _ in range(iterations):
-            spectrum = sfft.rfft2(image, workers=1)
-            o2 = np.zeros((h, w), np.float32)
-            # One bin at a time, accumulated straight into the output over the rows where
-            # the bin is used: no stack of all the responses is ever held.
-            for b, r0, r1 in bands:
-                np.multiply(spectrum, bank[b], out=spectrum_b)
-                response = sfft.irfft2(spectrum_b, s=(h, w), workers=1, overwrite_x=True)
-                o2[r0:r1] += response[r0:r1] * weights[b, r0:r1]
-            env = np.sqrt(np.maximum(cv2.blur(o2 * o2, (k, k)), 0.0))
-            shrunk = np.sign(o2) * np.maximum(np.abs(o2) - cfg.dead_zone, 0.0)
-            image = np.tanh(cfg.gain * shrunk / np.maximum(env, cfg.floor)).astype(np.float32)
+    for _ in range(cfg.iterations):
+        spectrum = sfft.rfft2(image, workers=1)
+        o2 = np.zeros((h, w), np.float32)
+        # One bin at a time, accumulated straight into the output over the rows where the
+        # bin is used: no stack of all the responses is ever held.
+        for b, r0, r1 in bands:
+            np.multiply(spectrum, bank[b], out=spectrum_b)
+            response = sfft.irfft2(spectrum_b, s=(h, w), workers=1, overwrite_x=True)
+            o2[r0:r1] += response[r0:r1] * weights[b, r0:r1]
+        env = np.sqrt(np.maximum(cv2.blur(o2 * o2, (k, k)), 0.0))
+        shrunk = np.sign(o2) * np.maximum(np.abs(o2) - cfg.dead_zone, 0.0)
+        image = np.tanh(cfg.gain * shrunk / np.maximum(env, cfg.floor)).astype(np.float32)
     return (o2 / np.maximum(env, cfg.floor)).astype(np.float32)
 
 

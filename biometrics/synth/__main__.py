@@ -20,7 +20,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from biometrics.fingerprint.synth import ImpressionKind
-from biometrics.synth.fingers import FingerSetSpec, default_workers, write_finger_set
+from biometrics.synth.fingers import (
+    FingerSetSpec,
+    default_workers,
+    tune_process,
+    write_finger_set,
+)
 
 
 def _fingers(text: str) -> tuple[int, ...]:
@@ -102,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    tune_process()  # this process renders too when --workers 1
     total = len(spec.tasks())
     start = time.perf_counter()
     with tqdm(total=total, unit="finger", desc="fingers", file=sys.stderr) as bar:
