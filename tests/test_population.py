@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,23 @@ def test_planted_duplicates(pop: population.Population) -> None:
 
 def test_strip_diacritics() -> None:
     assert population.strip_diacritics("Đặng Thị Ánh Nguyệt") == "Dang Thi Anh Nguyet"
+
+
+def test_population_command(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "pop"
+    result = subprocess.run(
+        [sys.executable, "-m", "biometrics.synth", "population", "--people", "200", "--out",
+         str(out), "--duplicates", "0.05", "--seed", "3"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    people = [json.loads(line) for line in (out / "people.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "enrollments.jsonl").read_text().splitlines()]
+    assert len(people) == 200
+    assert len(rows) == 210
+    assert all(r["synthetic"] for r in rows)
+    assert sum(r["duplicate_of"] is not None for r in rows) == 10
