@@ -49,6 +49,7 @@ from biometrics.fingerprint.synth_master import (
     draw_class,
     generate_master,
 )
+from enrollment.reference import FINGER_POSITIONS
 
 __all__ = [
     "CLASS_BY_FINGER",
@@ -74,19 +75,7 @@ __all__ = [
     "points_to_image",
 ]
 
-FINGER_NAMES: dict[int, str] = {
-    0: "unknown",
-    1: "right thumb",
-    2: "right index",
-    3: "right middle",
-    4: "right ring",
-    5: "right little",
-    6: "left thumb",
-    7: "left index",
-    8: "left middle",
-    9: "left ring",
-    10: "left little",
-}
+FINGER_NAMES: dict[int, str] = {0: "unknown", **FINGER_POSITIONS}
 """ANSI/NIST-ITL finger positions (FGP)."""
 
 _KIND_CODE = {ImpressionKind.ROLLED: 0, ImpressionKind.FLAT: 1}
