@@ -22,7 +22,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+from timing import timed
 
 from biometrics.face import variations as var
 from biometrics.face.crop import TOKEN_480, crop_portrait
@@ -73,16 +73,6 @@ def station_frame(photo: RGB, analyzer: FaceAnalyzer) -> RGB:
     return np.asarray(frame, dtype=np.uint8)
 
 
-def timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    fn()  # warm-up: first invocations allocate
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-
-
 def timing_table(frame: RGB, repeat: int) -> None:
     detector = FaceDetector("short")
     full_range = FaceDetector("full")
@@ -118,7 +108,7 @@ def timing_table(frame: RGB, repeat: int) -> None:
         ("new face (det+2 mesh+iris+QA)", lambda: analyzer.analyze(frame)),
         ("tracked frame (mesh+iris+QA)", lambda: analyzer.analyze(frame, previous=first)),
     ]
-    results = {name: timed(fn, repeat) for name, fn in stages}
+    results = {name: timed(fn, repeat, warm_up=True) for name, fn in stages}
     base = statistics.median(results[stages[0][0]])
     print("| stage | median ms | p90 ms | vs base | frames/s |")
     print("|---|---|---|---|---|")

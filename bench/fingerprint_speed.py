@@ -39,6 +39,7 @@ from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timing import med, p90, timed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from biometrics.fingerprint import iso19794, mcc, prefilter  # noqa: E402
@@ -96,24 +97,6 @@ def build_gallery(size: int, seed: int, workers: int, cache: Path | None) -> Gal
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **{k: getattr(g, k)[:size] for k in g.columns()})
     return g
-
-
-def timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    """Wall times in milliseconds."""
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-
-
-def med(samples: list[float]) -> float:
-    return statistics.median(samples)
-
-
-def p90(samples: list[float]) -> float:
-    return statistics.quantiles(samples, n=10)[-1] if len(samples) > 1 else samples[0]
 
 
 def extraction_rows(repeat: int) -> list[Row]:

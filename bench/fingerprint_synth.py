@@ -34,6 +34,7 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.typing import NDArray
 from PIL import Image
+from timing import med, timed
 
 from biometrics.fingerprint.synth import (
     ImpressionKind,
@@ -62,20 +63,6 @@ from biometrics.fingerprint.synth_master import (
 from biometrics.synth.fingers import encode, tune_process
 
 SEED = 1
-
-
-def timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    """Milliseconds per call, one sample per call."""
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-
-
-def med(samples: Sequence[float]) -> float:
-    return statistics.median(samples)
 
 
 # --- Speed -----------------------------------------------------------------------------------

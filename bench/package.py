@@ -31,6 +31,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from numpy.typing import NDArray
+from timing import timed
 
 from biometrics.placeholder import face_image, finger_image
 from enrollment import images
@@ -41,15 +42,6 @@ from enrollment.pki import issue_station_certificate, make_station_ca
 from enrollment.trust import TrustStore
 
 FACE = (600, 800)
-
-
-def timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
 
 
 def fmt(samples: list[float]) -> tuple[str, str]:
