@@ -8,7 +8,7 @@ operator against a numpy reference through the LiteRT interpreter.
 
 Supported: CONV_2D and DEPTHWISE_CONV_2D (NHWC, weights [out, kh, kw, in] / [1, kh, kw, c]),
 AVERAGE_POOL_2D, MEAN, FULLY_CONNECTED (weights [out, in]), ADD, SUB, MUL, DIV, SQRT,
-LOGISTIC, RELU, RESHAPE, CONCATENATION.
+LOG, LOGISTIC, RELU, RESHAPE, CONCATENATION.
 """
 
 from __future__ import annotations
@@ -166,8 +166,9 @@ class GraphBuilder:
         return out
 
     def unary(self, kind: str, x: int, *, name: str = "") -> int:
-        """``sqrt``, ``logistic`` or ``relu``."""
-        code = {"sqrt": tflite.BuiltinOperator.SQRT, "logistic": tflite.BuiltinOperator.LOGISTIC,
+        """``sqrt``, ``log`` (natural), ``logistic`` or ``relu``."""
+        code = {"sqrt": tflite.BuiltinOperator.SQRT, "log": tflite.BuiltinOperator.LOG,
+                "logistic": tflite.BuiltinOperator.LOGISTIC,
                 "relu": tflite.BuiltinOperator.RELU}[kind]  # fmt: skip
         out = self._out(name or kind, self.shape(x))
         self._ops.append(_Op(code, [x], [out]))

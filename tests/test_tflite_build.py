@@ -75,6 +75,13 @@ def test_elementwise_and_shapes() -> None:
     np.testing.assert_allclose(got, ref.reshape(1, 3, 4), rtol=1e-5)
 
 
+def test_log() -> None:
+    x = RNG.uniform(1e-4, 50.0, size=(1, 2, 3, 4)).astype(np.float32)
+    g = GraphBuilder()
+    out = g.unary("log", g.input("x", x.shape))
+    np.testing.assert_allclose(run(g.build([out]), x), np.log(x), rtol=1e-5, atol=1e-6)
+
+
 def test_depthwise() -> None:
     x = RNG.normal(size=(1, 9, 9, 3)).astype(np.float32)
     w = RNG.normal(size=(1, 3, 3, 3)).astype(np.float32)
