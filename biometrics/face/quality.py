@@ -82,6 +82,7 @@ class Criterion(StrEnum):
     EXPOSURE = "exposure"
     CLIPPING = "clipping"
     SHARPNESS = "sharpness"
+    OCCLUSION = "occlusion"
     BACKGROUND_UNIFORMITY = "background_uniformity"
     BACKGROUND_CLUTTER = "background_clutter"
 
@@ -122,6 +123,10 @@ class Thresholds:
     # Share of background pixels on an edge: plain 0, a 120 x 200 px clutter patch in a
     # 480 x 640 portrait 0.19-0.21, the photos 0.28-0.76.
     max_background_edges: float = 0.03
+    # Smallest feature contrast (see ``occlusion``): the photos and their good captures
+    # 0.39-1.1, blurred (2-3.5 px) or side-lit 0.28 and up; sunglasses 0.03-0.16, a mask
+    # over nose and mouth 0.00-0.10, a hand over the mouth 0.10-0.18.
+    min_feature_contrast: float = 0.22
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,14 @@ HINTS: dict[str, tuple[str, str]] = {
         "Deep shadows on the face: light it more evenly",
     ),
     "blurred": ("Ảnh bị mờ: giữ yên và lấy nét lại", "Blurred: hold still and refocus"),
+    "uncover_eyes": (
+        "Tháo kính râm, không để gì che mắt",
+        "Take off sunglasses; keep your eyes uncovered",
+    ),
+    "uncover_mouth": (
+        "Tháo khẩu trang, bỏ tay xuống: không che mũi và miệng",
+        "Remove the mask or hand: keep your nose and mouth uncovered",
+    ),
     "background_uneven": (
         "Phông nền không đều màu hoặc ánh sáng",
         "Background unevenly coloured or lit",
@@ -570,6 +583,67 @@ def background_stats(grey: NDArray[np.uint8], geometry: FaceGeometry) -> tuple[f
     return float(values[mask].std()), float(np.mean(magnitude[mask] > EDGE_THRESHOLD)), share
 
 
+# Eye openings and the outer lip line (MediaPipe mesh), and where the reference skin is:
+# mid forehead and both upper cheeks.
+RIGHT_EYE_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+LEFT_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+LIPS_OUTER = (
+    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
+)  # fmt: skip
+FOREHEAD_MID = 151
+CHEEKS = (50, 280)
+
+
+def _disc(centre: FloatArray, radius: float, sides: int = 16) -> FloatArray:
+    t = np.linspace(0, 2 * np.pi, sides, endpoint=False)
+    ring = np.stack([np.cos(t), np.sin(t)], axis=1) * radius + centre[:2]
+    out: FloatArray = ring.astype(np.float32)
+    return out
+
+
+def _region(grey: NDArray[np.uint8], polygon: FloatArray) -> NDArray[np.uint8]:
+    mask, x0, y0, k = _polygon_pixels(grey, polygon)
+    return _sample(grey, mask, x0, y0, k)
+
+
+def occlusion(grey: NDArray[np.uint8], points: FloatArray) -> tuple[float, str | None]:
+    """Smallest feature contrast among the two eyes and the mouth, and which it was
+    ("eyes" or "mouth").
+
+    A visible eye holds a dark iris against the white of the eye, a visible mouth the
+    dark line (or teeth) between the lips against their colour and the skin: the spread
+    of luma inside the mesh's eye and lip outlines (95th minus 5th percentile) is large.
+    Sunglasses, a mask or a hand put one even surface there: the spread collapses,
+    though the mesh still places the features (it infers them from the rest of the
+    face). Dividing by the luma of the uncovered skin (forehead or cheeks, whichever is
+    brighter, so a dark mask cannot pull it down) makes it independent of exposure.
+    Without a face-parsing model this is a heuristic: glasses with strong reflections,
+    a patterned mask, or a beard over the lips will fool it.
+    """
+    p = points[:, :2].astype(np.float32)
+    eye_distance = float(np.linalg.norm(p[LEFT_EYE_CONTOUR[0]] - p[RIGHT_EYE_CONTOUR[0]]))
+    r = max(2.0, 0.08 * eye_distance)
+    forehead = _region(grey, _disc(p[FOREHEAD_MID], 1.2 * r))
+    cheeks = np.concatenate([_region(grey, _disc(p[i], r)) for i in CHEEKS])
+    levels = [float(np.median(v)) for v in (forehead, cheeks) if len(v) >= 10]
+    if not levels:
+        return float("nan"), None
+    skin = max(max(levels), 1.0)
+    spreads: list[tuple[float, str]] = []
+    for contour, name in (
+        (RIGHT_EYE_CONTOUR, "eyes"),
+        (LEFT_EYE_CONTOUR, "eyes"),
+        (LIPS_OUTER, "mouth"),
+    ):
+        values = _region(grey, p[list(contour)])
+        if len(values) < 10:
+            return float("nan"), name  # a closed or tiny feature: unmeasurable
+        lo, hi = np.percentile(values, [5, 95])
+        spreads.append((float(hi - lo) / skin, name))
+    value, which = min(spreads)
+    return value, which
+
+
 # --------------------------------------------------------------------------- assessment
 
 
@@ -630,6 +704,7 @@ def assess(
     ratio, darker = lighting_balance(g, pts)
     median, burnt, black = exposure_stats(image, g, pts)
     bg_std, bg_edges, bg_share = background_stats(g, geo)
+    contrast, covered = occlusion(g, pts)
     if bg_share < 0.05 or math.isnan(bg_std):
         bg_std, bg_edges = 0.0, 0.0  # too little background in view to judge: a tight crop
     c = Criterion
@@ -653,6 +728,8 @@ def assess(
         (c.CLIPPING, burnt + black, None, t.max_clipped, "",
          "glare" if burnt >= black else "deep_shadow"),
         (c.SHARPNESS, sharpness(g, geo), t.min_sharpness, None, "blurred", ""),
+        (c.OCCLUSION, contrast, t.min_feature_contrast, None, f"uncover_{covered or 'eyes'}",
+         ""),
         (c.BACKGROUND_UNIFORMITY, bg_std, None, t.max_background_std, "", "background_uneven"),
         (c.BACKGROUND_CLUTTER, bg_edges, None, t.max_background_edges, "",
          "background_cluttered"),

@@ -5,14 +5,17 @@
         [--format png|wsq] [--max-rotation 25] [--first-person 0] [--resume] [--masters]
 
     python -m biometrics.synth population --people 10000 --out data/population \\
-        [--seed 7] [--duplicates 0.02]
+        [--seed 7] [--duplicates 0.02] [--faces [--assets data/assets]]
 
 ``fingers`` writes one image per impression (8-bit grey, 500 ppi) and
 ``ground_truth.jsonl`` (person, ANSI/NIST finger position, impression, kind, class, seed,
 skin condition, transform parameters, singular points) into the output folder; see
 :mod:`biometrics.synth.fingers`.
-``population`` writes ``people.jsonl`` (ground truth) and ``enrollments.jsonl`` (what each
-enrollment declared, with the person it really was).
+``population`` writes ``people.jsonl`` (ground truth, with each person's face source
+photo and its real identity) and ``enrollments.jsonl`` (what each enrollment declared,
+with the person it really was and the face capture variation of that sitting); with
+``--faces`` also ``faces/<enrollment_id>.jpg``, the portrait as captured, marked
+synthetic (see :mod:`biometrics.synth.faces`; needs ``scripts/fetch_assets.py`` first).
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from biometrics.fingerprint.synth import ImpressionKind
-from biometrics.synth import population
+from biometrics.synth import faces, population
 from biometrics.synth.fingers import (
     FingerSetSpec,
     default_workers,
@@ -97,29 +102,87 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--out", type=Path, required=True, help="output folder")
     pp.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
     pp.add_argument("--duplicates", type=float, default=0.02, help="fraction enrolled twice")
+    pp.add_argument(
+        "--faces",
+        action="store_true",
+        help="also write faces/<enrollment_id>.jpg (marked synthetic)",
+    )
+    pp.add_argument(
+        "--assets",
+        type=Path,
+        default=DEFAULT_ASSETS,
+        help="folder with the real source photos (default: data/assets of this checkout)",
+    )
     return parser
+
+
+# The source photos are fetched into the checkout by scripts/fetch_assets.py.
+DEFAULT_ASSETS = Path(__file__).resolve().parents[2] / "data" / "assets"
+
+
+def _load_sources(folder: Path) -> dict[str, faces.SourceFace] | str:
+    """The studio sources, or why they cannot be made."""
+    from PIL import Image
+
+    from biometrics.face.pipeline import FaceAnalyzer
+
+    missing = [n for n in faces.SOURCE_PHOTOS if not (folder / n).is_file()]
+    if missing:
+        return (
+            f"the real face photos are not in {folder} (missing {', '.join(missing)}): "
+            "run `.venv/bin/python scripts/fetch_assets.py` first, or pass --assets DIR"
+        )
+    photos = {n: np.asarray(Image.open(folder / n).convert("RGB")) for n in faces.SOURCE_PHOTOS}
+    return faces.prepare_sources(photos, FaceAnalyzer())
 
 
 def _population(args: argparse.Namespace) -> int:
     if args.people < 1 or not 0 <= args.duplicates <= 1:
         print("error: --people must be >= 1 and --duplicates in [0, 1]", file=sys.stderr)
         return 2
+    sources: dict[str, faces.SourceFace] = {}
+    if args.faces:
+        loaded = _load_sources(args.assets)
+        if isinstance(loaded, str):
+            print(f"error: {loaded}", file=sys.stderr)
+            return 2
+        sources = loaded
     start = time.perf_counter()
     pop = population.generate(args.people, seed=args.seed, duplicate_fraction=args.duplicates)
     args.out.mkdir(parents=True, exist_ok=True)
+    face_seeds = {p.person_id: p.face_seed for p in pop.people}
     with (args.out / "people.jsonl").open("w", encoding="utf-8") as fh:
         for p in tqdm(pop.people, unit="person", desc="people", file=sys.stderr):
             demographics = p.demographics.model_dump(mode="json", exclude_none=True)
+            source = faces.source_for(p.face_seed)
             row = {"synthetic": True, "person_id": p.person_id, "household_id": p.household_id,
                    "finger_seed": p.finger_seed, "face_seed": p.face_seed,
+                   "face_source": source, "face_identity": faces.SOURCE_PHOTOS[source],
                    "demographics": demographics}  # fmt: skip
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    sittings: Counter[str] = Counter()
+    captures: list[tuple[str, str, faces.Capture]] = []
     with (args.out / "enrollments.jsonl").open("w", encoding="utf-8") as fh:
         for e in pop.enrollments:
+            sittings[e.person_id] += 1
+            seed = face_seeds[e.person_id]
+            capture = faces.capture_for(seed, sittings[e.person_id])
+            captures.append((e.enrollment_id, faces.source_for(seed), capture))
             row = {"synthetic": True, "enrollment_id": e.enrollment_id, "person_id": e.person_id,
                    "duplicate_of": e.duplicate_of, "impression_seed": e.impression_seed,
+                   "face_capture": capture.as_json(),
                    "declared": e.declared.model_dump(mode="json", exclude_none=True)}  # fmt: skip
+            if args.faces:
+                row["face_image"] = f"faces/{e.enrollment_id}.jpg"
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if args.faces:
+        folder = args.out / "faces"
+        folder.mkdir(exist_ok=True)
+        for enrollment_id, source, capture in tqdm(
+            captures, unit="face", desc="faces", file=sys.stderr
+        ):
+            image = faces.synthetic_face(sources[source], capture)
+            (folder / f"{enrollment_id}.jpg").write_bytes(faces.encode_jpeg(image))
     dups = sum(e.duplicate_of is not None for e in pop.enrollments)
     print(
         f"{len(pop.people)} people, {len(pop.enrollments)} enrollments ({dups} duplicates) "
