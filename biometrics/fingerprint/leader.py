@@ -143,25 +143,32 @@ class LeaderExtractor:
 
     def extract(self, image: NDArray[np.uint8], ppi: int = PPI) -> MinutiaSet:
         """Minutiae of ``image`` (scanned at ``ppi``), in 500 ppi coordinates."""
-        maps = self.maps(image, ppi)
-        h, w = maps.shape[:2]
-        ys, xs = np.nonzero(maps[..., 3] >= self.min_score)
-        score = maps[ys, xs, 3]
-        # Best first, ties by position, so that the cap and the order are deterministic.
-        order = np.lexsort((xs, ys, -score))[: self.max_minutiae]
-        ys, xs, score = ys[order], xs[order], score[order]
-        kind = np.where(
-            maps[ys, xs, 2] >= TYPE_THRESHOLD, MinutiaKind.ENDING, MinutiaKind.BIFURCATION
-        )
-        return MinutiaSet.from_arrays(
-            xs.astype(np.float64),
-            ys.astype(np.float64),
-            np.mod(maps[ys, xs, 1].astype(np.float64), TWO_PI),
-            kind=kind,
-            quality=np.clip(np.rint(score * 100.0), 0, 100),
-            width=w,
-            height=h,
-        )
+        return decode(self.maps(image, ppi), self.min_score, self.max_minutiae)
+
+
+def decode(
+    maps: NDArray[np.float32],
+    min_score: float = DEFAULT_MIN_SCORE,
+    max_minutiae: int = MAX_MINUTIAE,
+) -> MinutiaSet:
+    """The minutiae in LEADER's H x W x 4 output (see the module docstring), best
+    ``max_minutiae`` by score, ordered by score then position."""
+    h, w = maps.shape[:2]
+    ys, xs = np.nonzero(maps[..., 3] >= min_score)
+    score = maps[ys, xs, 3]
+    # Best first, ties by position, so that the cap and the order are deterministic.
+    order = np.lexsort((xs, ys, -score))[:max_minutiae]
+    ys, xs, score = ys[order], xs[order], score[order]
+    kind = np.where(maps[ys, xs, 2] >= TYPE_THRESHOLD, MinutiaKind.ENDING, MinutiaKind.BIFURCATION)
+    return MinutiaSet.from_arrays(
+        xs.astype(np.float64),
+        ys.astype(np.float64),
+        np.mod(maps[ys, xs, 1].astype(np.float64), TWO_PI),
+        kind=kind,
+        quality=np.clip(np.rint(score * 100.0), 0, 100),
+        width=w,
+        height=h,
+    )
 
 
 def _check(image: NDArray[np.uint8], ppi: int) -> NDArray[np.uint8]:
