@@ -8,6 +8,7 @@ versions of the photos (portrait crop on a plain backdrop) with one defect added
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import subprocess
@@ -54,13 +55,17 @@ from biometrics.face.landmarks import (
 from biometrics.face.pipeline import FaceAnalysis, FaceAnalyzer
 from biometrics.face.quality import (
     HINTS,
+    LEFT_EYE_CONTOUR,
+    RIGHT_EYE_CONTOUR,
     Criterion,
     FaceAssessment,
     background_mask,
     eye_aspect_ratio,
     head_pose,
     mouth_open_ratio,
+    occlusion,
 )
+from biometrics.synth import faces
 
 ROOT = Path(__file__).resolve().parent.parent
 RGB = NDArray[np.uint8]
@@ -462,7 +467,7 @@ CAPTURE_CHECKS = [
     Criterion.ROLL, Criterion.CENTRE_X, Criterion.EYE_LINE, Criterion.HEAD_HEIGHT,
     Criterion.HEAD_WIDTH, Criterion.EYE_DISTANCE, Criterion.LIGHTING, Criterion.EXPOSURE,
     Criterion.CLIPPING, Criterion.SHARPNESS, Criterion.BACKGROUND_UNIFORMITY,
-    Criterion.BACKGROUND_CLUTTER,
+    Criterion.BACKGROUND_CLUTTER, Criterion.OCCLUSION,
 ]  # fmt: skip
 
 
@@ -518,6 +523,123 @@ def test_hints_exist_in_both_languages_for_every_failure(
     blank = analyzer.analyze(np.full((640, 480, 3), 128, np.uint8))
     assert not blank.found
     assert blank.hints("en") == ["No face found"]
+
+
+# --------------------------------------------------------------------------- synthetic faces
+
+
+@pytest.fixture(scope="module")
+def sources(assets: dict[str, RGB], analyzer: FaceAnalyzer) -> dict[str, faces.SourceFace]:
+    return faces.prepare_sources(assets, analyzer)
+
+
+def _captured(source: faces.SourceFace, capture: faces.Capture) -> RGB:
+    """What a population folder holds: rendered, marked, through JPEG and back."""
+    data = faces.encode_jpeg(faces.synthetic_face(source, capture))
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_occlusion_check_passes_every_real_photo(
+    assets: dict[str, RGB], analyses: dict[str, FaceAnalysis]
+) -> None:
+    for name in assets:
+        a = analyses[name].assessment
+        assert a is not None
+        check = a.check(Criterion.OCCLUSION)
+        assert check.passed, (name, check.value)
+        assert check.value > 0.3, name
+
+
+@pytest.mark.parametrize("kind", [k for k in faces.CAPTURE_MIX if k != "good"])
+def test_each_capture_variation_is_flagged_by_its_check(
+    kind: str, sources: dict[str, faces.SourceFace], analyzer: FaceAnalyzer
+) -> None:
+    hint = {"sunglasses": "uncover_eyes", "mask": "uncover_mouth", "hand": "uncover_mouth"}
+    for seed in (11, 12):
+        for name, source in sources.items():
+            capture = faces.capture_for(seed, 1, kind)
+            assert capture.target is not None
+            result = assess(analyzer, _captured(source, capture))
+            check = result.check(capture.target)
+            assert not check.passed, (name, capture, check.value)
+            if kind in hint:
+                assert check.hint == hint[kind], (name, capture, check.hint)
+            elif kind != "yaw":  # a pose or light defect is not an occlusion
+                assert result.check(Criterion.OCCLUSION).passed or kind == "overexposed", name
+
+
+def test_good_captures_pass_every_capture_check(
+    sources: dict[str, faces.SourceFace], analyzer: FaceAnalyzer
+) -> None:
+    for seed in range(4):
+        for name, source in sources.items():
+            capture = faces.capture_for(seed, 1, "good")
+            a = assess(analyzer, _captured(source, capture))
+            failed = [c for c in CAPTURE_CHECKS if not a.check(c).passed]
+            assert not failed, (name, capture, failed)
+
+
+def test_occlusion_measures_contrast_not_exposure(
+    sources: dict[str, faces.SourceFace], analyzer: FaceAnalyzer
+) -> None:
+    source = sources["obama.jpg"]
+    mesh = analyzer.analyze(source.image).mesh
+    assert mesh is not None
+    grey = cv2.cvtColor(source.image, cv2.COLOR_RGB2GRAY)
+    value, _ = occlusion(grey, mesh.points)
+    darker, _ = occlusion((grey * 0.5).astype(np.uint8), mesh.points)
+    assert darker == pytest.approx(value, rel=0.05)
+    # Paint the eye openings flat: the eyes become the weakest feature, at ~0.
+    flat = grey.copy()
+    for contour in (RIGHT_EYE_CONTOUR, LEFT_EYE_CONTOUR):
+        cv2.fillPoly(flat, [np.round(mesh.points[list(contour), :2]).astype(np.int32)], 60)
+    covered, which = occlusion(flat, mesh.points)
+    assert which == "eyes"
+    assert covered < 0.02
+
+
+def test_synthetic_faces_are_deterministic_and_marked(
+    sources: dict[str, faces.SourceFace],
+) -> None:
+    source = sources["biden.jpg"]
+    for kind in faces.CAPTURE_MIX:
+        capture = faces.capture_for(5, 2, kind)
+        first = faces.synthetic_face(source, capture)
+        assert np.array_equal(first, faces.synthetic_face(source, capture)), kind
+        assert first.shape == source.image.shape
+        x0, y0, x1, y1 = faces.mark_region(first.shape)
+        label = first[y0:y1, x0:x1]
+        assert (label.max(axis=2) < 40).mean() > 0.5, kind
+        assert (label.min(axis=2) > 200).sum() > 40, kind
+    # The label sits below the chin, outside the face.
+    mesh_bottom = float(source.points[:, 1].max())
+    assert faces.mark_region(source.image.shape)[1] > mesh_bottom
+    with Image.open(io.BytesIO(faces.encode_jpeg(source.image))) as image:
+        assert image.info["comment"] == faces.SYNTHETIC_NOTE.encode()
+        assert image.getexif()[faces.EXIF_IMAGE_DESCRIPTION] == faces.SYNTHETIC_NOTE
+    # Two sittings of one person: the same source, different pictures.
+    one, two = faces.capture_for(9, 1, "good"), faces.capture_for(9, 2, "good")
+    assert not np.array_equal(faces.render(source, one), faces.render(source, two))
+
+
+def test_mirrored_and_turned_captures_turn_the_right_way(
+    sources: dict[str, faces.SourceFace], analyzer: FaceAnalyzer
+) -> None:
+    for name in ("obama.jpg", "biden.jpg"):
+        source = sources[name]
+        base = assess(analyzer, source.image).pose.yaw
+        plain = faces.Capture("good", ())
+        mirrored = assess(analyzer, faces.render(source, replace(plain, mirror=True)))
+        assert mirrored.pose.yaw == pytest.approx(-base, abs=3), name
+        for toward in ("left", "right"):
+            turn = faces.Capture("yaw", (("degrees", 20.0), ("toward", toward)))
+            applied = faces.yaw_turn(source, turn)
+            turned = assess(analyzer, faces.render(source, turn)).pose.yaw
+            # The measured turn is smaller than the mesh rotation (the warp moves the
+            # face, not the hair and ears), but it goes the same way and is large.
+            assert np.sign(turned - base) == np.sign(applied), (name, toward)
+            assert abs(turned) > 8, (name, toward, turned)
 
 
 # --------------------------------------------------------------------------- crop

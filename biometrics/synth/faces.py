@@ -28,7 +28,6 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
-from scipy.interpolate import griddata
 
 from biometrics.face import variations as var
 from biometrics.face.crop import TOKEN_480, PortraitGeometry
@@ -289,22 +288,29 @@ def _yaw_warp(image: RGBImage, points: FloatArray, degrees: float) -> RGBImage:
     a = math.radians(degrees)
     rot = np.array([[math.cos(a), 0, -math.sin(a)], [0, 1, 0], [math.sin(a), 0, math.cos(a)]])
     moved = (p - centre) @ rot.T + centre
-    border = [(x, y) for x in np.linspace(0, w, 9) for y in (0.0, float(h))]
-    border += [(x, y) for x in (0.0, float(w)) for y in np.linspace(0, h, 11)[1:-1]]
-    # The forward displacement, interpolated over the source (whose triangulation never
-    # folds, unlike the turned mesh's) and smoothed; the backward map is then x - D(x),
-    # exact to first order, which is plenty for a displacement this smooth.
-    src = np.vstack([p[:, :2], border])
-    shift = np.vstack([moved[:, :2] - p[:, :2], np.zeros((len(border), 2))])
+    # The forward displacement of the mesh points, spread over a coarse grid by
+    # normalised convolution (a Gaussian-weighted average of nearby points) and faded
+    # out where there are no points; the backward map is then x - D(x), exact to first
+    # order, which is plenty for a displacement this smooth.
     step = 4
-    gy, gx = np.mgrid[0 : h + step : step, 0 : w + step : step].astype(np.float64)
-    grid = np.column_stack([gx.ravel(), gy.ravel()])
-    field = griddata(src, shift, grid, method="linear", fill_value=0.0).astype(np.float32)
-    dx = cv2.GaussianBlur(field[:, 0].reshape(gx.shape), (0, 0), 3.0)
-    dy = cv2.GaussianBlur(field[:, 1].reshape(gx.shape), (0, 0), 3.0)
-    size = (gx.shape[1] * step, gx.shape[0] * step)
-    full_x = (cv2.resize(gx.astype(np.float32) - dx, size))[:h, :w]
-    full_y = (cv2.resize(gy.astype(np.float32) - dy, size))[:h, :w]
+    gh, gw = h // step + 2, w // step + 2
+    cells = np.clip(np.round(p[:, :2] / step).astype(int), 0, [gw - 1, gh - 1])
+    shift = (moved[:, :2] - p[:, :2]).astype(np.float32)
+    num = np.zeros((gh, gw, 2), np.float32)
+    den = np.zeros((gh, gw), np.float32)
+    np.add.at(num, (cells[:, 1], cells[:, 0]), shift)
+    np.add.at(den, (cells[:, 1], cells[:, 0]), 1.0)
+    sigma = 0.04 * width / step
+    num = cv2.GaussianBlur(num, (0, 0), sigma)
+    den = cv2.GaussianBlur(den, (0, 0), sigma)
+    full = float(np.median(den[cells[:, 1], cells[:, 0]]))
+    field = num / np.maximum(den, 1e-6)[..., None]
+    fade = cv2.GaussianBlur(np.clip(den / (0.5 * full), 0.0, 1.0), (0, 0), 2 * sigma)
+    field *= fade[..., None]
+    gy, gx = np.mgrid[0:gh, 0:gw].astype(np.float32) * step
+    size = (gw * step, gh * step)
+    full_x = cv2.resize(gx - field[..., 0], size)[:h, :w]
+    full_y = cv2.resize(gy - field[..., 1], size)[:h, :w]
     out: RGBImage = np.asarray(
         cv2.remap(
             image,
