@@ -1,7 +1,7 @@
 """Face pipeline cost per stage on one core, and what each quality check measures on the
 real photos and their capture defects.
 
-    .venv/bin/python bench/face.py [--repeat N] [--checks]
+    .venv/bin/python bench/face.py [--repeat N] [--checks] [--dedup 200]
 
 Timing: a 768x960 camera frame (a real photo framed as the station camera sees a seated
 citizen), every model on one thread, the process pinned to one core. Baseline in the
@@ -12,11 +12,20 @@ The station needs >= 10 frames/s of live feedback: "tracked frame" is the steady
 
 --checks prints, for three subjects, the value of the check each defect targets before
 and after the defect, and whether it was flagged (the tests assert the same).
+
+--dedup N renders a synthetic population of about N enrollments with faces
+(``biometrics.synth.faces``: a real source photo per person, a capture variation per
+sitting), embeds each with SFace and prints the cosine similarity of every pair by
+relation (same source photo; same real person, another photo; different people), and
+of each variation kind against good captures of the same source: whether the variations
+keep a face matchable.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import itertools
 import os
 import platform
 import statistics
@@ -38,7 +47,8 @@ from biometrics.face.detect import FaceDetector
 from biometrics.face.embed import SFaceEmbedder, align_face, five_points
 from biometrics.face.landmarks import FaceLandmarker, eye_centres, roi_from_detection, roi_from_mesh
 from biometrics.face.pipeline import FaceAnalyzer
-from biometrics.face.quality import Criterion, FaceAssessment, assess, background_mask, luma
+from biometrics.face.quality import Criterion, FaceAssessment, assess, luma
+from biometrics.synth import faces, population
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "data" / "assets"
@@ -155,6 +165,21 @@ DEFECTS: list[tuple[str, Callable[[RGB, FaceAssessment], RGB], Criterion]] = [
 ]
 
 
+# The synthetic population's variations (no jitter), on the same studio portraits.
+CAPTURES: list[tuple[str, faces.Capture, Criterion]] = [
+    ("turn 20 deg (yaw warp)", faces.Capture("yaw", (("degrees", 20.0), ("toward", "left"))),
+     Criterion.YAW),
+    ("sunglasses, tint 30", faces.Capture("sunglasses", (("tint", 30.0), ("size", 1.05))),
+     Criterion.OCCLUSION),
+    ("mask, light blue", faces.Capture("mask", (("colour", "light_blue"), ("top", 0.4))),
+     Criterion.OCCLUSION),
+    ("mask, black", faces.Capture("mask", (("colour", "black"), ("top", 0.4))),
+     Criterion.OCCLUSION),
+    ("hand over the mouth", faces.Capture("hand", (("side", "right"), ("tone", 1.0),
+                                                   ("angle", 0.0))), Criterion.OCCLUSION),
+]  # fmt: skip
+
+
 def _span(a: FaceAssessment) -> tuple[float, float]:
     cx, half = float(a.geometry.eye_mid[0]), a.geometry.head_width / 2
     return cx - half, cx + half
@@ -162,16 +187,14 @@ def _span(a: FaceAssessment) -> tuple[float, float]:
 
 def checks_table(photos: dict[str, RGB], analyzer: FaceAnalyzer) -> None:
     subjects = ["biden.jpg", "obama.jpg", "astronaut.png"]
+    sources: dict[str, faces.SourceFace] = {}
     studio: dict[str, tuple[RGB, FaceAssessment]] = {}
     for name in subjects:
-        portrait = analyzer.portrait(photos[name], analyzer.analyze(photos[name])).image
-        first = analyzer.analyze(portrait).assessment
-        assert first is not None
-        mask = background_mask(portrait.shape[:2], first.geometry, margin=0.0)
-        plain = var.replace_background(portrait, mask, BACKDROP)
-        a = analyzer.analyze(plain).assessment
+        # The population's studio portrait: ICAO crop, background painted the backdrop.
+        source = faces.studio_source(name, faces.SOURCE_PHOTOS[name], photos[name], analyzer)
+        a = analyzer.analyze(source.image).assessment
         assert a is not None
-        studio[name] = (plain, a)
+        sources[name], studio[name] = source, (source.image, a)
     print("\nOn the real photos as given (* = fails):\n")
     names = [c.value for c in Criterion]
     print("| photo | " + " | ".join(names) + " |")
@@ -196,12 +219,104 @@ def checks_table(photos: dict[str, RGB], analyzer: FaceAnalyzer) -> None:
             flag = f"FLAGGED ({d.hint})" if not d.passed else "passed"
             cells.append(f"{b.value:.3g} -> {d.value:.3g} {flag}")
         print(f"| {label} | {criterion.value} | " + " | ".join(cells) + " |")
+    for label, capture, criterion in CAPTURES:
+        cells = []
+        for name in subjects:
+            base = studio[name][1]
+            after = analyzer.analyze(faces.render(sources[name], capture)).assessment
+            if after is None:
+                cells.append("no face")
+                continue
+            b, d = base.check(criterion), after.check(criterion)
+            flag = f"FLAGGED ({d.hint})" if not d.passed else "passed"
+            cells.append(f"{b.value:.3g} -> {d.value:.3g} {flag}")
+        print(f"| {label} | {criterion.value} | " + " | ".join(cells) + " |")
+
+
+def _summary(scores: list[float], threshold: float) -> str:
+    if not scores:
+        return "0 | | | | | |"
+    v = np.array(scores)
+    p5, p50 = np.percentile(v, [5, 50])
+    above = int(np.sum(v >= threshold))
+    return (
+        f"{len(v)} | {v.min():.2f} | {p5:.2f} | {p50:.2f} | {v.max():.2f} | "
+        f"{above} ({above / len(v):.1%}) |"
+    )
+
+
+# OpenCV's suggested SFace cosine threshold (its face_recognition_sface sample).
+SFACE_THRESHOLD = 0.363
+
+
+def dedup_table(photos: dict[str, RGB], analyzer: FaceAnalyzer, enrollments: int) -> None:
+    """SFace similarity over a synthetic population's faces, by pair relation."""
+    people = max(2, round(enrollments / 1.35))
+    pop = population.generate(people, seed=1, duplicate_fraction=0.35)
+    sources = faces.prepare_sources(photos, analyzer)
+    embedder = SFaceEmbedder()
+    seeds = {p.person_id: p.face_seed for p in pop.people}
+    rows: list[tuple[str, str, str, NDArray[np.float32]]] = []  # person, source, kind, vector
+    sitting: dict[str, int] = {}
+    lost: dict[str, int] = {}
+    for e in pop.enrollments:
+        sitting[e.person_id] = sitting.get(e.person_id, 0) + 1
+        seed = seeds[e.person_id]
+        source = faces.source_for(seed)
+        capture = faces.capture_for(seed, sitting[e.person_id])
+        data = faces.encode_jpeg(faces.synthetic_face(sources[source], capture))
+        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        a = analyzer.analyze(image)
+        if a.mesh is None:
+            lost[capture.kind] = lost.get(capture.kind, 0) + 1
+            continue
+        vector = embedder.embed(align_face(image, five_points(a.mesh, a.irises)))
+        rows.append((e.person_id, source, capture.kind, vector))
+    groups: dict[str, list[float]] = {}
+    by_kind: dict[str, list[float]] = {}
+    for (p1, s1, k1, v1), (p2, s2, k2, v2) in itertools.combinations(rows, 2):
+        score = float(np.dot(v1, v2))
+        if p1 == p2:
+            relation = "same person, two sittings"
+        elif s1 == s2:
+            relation = "same source photo, different people"
+        elif faces.SOURCE_PHOTOS[s1] == faces.SOURCE_PHOTOS[s2]:
+            relation = "same real person, another photo"
+        else:
+            relation = "different real people"
+        groups.setdefault(relation, []).append(score)
+        if s1 == s2 and "good" in (k1, k2):
+            by_kind.setdefault(k2 if k1 == "good" else k1, []).append(score)
+    t = SFACE_THRESHOLD
+    print(
+        f"\nFace dedup sanity: {len(pop.enrollments)} enrollments of {len(pop.people)} "
+        f"people, {len(rows)} embedded (no face found: {lost or 'none'}); SFace cosine, "
+        f"share >= {t} (OpenCV's suggested threshold)\n"
+    )
+    print(f"| pairs | count | min | p5 | median | max | >= {t} |")
+    print("|---|---|---|---|---|---|---|")
+    for relation in (
+        "same person, two sittings",
+        "same source photo, different people",
+        "same real person, another photo",
+        "different real people",
+    ):
+        print(f"| {relation} | " + _summary(groups.get(relation, []), t))
+    print("\nSame source photo, a good capture against each kind:\n")
+    print(f"| kind | pairs | min | p5 | median | max | >= {t} |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in faces.CAPTURE_MIX:
+        print(f"| {kind} | " + _summary(by_kind.get(kind, []), t))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--checks", action="store_true", help="also print the check table")
+    parser.add_argument(
+        "--dedup", type=int, default=0, metavar="N", help="also the face-dedup table, N faces"
+    )
+    parser.add_argument("--no-timing", action="store_true", help="skip the timing table")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -213,9 +328,12 @@ def main() -> int:
         f"{platform.python_implementation()} {platform.python_version()}  one core, "
         f"{args.repeat} runs, frame {FRAME_W}x{FRAME_H}\n"
     )
-    timing_table(frame, args.repeat)
+    if not args.no_timing:
+        timing_table(frame, args.repeat)
     if args.checks:
         checks_table(photos, analyzer)
+    if args.dedup:
+        dedup_table(photos, analyzer, args.dedup)
     return 0
 
 

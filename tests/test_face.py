@@ -62,6 +62,7 @@ from biometrics.face.quality import (
     background_mask,
     eye_aspect_ratio,
     head_pose,
+    luma,
     mouth_open_ratio,
     occlusion,
 )
@@ -586,7 +587,7 @@ def test_occlusion_measures_contrast_not_exposure(
     source = sources["obama.jpg"]
     mesh = analyzer.analyze(source.image).mesh
     assert mesh is not None
-    grey = cv2.cvtColor(source.image, cv2.COLOR_RGB2GRAY)
+    grey = luma(source.image)
     value, _ = occlusion(grey, mesh.points)
     darker, _ = occlusion((grey * 0.5).astype(np.uint8), mesh.points)
     assert darker == pytest.approx(value, rel=0.05)
