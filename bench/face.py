@@ -1,7 +1,8 @@
 """Face pipeline cost per stage on one core, and what each quality check measures on the
 real photos and their capture defects.
 
-    .venv/bin/python bench/face.py [--repeat N] [--checks] [--dedup 200]
+    .venv/bin/python bench/face.py [--repeat N] [--no-timing] [--checks] [--variations 8]
+        [--dedup 200]
 
 Timing: a 768x960 camera frame (a real photo framed as the station camera sees a seated
 citizen), every model on one thread, the process pinned to one core. Baseline in the
@@ -12,6 +13,9 @@ The station needs >= 10 frames/s of live feedback: "tracked frame" is the steady
 
 --checks prints, for three subjects, the value of the check each defect targets before
 and after the defect, and whether it was flagged (the tests assert the same).
+
+--variations S renders each capture kind of the synthetic population S times per
+source photo and counts how often the check it targets flags it.
 
 --dedup N renders a synthetic population of about N enrollments with faces
 (``biometrics.synth.faces``: a real source photo per person, a capture variation per
@@ -233,6 +237,38 @@ def checks_table(photos: dict[str, RGB], analyzer: FaceAnalyzer) -> None:
         print(f"| {label} | {criterion.value} | " + " | ".join(cells) + " |")
 
 
+def variations_table(photos: dict[str, RGB], analyzer: FaceAnalyzer, seeds: int) -> None:
+    """Each capture kind forced, ``seeds`` captures of each source photo: how often its
+    target check flags it, the occlusion value, and how often it passes every capture
+    check (JPEG round trip and mark included, as the population folder holds them)."""
+    sources = faces.prepare_sources(photos, analyzer)
+    print(
+        f"\nCapture variations, {seeds} seeds x {len(sources)} source photos each "
+        "(occlusion: pass >= 0.22):\n"
+    )
+    print("| kind | captures | no face | flagged by its check | occlusion min-max | "
+          "passed every capture check |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for kind in faces.CAPTURE_MIX:
+        n, lost, flagged, clean, occl = 0, 0, 0, 0, []
+        for seed in range(seeds):
+            for source in sources.values():
+                capture = faces.capture_for(seed, 1, kind)
+                data = faces.encode_jpeg(faces.synthetic_face(source, capture))
+                image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                a = analyzer.analyze(image).assessment
+                n += 1
+                if a is None:
+                    lost += 1
+                    continue
+                occl.append(a.check(Criterion.OCCLUSION).value)
+                flagged += capture.target is not None and not a.check(capture.target).passed
+                clean += all(a.check(c).passed for c in CAPTURE_CHECKS)
+        target = faces.TARGETS[kind]
+        hit = f"{flagged} ({target.value})" if target is not None else ""
+        print(f"| {kind} | {n} | {lost} | {hit} | {min(occl):.2f}-{max(occl):.2f} | {clean} |")
+
+
 def _summary(scores: list[float], threshold: float) -> str:
     if not scores:
         return "0 | | | | | |"
@@ -243,6 +279,15 @@ def _summary(scores: list[float], threshold: float) -> str:
         f"{len(v)} | {v.min():.2f} | {p5:.2f} | {p50:.2f} | {v.max():.2f} | "
         f"{above} ({above / len(v):.1%}) |"
     )
+
+
+# Checks that follow the capture, not the person (the source photos' own yaw, pitch and
+# smiles stay with them in every capture).
+CAPTURE_CHECKS = [
+    c
+    for c in Criterion
+    if c not in (Criterion.YAW, Criterion.PITCH, Criterion.EYES_OPEN, Criterion.MOUTH_CLOSED)
+]
 
 
 # OpenCV's suggested SFace cosine threshold (its face_recognition_sface sample).
@@ -259,6 +304,8 @@ def dedup_table(photos: dict[str, RGB], analyzer: FaceAnalyzer, enrollments: int
     rows: list[tuple[str, str, str, NDArray[np.float32]]] = []  # person, source, kind, vector
     sitting: dict[str, int] = {}
     lost: dict[str, int] = {}
+    # kind -> [captures, flagged by the target check, passed every capture check]
+    checked: dict[str, list[int]] = {k: [0, 0, 0] for k in faces.CAPTURE_MIX}
     for e in pop.enrollments:
         sitting[e.person_id] = sitting.get(e.person_id, 0) + 1
         seed = seeds[e.person_id]
@@ -267,9 +314,13 @@ def dedup_table(photos: dict[str, RGB], analyzer: FaceAnalyzer, enrollments: int
         data = faces.encode_jpeg(faces.synthetic_face(sources[source], capture))
         image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         a = analyzer.analyze(image)
-        if a.mesh is None:
+        if a.mesh is None or a.assessment is None:
             lost[capture.kind] = lost.get(capture.kind, 0) + 1
             continue
+        tally = checked[capture.kind]
+        tally[0] += 1
+        tally[1] += capture.target is not None and not a.assessment.check(capture.target).passed
+        tally[2] += all(a.assessment.check(c).passed for c in CAPTURE_CHECKS)
         vector = embedder.embed(align_face(image, five_points(a.mesh, a.irises)))
         rows.append((e.person_id, source, capture.kind, vector))
     groups: dict[str, list[float]] = {}
@@ -302,11 +353,17 @@ def dedup_table(photos: dict[str, RGB], analyzer: FaceAnalyzer, enrollments: int
         "different real people",
     ):
         print(f"| {relation} | " + _summary(groups.get(relation, []), t))
-    print("\nSame source photo, a good capture against each kind:\n")
-    print(f"| kind | pairs | min | p5 | median | max | >= {t} |")
-    print("|---|---|---|---|---|---|---|")
+    print("\nSame source photo, a good capture against each kind; and the checks:\n")
+    print(
+        f"| kind | pairs | min | p5 | median | max | >= {t} | captures | flagged by its "
+        "check | passed every capture check |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in faces.CAPTURE_MIX:
-        print(f"| {kind} | " + _summary(by_kind.get(kind, []), t))
+        n, flagged, clean = checked[kind]
+        target = faces.TARGETS[kind]
+        hit = f"{flagged} ({target.value})" if target is not None else ""
+        print(f"| {kind} | " + _summary(by_kind.get(kind, []), t) + f" {n} | {hit} | {clean} |")
 
 
 def main() -> int:
@@ -315,6 +372,9 @@ def main() -> int:
     parser.add_argument("--checks", action="store_true", help="also print the check table")
     parser.add_argument(
         "--dedup", type=int, default=0, metavar="N", help="also the face-dedup table, N faces"
+    )
+    parser.add_argument(
+        "--variations", type=int, default=0, metavar="SEEDS", help="also the variations table"
     )
     parser.add_argument("--no-timing", action="store_true", help="skip the timing table")
     args = parser.parse_args()
@@ -332,6 +392,8 @@ def main() -> int:
         timing_table(frame, args.repeat)
     if args.checks:
         checks_table(photos, analyzer)
+    if args.variations:
+        variations_table(photos, analyzer, args.variations)
     if args.dedup:
         dedup_table(photos, analyzer, args.dedup)
     return 0
