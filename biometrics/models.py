@@ -45,6 +45,9 @@ class ModelSource(StrEnum):
     SDIST_EXTRACT = "sdist-extract"
     """Extracted at setup from a pinned sdist into the model cache; ``relpath`` is the
     member's path inside the archive, ``archive``/``archive_sha256`` pin the archive."""
+    REPOSITORY = "repository"
+    """Our own model, checked into this repository with its training report; ``relpath``
+    is relative to the repository root, ``package``/``version`` name the project."""
 
 
 #: Where ``sdist-extract`` models are cached unless a caller names another folder: the
@@ -52,6 +55,9 @@ class ModelSource(StrEnum):
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 FETCH_MODELS_HINT = ".venv/bin/python scripts/fetch_models.py (make bootstrap runs it)"
+
+#: Root that ``repository`` models' paths are relative to.
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,11 @@ def model_path(name: str, cache_dir: Path | None = None) -> Path:
                     f"model {name!r} is not in {path.parent}: it is extracted from "
                     f"{origin} at setup; run {entry.install_hint}"
                 )
+        elif entry.source is ModelSource.REPOSITORY:
+            path = REPOSITORY_ROOT / entry.relpath
+            origin = "the repository (git checkout)"
+            if not path.is_file():
+                raise ModelError(f"model {name!r} is missing at {path}: {entry.install_hint}")
         else:
             path, version = _installed_path(entry)
             origin = f"{entry.requirement} ({version} is installed)"
