@@ -82,12 +82,9 @@ TARGETS: dict[str, Criterion | None] = {
 }
 
 # Mesh indices used to place occluders (MediaPipe topology).
-NOSE_BRIDGE = 6
 NOSE_TIP = 1
-CHIN = 152
 MOUTH_CENTRE = 13
 FACE_RIGHT, FACE_LEFT = 234, 454  # face outline at ear level (image left, right)
-CHEEK_RIGHT, CHEEK_LEFT = 132, 361  # outline at mouth level
 
 
 @dataclass(frozen=True)
@@ -366,8 +363,9 @@ MASK_COLOURS: dict[str, tuple[int, int, int]] = {
 
 
 def _mask(source: SourceFace, image: RGBImage, colour: str, top: float) -> RGBImage:
-    """A surgical mask from the nose bridge (``top``: share of the way from the eye line
-    to the nose tip... and beyond) over nose, mouth and chin, with pleats and ear loops."""
+    """A surgical mask over nose, mouth and chin, with pleats and ear loops. Its top edge
+    lies 0.4 + ``top`` of the way from the eye line to the nose tip (0.3-0.45: on the
+    nose bridge)."""
     p = source.points[:, :2].astype(np.float64)
     eye_mid = (source.right_eye + source.left_eye).astype(np.float64) / 2
     upper = eye_mid + (p[NOSE_TIP] - eye_mid) * (0.4 + top)
