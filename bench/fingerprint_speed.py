@@ -1,7 +1,16 @@
-"""Fingerprint extraction and matching speed: mindtct, templates, 1:1 and 1:N on one core.
+"""Fingerprint extraction and matching speed: mindtct, LEADER, templates, 1:1 and 1:N on one
+core.
 
     .venv/bin/python bench/fingerprint_speed.py [--sizes 10000,100000,1000000]
-        [--probes 50] [--workers 2] [--cache DIR] [--seed 1]
+        [--probes 50] [--workers 2] [--cache DIR] [--seed 1] [--leader 6]
+        [--only-extraction]
+
+LEADER (``biometrics.fingerprint.leader``, one onnxruntime thread) and mindtct run on the
+same synthetic impressions (``biometrics.fingerprint.synth``: one rolled 800x750 and one
+flat 400x500 of each of ``--leader`` masters); mindtct on those images is LEADER's baseline,
+and the notes compare the two extractors' minutiae (counts, how many LEADER minutiae have a
+mindtct one within 8 px, the median direction difference of those pairs). LEADER is also
+timed with onnxruntime's lower graph optimisation levels on the flat images.
 
 Templates for the 1:N runs are synthesized in bulk from simulated minutia sets
 (``biometrics.fingerprint.simulate``): gallery rows and probes are two independent
@@ -39,10 +48,12 @@ from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from numpy.typing import NDArray  # noqa: E402
 from timing import med, p90, timed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from biometrics.fingerprint import iso19794, mcc, prefilter  # noqa: E402
+from biometrics.fingerprint.leader import LeaderExtractor  # noqa: E402
 from biometrics.fingerprint.matcher import (  # noqa: E402
     FingerTemplate,
     Gallery,
@@ -52,6 +63,8 @@ from biometrics.fingerprint.matcher import (  # noqa: E402
 )
 from biometrics.fingerprint.minutiae import MindtctExtractor, MinutiaSet  # noqa: E402
 from biometrics.fingerprint.simulate import impression, random_minutiae  # noqa: E402
+from biometrics.fingerprint.synth import ImpressionKind, master_finger  # noqa: E402
+from biometrics.fingerprint.synth import impression as synth_impression  # noqa: E402
 from biometrics.placeholder import finger_image  # noqa: E402
 
 Row = tuple[str, str, str, str, str]
@@ -131,6 +144,81 @@ def extraction_rows(repeat: int) -> list[Row]:
         ("ISO 19794-2 encode / decode", f"{med(enc) * 1000:.0f} / {med(dec) * 1000:.0f} us",
          "", "", f"{len(iso)} bytes")
     )  # fmt: skip
+    return rows
+
+
+def _timed_extract(
+    ex: LeaderExtractor | MindtctExtractor, images: list[NDArray[np.uint8]]
+) -> tuple[list[float], list[float], list[MinutiaSet]]:
+    """Wall and CPU milliseconds per image, and the minutiae."""
+    ex.extract(images[0])  # warm up: session, buffers
+    wall, cpu, found = [], [], []
+    for img in images:
+        t, c = time.perf_counter(), time.process_time()
+        found.append(ex.extract(img))
+        cpu.append((time.process_time() - c) * 1000)
+        wall.append((time.perf_counter() - t) * 1000)
+    return wall, cpu, found
+
+
+def _agreement(a: list[MinutiaSet], b: list[MinutiaSet]) -> tuple[float, float]:
+    """Share of ``a``'s minutiae with a ``b`` minutia within 8 px (mutually nearest), and
+    the median direction difference of those pairs in degrees."""
+    paired, total, turns = 0, 0, []
+    for x, y in zip(a, b, strict=True):
+        total += len(x)
+        if not len(x) or not len(y):
+            continue
+        d = np.hypot(x.x[:, None] - y.x[None, :], x.y[:, None] - y.y[None, :])
+        j, i = d.argmin(axis=1), d.argmin(axis=0)
+        k = np.flatnonzero((i[j] == np.arange(len(x))) & (d[np.arange(len(x)), j] <= 8))
+        paired += len(k)
+        turns.append(np.abs(np.mod(x.angle[k] - y.angle[j[k]] + math.pi, 2 * math.pi) - math.pi))
+    med_turn = math.degrees(float(np.median(np.concatenate(turns)))) if turns else math.nan
+    return paired / max(total, 1), med_turn
+
+
+def leader_rows(masters: int, seed: int) -> list[Row]:
+    """LEADER against mindtct on the same synthetic impressions, one thread."""
+    rows: list[Row] = []
+    t = time.perf_counter()
+    leader = LeaderExtractor()
+    leader.extract(np.full((64, 64), 255, np.uint8))
+    rows.append(("LEADER session (verify + load)", f"{time.perf_counter() - t:.2f} s", "", "",
+                 "once per process"))  # fmt: skip
+    mindtct = MindtctExtractor()
+    fingers = [(p, 1 + p % 10) for p in range(masters)]
+    shots: dict[ImpressionKind, list[NDArray[np.uint8]]] = {kind: [] for kind in ImpressionKind}
+    for p, f in fingers:
+        m = master_finger(seed, p, f)
+        for kind in ImpressionKind:
+            shots[kind].append(synth_impression(m, seed, p, f, 0, kind).image)
+    for kind, images in shots.items():
+        h, w = images[0].shape
+        lw, lc, lf = _timed_extract(leader, images)
+        mw, mc, mf = _timed_extract(mindtct, images)
+        share, turn = _agreement(lf, mf)
+        n_l = statistics.mean(len(s) for s in lf)
+        n_m = statistics.mean(len(s) for s in mf)
+        n_m20 = statistics.mean(int((s.quality >= 20).sum()) for s in mf)
+        rows.append(
+            (f"LEADER {kind.value} {w}x{h} (synthetic)", f"{med(lw):.0f} ms", f"{p90(lw):.0f} ms",
+             f"{med(lw) / med(mw):.0f}x",
+             f"cpu {med(lc):.0f} ms; {n_l:.0f} minutiae, {share:.0%} within 8 px of mindtct's, "
+             f"median direction difference {turn:.1f} deg")
+        )  # fmt: skip
+        rows.append(
+            ("  baseline: mindtct, same images", f"{med(mw):.0f} ms", f"{p90(mw):.0f} ms", "1x",
+             f"cpu {med(mc):.0f} ms; {n_m:.0f} minutiae ({n_m20:.0f} of quality >= 20)")
+        )  # fmt: skip
+    base = med(_timed_extract(leader, shots[ImpressionKind.FLAT])[1])
+    for level in ("basic", "disable"):
+        other = LeaderExtractor(optimization=level)
+        cpu = med(_timed_extract(other, shots[ImpressionKind.FLAT])[1])
+        rows.append(
+            (f"  LEADER flat, graph optimisation {level!r}", f"cpu {cpu:.0f} ms", "",
+             f"{cpu / base:.2f}x", f"vs 'all' (the default): cpu {base:.0f} ms")
+        )  # fmt: skip
     return rows
 
 
@@ -252,16 +340,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="processes building the gallery")
     ap.add_argument("--cache", type=Path, default=None, help="directory to keep galleries in")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--leader", type=int, default=6, help="synthetic masters for LEADER (0: skip)")
+    ap.add_argument("--only-extraction", action="store_true", help="skip 1:1 and 1:N")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
 
-    gallery = build_gallery(sizes[-1], args.seed, args.workers, args.cache)
+    if not args.only_extraction:
+        gallery = build_gallery(sizes[-1], args.seed, args.workers, args.cache)
     core = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
 
     rows = extraction_rows(args.images)
-    rows += one_to_one_rows(args.seed, args.pairs)
-    rows += one_to_many_rows(gallery, sizes, args.seed, args.probes)
+    if args.leader > 0:
+        rows += leader_rows(args.leader, args.seed)
+    if not args.only_extraction:
+        rows += one_to_one_rows(args.seed, args.pairs)
+        rows += one_to_many_rows(gallery, sizes, args.seed, args.probes)
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
