@@ -21,6 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# This checkout's biometrics (and so its model cache), whatever the venv has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from fetch_assets import (
     EXIT_INTEGRITY,
     EXIT_UNREACHABLE,
