@@ -21,6 +21,7 @@ from biometrics.fingerprint.matcher import (
     Candidate,
     FingerTemplate,
     Gallery,
+    PairingParams,
     make_template,
     search,
     verify,
@@ -222,8 +223,10 @@ def test_genuine_scores_clearly_above_impostors(
         [verify(probes[i], gallery[(i + k) % n]) for i in range(n) for k in (1, 2, 3)]
     )
     assert eer(genuine, impostor) < 0.005
-    # Not just separable: far apart (measured: genuine median ~0.5, impostor max ~0.1).
-    assert np.median(genuine) > 3 * impostor.max()
+    # Not just separable: far apart (measured: genuine median ~0.64, impostor max ~0.22;
+    # the score counts only the minutiae in the common area, so chance pairs in a small
+    # overlap score higher than they did against every minutia).
+    assert np.median(genuine) > 2 * impostor.max()
     # MCC alone (LSS) already separates them well; LSS-R too.
     lss_g = np.array([mcc.score(probes[i].cylinders, gallery[i].cylinders) for i in range(n)])
     lss_i = np.array(
@@ -237,6 +240,36 @@ def test_genuine_scores_clearly_above_impostors(
         mcc.score(probes[i].cylinders, gallery[i + 1].cylinders, relaxation=True) for i in range(50)
     ]
     assert np.mean(rel_g) > 2 * np.mean(rel_i)
+
+
+def test_a_partial_impression_is_scored_on_the_common_area() -> None:
+    """Half a finger against the whole one: against all minutiae the score can reach at
+    most about a half; counted over the common area it stays high, while an impostor's
+    half does not gain."""
+    rng = np.random.default_rng(21)
+    master = random_minutiae(rng)
+    full = make_template(impression(master, rng, RIGID), max_cylinders=0)
+    half_set = impression(master, rng, RIGID)
+    keep = np.flatnonzero(half_set.x < np.median(half_set.x))
+    half = make_template(half_set.take(keep), max_cylinders=0)
+    other = random_minutiae(rng)
+    other_set = impression(other, rng, RIGID)
+    other_half = make_template(
+        other_set.take(np.flatnonzero(other_set.x < np.median(other_set.x))), max_cylinders=0
+    )
+    counts = PairingParams(normalise="counts")
+    assert verify(half, full, counts) < 0.6
+    assert verify(half, full) > 0.8
+    assert verify(half, full) > 1.5 * verify(half, full, counts)
+    assert verify(other_half, full) < 0.2
+
+
+def test_minutiae_without_a_valid_cylinder_give_an_empty_template() -> None:
+    # Two minutiae far apart: neither has the neighbours a cylinder needs.
+    sparse = MinutiaSet.from_arrays([50.0, 350.0], [50.0, 350.0], [0.0, 1.0], width=400, height=400)
+    t = make_template(sparse)
+    assert len(t.cylinders) == 0
+    assert verify(t, t) == 0.0
 
 
 def test_signature_is_invariant_and_discriminates() -> None:
@@ -272,7 +305,7 @@ def test_search_finds_the_mate_at_rank_one(gallery_2000: tuple[Gallery, list[Min
         probe = make_template(impression(masters[k], rng))
         found = search(probe, g, top=3)
         assert found[0].label == 10_000 + k, (k, found)
-        assert found[0].score > 2 * found[1].score
+        assert found[0].score > 1.5 * found[1].score
 
 
 def test_search_identity_and_edge_cases(gallery_2000: tuple[Gallery, list[MinutiaSet]]) -> None:

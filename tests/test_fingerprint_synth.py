@@ -30,7 +30,12 @@ from biometrics.fingerprint.synth import (
     impression,
     master_finger,
 )
-from biometrics.fingerprint.synth_impression import image_to_master, master_to_image
+from biometrics.fingerprint.synth_impression import (
+    image_to_master,
+    master_footprint,
+    master_to_image,
+    points_to_image,
+)
 from biometrics.fingerprint.synth_master import draw_class
 from biometrics.synth.__main__ import main as synth_main
 
@@ -285,6 +290,36 @@ def test_partial_contact_shrinks_the_print(masters: list[MasterFinger]) -> None:
         full.append(contact_mask(a.params).mean())
         part.append(contact_mask(b.params).mean())
     assert statistics.mean(part) < 0.8 * statistics.mean(full)
+
+
+def test_footprint_is_the_skin_an_impression_shows(masters: list[MasterFinger]) -> None:
+    m = masters[4]
+    w, h = m.config.width, m.config.height
+    normal = SkinCondition.NORMAL
+    shots = [
+        impression(m, SEED, 4, 2, i, ImpressionKind.FLAT, condition=normal, partial=False)
+        for i in range(3)
+    ]
+    step = 4
+    feet = [master_footprint(s.params, w, h, step) for s in shots]
+    for shot, foot in zip(shots, feet, strict=True):
+        # The area it covers on the master is the contact area in the image (the
+        # distortion nearly preserves area), and every covered master point lands on a
+        # contact pixel of the image.
+        area_master = foot.sum() * step * step
+        area_image = contact_mask(shot.params).sum()
+        assert area_master == pytest.approx(area_image, rel=0.08)
+        ys, xs = np.nonzero(foot)
+        u, v = points_to_image(shot.params, xs * float(step), ys * float(step))
+        hit = contact_mask(shot.params)[
+            np.rint(v).astype(int).clip(0, shot.params.height - 1),
+            np.rint(u).astype(int).clip(0, shot.params.width - 1),
+        ]
+        assert hit.mean() > 0.99  # all but rounding at the edge
+    shared = (feet[0] & feet[1]).sum()
+    assert 0 < shared <= min(feet[0].sum(), feet[1].sum())
+    part = impression(m, SEED, 4, 2, 0, ImpressionKind.FLAT, condition=normal, partial=True)
+    assert master_footprint(part.params, w, h, step).sum() < feet[0].sum()
 
 
 def test_singularities_follow_the_impression(masters: list[MasterFinger]) -> None:

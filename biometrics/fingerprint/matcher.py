@@ -164,6 +164,13 @@ class PairingParams:
     stretch: float = 0.05  # ... plus this fraction of the distance from the anchor
     angle: float = math.radians(25.0)
     refine: bool = True
+    # Normalisation: "counts" divides paired^2 by nA * nB, all the minutiae of both;
+    # "overlap" by the minutiae of each that lie in the common area under the alignment
+    # (within ``overlap_radius`` of a minutia of the other), floored at ``overlap_floor``
+    # so that a sliver of overlap cannot score high on a handful of chance pairs.
+    normalise: str = "overlap"
+    overlap_radius: float = 40.0
+    overlap_floor: int = 16
 
 
 DEFAULT_PAIRING = PairingParams()
@@ -285,9 +292,40 @@ def pairing_scores(
         t = cb - np.stack([cr * ca[:, 0] - sr * ca[:, 1], sr * ca[:, 0] + cr * ca[:, 1]], axis=1)
         again, _ = _mutual_pairs(pa, b, b_valid, r[:, None], t[:, None, :], ca[:, None, :], params)
         refined = again[:, 0].sum(axis=1).astype(np.float64)
-        best = np.where(best >= 3, np.maximum(best, refined), best)
-    nb = np.maximum(counts, 1)
-    return np.asarray(best * best / (na * nb))
+        use = (best >= 3) & (refined > best)
+        best = np.where(use, refined, best)
+        rot_best = np.where(use, r, rot[rows, best_h])
+        shift_best = np.where(use[:, None], t, shift[rows, best_h])
+    else:
+        rot_best, shift_best = rot[rows, best_h], shift[rows, best_h]
+    if params.normalise == "counts":
+        nb = np.maximum(counts, 1)
+        return np.asarray(best * best / (na * nb))
+    in_a, in_b = _overlap_counts(pa, b, b_valid, rot_best, shift_best, params.overlap_radius)
+    floor = float(params.overlap_floor)
+    denom = np.maximum(in_a, floor) * np.maximum(in_b, floor)
+    return np.asarray(np.minimum(best * best / denom, 1.0))
+
+
+def _overlap_counts(
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    b_valid: NDArray[np.bool_],
+    rot: NDArray[np.float64],
+    shift: NDArray[np.float64],
+    radius: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """How many minutiae of A (moved by each candidate's alignment) and of B lie in the
+    area the two impressions share: within ``radius`` of some minutia of the other."""
+    c, s = np.cos(rot)[:, None], np.sin(rot)[:, None]  # (S, 1)
+    mx = c * a[:, 0] - s * a[:, 1] + shift[:, 0:1]  # (S, nA)
+    my = s * a[:, 0] + c * a[:, 1] + shift[:, 1:2]
+    d = (mx[..., None] - b[:, None, :, 0]) ** 2 + (my[..., None] - b[:, None, :, 1]) ** 2
+    d = np.where(b_valid[:, None, :], d, np.inf)  # (S, nA, C)
+    r2 = radius * radius
+    in_a = (d.min(axis=2) <= r2).sum(axis=1).astype(np.float64)
+    in_b = ((d.min(axis=1) <= r2) & b_valid).sum(axis=1).astype(np.float64)
+    return in_a, in_b
 
 
 def pairing_score(

@@ -189,6 +189,8 @@ def cylinders(
         far = np.hypot(*(pts[idx] - centre).T)
         idx = np.sort(idx[np.argsort(far, kind="stable")[:cap]])
     m = len(idx)
+    if m == 0:  # minutiae, but none with a valid cylinder (too few or too sparse)
+        return _empty(minutiae, p)
     # Spatial contributions only where a minutia lies within 3 sigma_s of a cell centre
     # (the paper's neighbourhood): only minutiae within R + 3 sigma_s of the cylinder's
     # own can, a handful, so work on padded neighbour lists and gather sparsely.

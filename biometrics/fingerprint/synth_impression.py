@@ -496,3 +496,21 @@ def contact_mask(params: ImpressionParams) -> NDArray[np.bool_]:
     mx, my = image_to_master(p, ux, uy)
     mask: NDArray[np.bool_] = _silhouette_level(p, mx, my) < 0
     return mask
+
+
+def master_footprint(
+    params: ImpressionParams, master_width: int, master_height: int, step: int = 4
+) -> NDArray[np.bool_]:
+    """Which master points an impression shows, on a grid of ``step`` px over the master:
+    inside the contact silhouette and inside the image frame.
+
+    Two impressions of one master share ridge detail only where their footprints overlap,
+    so ``(a & b).sum() * step**2`` is their common area in px^2: the ground truth that
+    decides whether a pair is matchable at all (benchmarks score FNMR on such pairs).
+    """
+    my, mx = np.mgrid[0:master_height:step, 0:master_width:step].astype(np.float64)
+    u, v = points_to_image(params, mx.ravel(), my.ravel())
+    inside = (u >= 0) & (u < params.width) & (v >= 0) & (v < params.height)
+    touching = _silhouette_level(params, mx.ravel(), my.ravel()) < 0
+    out: NDArray[np.bool_] = (inside & touching).reshape(mx.shape)
+    return out
