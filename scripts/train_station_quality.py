@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("step", nargs="?", default="all", choices=["all", "label", "train"])
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--masters", type=int, default=600)
+    parser.add_argument("--masters", type=int, default=500)
     parser.add_argument("--per-master", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0, help="labelling processes (0: auto)")
     args = parser.parse_args(argv)
