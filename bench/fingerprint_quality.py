@@ -5,7 +5,9 @@
 Latency per image on one core (LiteRT one thread, OpenCV one thread) for a rolled
 (800 x 750) and a flat (400 x 500) impression: the station model (canvas + LiteRT) and
 real NFIQ 2 (nbis-py, PNG in), against a baseline measured in the same run: cv2.resize of
-the same image to half size (INTER_AREA). The machine is shared and noisy: read the ratios.
+the same image to half size (INTER_AREA). For scale, the model's Gabor bank alone done by
+OpenCV (17 x filter2D at full stride on the 250 ppi canvas) is timed too. The machine is
+shared and noisy: read the ratios.
 
 Agreement on a fresh held-out set: ``--masters`` master fingers x 8 images drawn by
 biometrics.fingerprint.quality_set with ``--seed`` (not the training seed, so neither
@@ -20,6 +22,7 @@ import os
 import platform
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,7 +30,7 @@ from numpy.typing import NDArray
 from timing import med, p90, timed
 
 from biometrics.fingerprint.quality import Nfiq2, StationQuality
-from biometrics.fingerprint.quality_model import to_canvas
+from biometrics.fingerprint.quality_model import gabor_bank, to_canvas
 from biometrics.fingerprint.quality_set import Defect, Sample, master_for, plan, render
 from biometrics.fingerprint.synth import ImpressionKind, SkinCondition
 from biometrics.models import spec
@@ -55,14 +58,26 @@ def latency(runs: int, seed: int) -> None:
             )
 
 
+_BANK = gabor_bank()
+
+
+def bank_in_opencv(half: NDArray[Any]) -> list[NDArray[Any]]:
+    """The model's costliest layer done by OpenCV: a yardstick for LiteRT's speed."""
+    return [cv2.filter2D(half, cv2.CV_32F, k[:, :, 0]) for k in _BANK]
+
+
 def kind_rows(
     image: NDArray[np.uint8], station: StationQuality, nfiq2: Nfiq2, runs: int
 ) -> list[tuple[str, list[float]]]:
     h, w = image.shape
+    half = cv2.resize(to_canvas(image)[0, :, :, 0], None, fx=0.5, fy=0.5,
+                      interpolation=cv2.INTER_AREA)  # fmt: skip
     return [
         ("baseline: cv2.resize to half (INTER_AREA)",
          timed(lambda: cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA),
                runs, warm_up=True)),
+        ("reference: the Gabor bank alone in OpenCV (17 x filter2D, 250 ppi, float32)",
+         timed(lambda: bank_in_opencv(half), runs, warm_up=True)),
         ("station: to_canvas only", timed(lambda: to_canvas(image), runs, warm_up=True)),
         ("station: score (canvas + LiteRT)",
          timed(lambda: station.score(image), runs, warm_up=True)),
