@@ -171,7 +171,7 @@ MODELS: dict[str, ModelSpec] = {
             "vn-eid",
             "0.1.0",
             "biometrics/fingerprint/nfiq2_station.tflite",
-            "3f9ca00af9b2c9baad91be16ff47968c65686c2fdcac209469dc0f5183a761f5",
+            "5a8513b1dd5d7c02630944c0e7b8edd4d12fa360571e1dfba57dd375193ff65b",
             "ours (this repository)",
             "git checkout biometrics/fingerprint/nfiq2_station.tflite, or retrain with "
             ".venv/bin/python scripts/train_station_quality.py",

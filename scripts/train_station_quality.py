@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from biometrics.fingerprint.quality_model import (  # noqa: E402
     build_features_model,
     build_maps_model,
     build_model,
+    gate,
     head_forward,
     to_canvas,
 )
@@ -282,6 +283,7 @@ PLOT = ROOT / "docs" / "station-quality.png"
 HIDDEN = 16
 DECAYS = (3e-5, 1e-4, 3e-4)
 ENSEMBLE = 5
+ZERO_LEVELS = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
 
 
 def train(
@@ -296,17 +298,26 @@ def train(
     train_samples = [s for s, t in zip(samples, test, strict=True) if not t]
     hist = calibrate(seed, train_samples)
     x = features(seed, samples, hist)
-    chosen, best = DECAYS[0], float("inf")
+    chosen, best, val_raw = DECAYS[0], float("inf"), y[val]
     selection = []
     for decay in DECAYS:
         head = fit_head(x[fit], y[fit], HIDDEN, decay, seed)
-        mae = float(np.mean(np.abs(np.rint(head_forward(head, x[val])) - y[val])))
+        raw = head_forward(head, x[val])
+        mae = float(np.mean(np.abs(np.rint(raw) - y[val])))
         selection.append({"hidden": HIDDEN, "decay": decay, "val_mae": round(mae, 2)})
         print(f"hidden {HIDDEN} decay {decay:g}: validation MAE {mae:.2f}", flush=True)
         if mae < best:
-            chosen, best = decay, mae
+            chosen, best, val_raw = decay, mae, raw
+    # The zero gate's level, on the same validation masters.
+    zero_below, best = 0.0, float("inf")
+    for level in ZERO_LEVELS:
+        mae = float(np.mean(np.abs(np.rint(gate(val_raw, level)) - y[val])))
+        selection.append({"zero_below": level, "val_mae": round(mae, 2)})
+        if mae < best:
+            zero_below, best = level, mae
+    print(f"zero gate at {zero_below:g}: validation MAE {best:.2f}", flush=True)
     members = [fit_head(x[~test], y[~test], HIDDEN, chosen, seed + i) for i in range(ENSEMBLE)]
-    head = Head.ensemble(members)
+    head = replace(Head.ensemble(members), zero_below=zero_below)
     description = f"vn-eid nfiq2 station quality, seed {seed}"
     model = build_model(hist, head, description)
     # The figures come from the finished model itself, run in LiteRT on the held-out images.
@@ -337,7 +348,13 @@ def train(
         "nfiq2_zero_fraction": round(float(np.mean(y == 0)), 3),
         "features": int(x.shape[1]),
         "maps": list(MAP_NAMES),
-        "head": {"hidden": HIDDEN, "ensemble": ENSEMBLE, "decay": chosen, "selection": selection},
+        "head": {
+            "hidden": HIDDEN,
+            "ensemble": ENSEMBLE,
+            "decay": chosen,
+            "zero_below": zero_below,
+            "selection": selection,
+        },
         "test": agreement(pred_test, y[test]),
         "train": agreement(pred_train, y[~test]),
         "test_by_group": groups,
@@ -443,7 +460,12 @@ Then everything happens in the TFLite graph:
   energy over the whole canvas: {r["features"]} features;
 - head: {r["head"]["ensemble"]} MLPs ({r["head"]["hidden"]} logistic hidden units each,
   sigmoid output x 100) averaged, fitted by L-BFGS (scipy) on squared error with weight
-  decay {r["head"]["decay"]:g}, standardisation folded into the first layer.
+  decay {r["head"]["decay"]:g}, standardisation folded into the first layer;
+- a zero gate: NFIQ 2 reports 0 when it cannot assess an image ({r["nfiq2_zero_fraction"]:.0%}
+  of this set), a jump the regression smooths into small positive scores; the output is
+  multiplied by sigmoid(2 (s - {r["head"]["zero_below"]:g})), i.e. scores below
+  {r["head"]["zero_below"]:g} go to 0. Decay and gate level were chosen on the validation
+  masters, never on the test split.
 
 LiteRT vs the numpy head on the same features: max difference {r["litert_vs_numpy_max_abs"]}
 points. Reproduce: `.venv/bin/python scripts/train_station_quality.py` (labels are cached in

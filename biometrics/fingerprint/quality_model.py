@@ -20,8 +20,9 @@ Front end (fixed, no trained weights), all inside the graph:
    foreground area above each of a few thresholds, both absolute (NFIQ 2 rewards large
    usable areas) and as a fraction of the foreground; plus foreground means.
 
-The head is a small MLP on those features (logistic hidden units, sigmoid output scaled
-to 0-100), fitted by scripts/train_station_quality.py.
+The head is a small MLP ensemble on those features (logistic hidden units, sigmoid output
+scaled to 0-100), fitted by scripts/train_station_quality.py, then a steep gate that sends
+scores below a level to 0, as NFIQ 2 reports 0 for images it cannot assess.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ N_ORIENT = 8
 KERNEL = 11
 BLOCK = 8  # energy samples per block side after the stride-2 bank: 32 px at 500 ppi
 EPS = 1e-4
+GATE_SLOPE = 2.0  # per score point: the zero gate is 0.998 open 3 points above its level
 
 MAP_NAMES = (
     "mean", "log_var", "log_ridge", "coherence", "flow", "clarity", "noise", "skew",
@@ -119,6 +121,9 @@ class Head:
     b1: F32  # [H]
     w2: F32  # [E, H]
     b2: F32  # [E]
+    zero_below: float = 0.0
+    """Scores below this are gated to 0: NFIQ 2 reports 0 ("cannot assess") rather than a
+    small number, and the station should too (a steep gate, see :data:`GATE_SLOPE`)."""
 
     @staticmethod
     def ensemble(members: list[Head]) -> Head:
@@ -132,7 +137,7 @@ class Head:
         return Head(
             members[0].mean, members[0].scale,
             np.concatenate([m.w1 for m in members]), np.concatenate([m.b1 for m in members]),
-            w2, np.concatenate([m.b2 for m in members]),
+            w2, np.concatenate([m.b2 for m in members]), members[0].zero_below,
         )  # fmt: skip
 
 
@@ -278,7 +283,13 @@ def build_model(hist: Histograms, head: Head, description: str) -> bytes:
     members = g.unary("logistic", g.fully_connected(hidden, head.w2, head.b2, name="fc2"))
     n = head.w2.shape[0]
     score = g.fully_connected(members, np.full((1, n), 100.0 / n, np.float32),
-                              np.zeros(1, np.float32), name="score")  # fmt: skip
+                              np.zeros(1, np.float32), name="ensemble")  # fmt: skip
+    if head.zero_below > 0:
+        gate = g.unary("logistic", g.fully_connected(
+            score, np.array([[GATE_SLOPE]], np.float32),
+            np.array([-GATE_SLOPE * head.zero_below], np.float32), name="gate_logit"),
+            name="gate")  # fmt: skip
+        score = g.binary("mul", score, gate, name="score")
     return g.build([score], description=description)
 
 
@@ -287,5 +298,12 @@ def head_forward(head: Head, features: NDArray[np.float64]) -> NDArray[np.float6
     z = (features - head.mean) / head.scale
     h = 1 / (1 + np.exp(-(z @ head.w1.T + head.b1)))
     members: NDArray[np.float64] = 100 / (1 + np.exp(-(h @ head.w2.T + head.b2)))
-    out: NDArray[np.float64] = members.mean(axis=1)
+    return gate(members.mean(axis=1), head.zero_below)
+
+
+def gate(score: NDArray[np.float64], zero_below: float) -> NDArray[np.float64]:
+    """The zero gate of :class:`Head` (identity when ``zero_below`` is 0)."""
+    if zero_below <= 0:
+        return score
+    out: NDArray[np.float64] = score / (1 + np.exp(-GATE_SLOPE * (score - zero_below)))
     return out
