@@ -413,9 +413,11 @@ trained to reproduce the real NIST NFIQ 2 (nbis-py), which only the registry run
 - code: `biometrics/fingerprint/quality.py` (`StationQuality`, `Nfiq2`),
   `biometrics/fingerprint/quality_model.py` (the graph),
   `biometrics/fingerprint/quality_set.py` (the synthetic set);
-- training: `scripts/train_station_quality.py` (seed {r["seed"]}; {r["minutes"]} min after
-  labelling); latency and a second held-out check: `bench/fingerprint_quality.py`
-  (docs/benchmarks.md).
+- training: `scripts/train_station_quality.py`, seed {r["seed"]}. Labelling the images with
+  NFIQ 2 (0.15-0.4 s each) took about an hour on the shared 2-core machine, one worker;
+  the rest is quick (this run: {r["minutes"]} min; front-end features, cached under
+  `data/station_quality/`, take ~3 min to compute);
+- latency and a second held-out check: `bench/fingerprint_quality.py` (docs/benchmarks.md).
 
 ## Result on held-out masters
 
@@ -471,6 +473,18 @@ LiteRT vs the numpy head on the same features: max difference {r["litert_vs_nump
 points. Reproduce: `.venv/bin/python scripts/train_station_quality.py` (labels are cached in
 `data/station_quality/`; a rerun with the same seed writes the same model bytes).
 Full figures: `docs/station-quality.json`.
+
+## Limits
+
+- Synthetic impressions only: no real fingerprints are available here, so agreement on a
+  real scanner's images is untested; retrain (or at least recheck) on real captures
+  labelled by NFIQ 2 before relying on the figures. Input must be 500 ppi.
+- The overall r owes much to ranking conditions and capture defects; within one condition
+  it is lower (see the table: wet or dry skin, partial contact). The model sees ridge
+  clarity, orientation, contrast and foreground area, not minutiae, which NFIQ 2 counts.
+- Flat impressions are harder than rolled ones (MAE above 5 on flats).
+- NFIQ 2's "not assessable" 0 is a cliff; near it the gate can send a weak but assessable
+  print to 0 or keep an unassessable one at ~15-20.
 """
 
 
