@@ -82,6 +82,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MATCHABLE_AREA = 40_000  # px^2 at 500 ppi = 100 mm^2
 FOOTPRINT_STEP = 4  # px between the footprint's samples of the master
 GATE = 35  # NFIQ 2 an enrolled impression must reach (the station re-captures below it)
+GATES = (0, 30, 35, 40, 45, 50)  # the gate sweep
 EXTRACTORS = ("mindtct", "leader")
 MATCHERS = ("bozorth3", "mcc", "mcc-gallery", "mcc-full")
 MATCHER_LABEL = {
@@ -473,6 +474,19 @@ def overlap_areas(es: ExtractedSet, pairs: NDArray[np.int64]) -> NDArray[np.floa
     )
 
 
+def _gated(
+    g: NDArray[np.float64], i: NDArray[np.float64], gp: NDArray[np.int64],
+    ip: NDArray[np.int64], matchable: NDArray[np.bool_], nfiq: NDArray[np.int16], gate: int,
+) -> str:  # fmt: skip
+    """FNMR at FMR 0.1 % over the pairs whose two impressions both pass ``gate``."""
+    ok = nfiq >= gate
+    sel_g = matchable & ok[gp[:, 0]] & ok[gp[:, 1]]
+    sel_i = ok[ip[:, 0]] & ok[ip[:, 1]]
+    if not sel_g.any() or not sel_i.any():
+        return "n/a"
+    return _pct(rates(g[sel_g], i[sel_i]).fnmr_at[0.001])
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
@@ -593,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }  # fmt: skip
     results: list[dict[str, Any]] = []
     breakdown: list[str] = []
+    sweep: list[str] = []
     cond = np.array(base.condition)
     skin_pairs = {
         "normal skin, full contact": (cond[gp[:, 0]] == "normal") & (cond[gp[:, 1]] == "normal")
@@ -639,11 +654,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 miss = float(np.mean(g[both] < r_all.threshold_at[0.001])) if both.any() else 0.0
                 cells.append(f"{_pct(miss)} of {int(both.sum()):,}")
             breakdown.append(f"| {label} | " + " | ".join(cells) + " |")
+            if nfiq is not None:
+                sweep.append(f"| {label} | " + " | ".join(_gated(g, i, gp, ip, matchable, nfiq, q)
+                                                        for q in GATES) + " |")  # fmt: skip
             results.append(row)
     print("\nFNMR at FMR 0.1 % by the skin in the pair (matchable pairs):\n")
     print("| extractor + matcher | " + " | ".join(skin_pairs) + " |")
     print("|---|" + "---|" * len(skin_pairs))
     print("\n".join(breakdown))
+    if nfiq is not None:
+        print(
+            "\nFNMR at FMR 0.1 % when both impressions of every pair (genuine and impostor) "
+            "reach an NFIQ 2 gate (matchable pairs; the share of impressions passing):\n"
+        )
+        print(
+            "| extractor + matcher | "
+            + " | ".join(f"NFIQ 2 >= {q} ({100 * float((nfiq >= q).mean()):.0f} %)" for q in GATES)
+            + " |"
+        )
+        print("|---|" + "---|" * len(GATES))
+        print("\n".join(sweep))  # fmt: skip
     if args.plot:
         title = (f"DET, synthetic {spec.kind} impressions ({spec.fingers} fingers x "
                  f"{spec.impressions}), {len(ip):,} impostor pairs")  # fmt: skip
