@@ -19,7 +19,7 @@ from biometrics.fingerprint.quality import (
     StationQuality,
 )
 from biometrics.fingerprint.quality_model import CANVAS, to_canvas
-from biometrics.fingerprint.quality_set import Defect, Sample, apply_defect, render
+from biometrics.fingerprint.quality_set import Defect, Sample, apply_defect, plan, render
 from biometrics.fingerprint.synth import ImpressionKind, SkinCondition
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,3 +130,16 @@ def test_nfiq2_unavailable_without_nbis(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(sys.modules, "nbis", None)  # import nbis now raises ImportError
     with pytest.raises(BackendUnavailableError, match="nbis-py"):
         Nfiq2()
+
+
+def test_quality_set_splits_by_master_and_is_deterministic() -> None:
+    samples = plan(SEED, 10, 8)
+    assert len(samples) == 80
+    split = {(s.person, s.finger): s.test for s in samples}
+    for s in samples:
+        assert s.test == split[(s.person, s.finger)]  # never a master on both sides
+    assert sum(split.values()) == 2  # every fifth master held out
+    assert plan(SEED, 3, 8) == samples[:24]  # a smaller set is a prefix: labels carry over
+    first = samples[0]
+    np.testing.assert_array_equal(render(SEED, first), render(SEED, first))
+    assert len({s.key for s in samples}) == len(samples)
