@@ -188,6 +188,17 @@ def _dphi(a: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.asarray((a + math.pi) % TWO_PI - math.pi)
 
 
+def _moved(
+    a: NDArray[np.float64], rot: NDArray[np.float64], shift: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """x and y of the points ``a`` (n, >=2) under rigid motions: ``rot`` of any shape
+    (...), ``shift`` (..., 2); the result has shape (..., n)."""
+    c, s = np.cos(rot)[..., None], np.sin(rot)[..., None]
+    mx = c * a[:, 0] - s * a[:, 1] + shift[..., 0:1]
+    my = s * a[:, 0] + c * a[:, 1] + shift[..., 1:2]
+    return mx, my
+
+
 def _mutual_pairs(
     a: NDArray[np.float64],
     b: NDArray[np.float64],
@@ -205,9 +216,7 @@ def _mutual_pairs(
     tolerances if that one's nearest is it in turn. Returns (S, H, nA) paired flags and
     (S, H, nA) partner indices.
     """
-    c, s = np.cos(rot)[..., None], np.sin(rot)[..., None]
-    mx = c * a[:, 0] - s * a[:, 1] + shift[..., 0:1]  # (S, H, nA)
-    my = s * a[:, 0] + c * a[:, 1] + shift[..., 1:2]
+    mx, my = _moved(a, rot, shift)  # (S, H, nA)
     ex = mx[..., None] - b[:, None, None, :, 0]
     ey = my[..., None] - b[:, None, None, :, 1]
     d = ex * ex
@@ -325,9 +334,7 @@ def _overlap_counts(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """How many minutiae of A (moved by each candidate's alignment) and of B lie in the
     area the two impressions share: within ``radius`` of some minutia of the other."""
-    c, s = np.cos(rot)[:, None], np.sin(rot)[:, None]  # (S, 1)
-    mx = c * a[:, 0] - s * a[:, 1] + shift[:, 0:1]  # (S, nA)
-    my = s * a[:, 0] + c * a[:, 1] + shift[:, 1:2]
+    mx, my = _moved(a, rot, shift)  # (S, nA)
     d = (mx[..., None] - b[:, None, :, 0]) ** 2 + (my[..., None] - b[:, None, :, 1]) ** 2
     d = np.where(b_valid[:, None, :], d, np.inf)  # (S, nA, C)
     r2 = radius * radius
