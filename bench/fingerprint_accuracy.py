@@ -83,7 +83,7 @@ MATCHABLE_AREA = 40_000  # px^2 at 500 ppi = 100 mm^2
 FOOTPRINT_STEP = 4  # px between the footprint's samples of the master
 GATE = 35  # NFIQ 2 an enrolled impression must reach (the station re-captures below it)
 GATES = (0, 30, 35, 40, 45, 50)  # the gate sweep
-EXTRACTORS = ("mindtct", "leader")
+EXTRACTORS = ("mindtct", "leader", "leader@0.3")
 MATCHERS = ("bozorth3", "mcc", "mcc-gallery", "mcc-full")
 MATCHER_LABEL = {
     "bozorth3": "Bozorth3",
@@ -117,10 +117,12 @@ def _extractor(name: str) -> MinutiaeExtractor:
         from biometrics.fingerprint.minutiae import MindtctExtractor
 
         return MindtctExtractor()
-    if name == "leader":
-        from biometrics.fingerprint.leader import LeaderExtractor
+    if name.startswith("leader"):
+        from biometrics.fingerprint.leader import DEFAULT_MIN_SCORE, LeaderExtractor
 
-        return LeaderExtractor()
+        # "leader@0.3": a lower detection threshold (more minutiae in dry and wet skin).
+        _, _, score = name.partition("@")
+        return LeaderExtractor(min_score=float(score) if score else DEFAULT_MIN_SCORE)
     raise ValueError(f"unknown extractor {name!r}; known: {', '.join(EXTRACTORS)}")
 
 
@@ -507,7 +509,12 @@ def plot_det(
     for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
         for label, (fmr, fnmr) in curves.items():
             keep = (fmr > 0) & (fnmr > 0)
-            ax.plot(fmr[keep], fnmr[keep], label=label, linewidth=1.4)
+            # Colour by matcher, line style by extractor: the two questions a reader asks.
+            extractor, _, matcher = label.partition(" + ")
+            colour = f"C{list(MATCHER_LABEL.values()).index(matcher) % 10}"
+            style = ("-", "--", ":", "-.")[EXTRACTORS.index(extractor) % 4]
+            ax.plot(fmr[keep], fnmr[keep], label=label, linewidth=1.4, color=colour,
+                    linestyle=style)  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(1e-5, 1)
