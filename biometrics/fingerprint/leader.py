@@ -109,14 +109,14 @@ class LeaderExtractor:
     """LEADER minutiae: grey 8-bit image (dark ridges) in, :class:`MinutiaSet` out.
 
     ``min_score`` is the detection threshold on the network's suppressed heatmap (0-1);
-    lower finds more minutiae, spurious ones included. The default is pyfing's 0.55;
-    for matching, ``RECOMMENDED_MIN_SCORE`` (0.3) is better: on 500 synthetic fingers x 4
-    flat impressions it took FNMR at FMR 0.1 % (full-template re-scoring, matchable pairs)
-    from 4.7 % to 0.8 %, most of it on dry and wet skin, where 0.55 leaves too few
-    minutiae (``bench/fingerprint_accuracy.py``, docs/benchmarks.md). ``max_minutiae``
-    keeps the best by score. ``intra_op_threads`` defaults to one: the registry runs one
-    extraction per core. Instances are cheap and thread-safe: the onnxruntime session is created on first use
-    and shared across instances with the same model folder, threads and optimisation.
+    lower finds more minutiae, spurious ones included. The default is pyfing's 0.55; for
+    matching, ``RECOMMENDED_MIN_SCORE`` (0.3) is better: on 500 synthetic fingers x 4 flat
+    impressions it took FNMR at FMR 0.1 % (full-template re-scoring, matchable pairs) from
+    4.7 % to 0.8 %, most of it on dry and wet skin, where 0.55 leaves too few minutiae
+    (``bench/fingerprint_accuracy.py``, docs/benchmarks.md). ``max_minutiae`` keeps the best
+    by score. ``intra_op_threads`` defaults to one: the registry runs one extraction per
+    core. Instances are cheap and thread-safe: the onnxruntime session is created on first
+    use and shared across instances with the same model folder, threads and optimisation.
     """
 
     name = "leader"
