@@ -504,7 +504,7 @@ def plot_det(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 5.2), dpi=110,
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 6.4), dpi=110,
                              squeeze=False)  # fmt: skip
     for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
         for label, (fmr, fnmr) in curves.items():
@@ -526,9 +526,12 @@ def plot_det(
         ax.set_ylabel("FNMR (false non-match rate)")
         ax.set_title(panel, fontsize=9)
         ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-        ax.legend(fontsize=7, loc="lower left")
+    # One legend under the panels: inside, it would hide the best curves (lower left).
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    rows = math.ceil(len(labels) / 3)
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.035 * rows + 0.02, 1.0, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
