@@ -528,8 +528,9 @@ def plot_det(
         ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
     # One legend under the panels: inside, it would hide the best curves (lower left).
     handles, labels = axes[0][0].get_legend_handles_labels()
-    rows = math.ceil(len(labels) / 3)
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    ncol = 3 if len(panels) > 1 else 1  # one panel is too narrow for three columns
+    rows = math.ceil(len(labels) / ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0.0, 0.035 * rows + 0.02, 1.0, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
