@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,18 +240,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clean and args.dest.exists():
         shutil.rmtree(args.dest)
+    return run_fetch(
+        "fetch_assets", lambda: fetch(args.dest, [args.pip] if args.pip else None, args.archives)
+    )
+
+
+def run_fetch(prog: str, fetch_all: Callable[[], dict[str, Path]], width: int = 28) -> int:
+    """Run a fetch for a command line: print name -> path, or map the failure to the
+    documented exit status (2 integrity, never ignore; 3 registry unreachable)."""
     try:
-        paths = fetch(args.dest, [args.pip] if args.pip else None, args.archives)
+        paths = fetch_all()
     except IntegrityError as exc:
-        print(f"fetch_assets: INTEGRITY FAILURE: {exc}", file=sys.stderr)
+        print(f"{prog}: INTEGRITY FAILURE: {exc}", file=sys.stderr)
         return EXIT_INTEGRITY
     except UnreachableError as exc:
-        print(f"fetch_assets: registry unreachable: {exc}", file=sys.stderr)
+        print(f"{prog}: registry unreachable: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    buf = io.StringIO()
     for name, path in paths.items():
-        buf.write(f"{name:28s} {path}\n")
-    print(buf.getvalue(), end="")
+        print(f"{name:{width}s} {path}")
     return 0
 
 

