@@ -212,29 +212,30 @@ def checks_table(photos: dict[str, RGB], analyzer: FaceAnalyzer) -> None:
     print("| defect | check | " + " | ".join(f"{s} base -> defect" for s in subjects) + " |")
     print("|---|---|" + "---|" * len(subjects))
     for label, make, criterion in DEFECTS:
-        cells = []
-        for name in subjects:
-            image, base = studio[name]
-            after = analyzer.analyze(make(image, base)).assessment
-            if after is None:
-                cells.append("no face")
-                continue
-            b, d = base.check(criterion), after.check(criterion)
-            flag = f"FLAGGED ({d.hint})" if not d.passed else "passed"
-            cells.append(f"{b.value:.3g} -> {d.value:.3g} {flag}")
+        cells = [
+            _defect_cell(studio[n][1], analyzer.analyze(make(*studio[n])).assessment, criterion)
+            for n in subjects
+        ]
         print(f"| {label} | {criterion.value} | " + " | ".join(cells) + " |")
     for label, capture, criterion in CAPTURES:
-        cells = []
-        for name in subjects:
-            base = studio[name][1]
-            after = analyzer.analyze(faces.render(sources[name], capture)).assessment
-            if after is None:
-                cells.append("no face")
-                continue
-            b, d = base.check(criterion), after.check(criterion)
-            flag = f"FLAGGED ({d.hint})" if not d.passed else "passed"
-            cells.append(f"{b.value:.3g} -> {d.value:.3g} {flag}")
+        cells = [
+            _defect_cell(
+                studio[n][1],
+                analyzer.analyze(faces.render(sources[n], capture)).assessment,
+                criterion,
+            )
+            for n in subjects
+        ]
         print(f"| {label} | {criterion.value} | " + " | ".join(cells) + " |")
+
+
+def _defect_cell(base: FaceAssessment, after: FaceAssessment | None, criterion: Criterion) -> str:
+    """'base -> defect' value of one check, and whether the defect was flagged."""
+    if after is None:
+        return "no face"
+    b, d = base.check(criterion), after.check(criterion)
+    flag = f"FLAGGED ({d.hint})" if not d.passed else "passed"
+    return f"{b.value:.3g} -> {d.value:.3g} {flag}"
 
 
 def variations_table(photos: dict[str, RGB], analyzer: FaceAnalyzer, seeds: int) -> None:

