@@ -1,0 +1,1 @@
+"""Fingerprint scanner: ZFM/R30x packet codec, vendor extensions, driver, simulator."""
