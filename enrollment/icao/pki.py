@@ -1,0 +1,133 @@
+"""The ICAO PKI of the card (9303-12): a Country Signing CA (CSCA) for Viet Nam and the
+Document Signers (DS) it certifies. ECDSA P-256 with SHA-256.
+
+Profiles (9303-12 7.1.1 and Table 6): the country (ISO 3166-1 alpha-2, "VN") in subject
+and issuer; key identifiers; a private key usage period; the CSCA signs certificates and
+CRLs only (basicConstraints CA, pathLen 0); a DS signs documents only (digitalSignature)
+and lists the document types it may sign (DocumentTypeList, "ID").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+from enrollment.icao import asn1
+
+__all__ = ["DOCUMENT_TYPE_LIST", "issue_document_signer", "make_csca"]
+
+DOCUMENT_TYPE_LIST = ObjectIdentifier("2.23.136.1.1.6.2")  # id-icao-mrtd-security-extensions
+
+
+def _name(country: str, organisation: str, common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, country),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def make_csca(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    country: str = "VN",
+    organisation: str = "Ministry of Public Security",
+    common_name: str = "CSCA Viet Nam",
+    key_usage_days: int = 5 * 365,
+    days: int = 15 * 365,
+    now: datetime | None = None,
+) -> x509.Certificate:
+    """A self-signed CSCA certificate. Its key signs DS certificates for ``key_usage_days``;
+    the certificate stays valid long enough to verify the last documents those DSs sign.
+    """
+    now = now or datetime.now(UTC)
+    name = _name(country, organisation, common_name)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .add_extension(
+            x509.PrivateKeyUsagePeriod(now, now + timedelta(days=key_usage_days)),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def issue_document_signer(
+    csca_key: ec.EllipticCurvePrivateKey,
+    csca: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    common_name: str = "Document Signer VN-EID",
+    organisation: str = "Ministry of Public Security",
+    document_types: tuple[str, ...] = ("ID",),
+    key_usage_days: int = 90,
+    document_validity_days: int = 10 * 365,
+    now: datetime | None = None,
+    not_after: datetime | None = None,
+) -> x509.Certificate:
+    """A DS certificate for ``public_key`` (which may live in an HSM).
+
+    The DS key signs for ``key_usage_days``; the certificate is valid that long plus the
+    validity of the documents it signs (9303-12 5.3), unless ``not_after`` says otherwise.
+    """
+    now = now or datetime.now(UTC)
+    country = csca.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
+    csca_ski = csca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    doc_types = asn1.DocumentTypeList({"version": 0, "doc_type_list": list(document_types)})
+    end = not_after or now + timedelta(days=key_usage_days + document_validity_days)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(str(country), organisation, common_name))
+        .issuer_name(csca.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(end)
+        .add_extension(_usage(ca=False), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(csca_ski),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.PrivateKeyUsagePeriod(now, now + timedelta(days=key_usage_days)),
+            critical=False,
+        )
+        .add_extension(
+            x509.UnrecognizedExtension(DOCUMENT_TYPE_LIST, doc_types.dump()), critical=False
+        )
+        .sign(csca_key, hashes.SHA256())
+    )
