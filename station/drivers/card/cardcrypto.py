@@ -1,0 +1,50 @@
+"""The crypto primitives the card cores need and MicroPython's stdlib lacks.
+
+The cores (BAC, secure messaging, the applet) receive an object of this shape; the host
+passes :class:`station.drivers.card.hostcrypto.HostCrypto`, a microcontroller would pass
+one backed by its own DES/SHA-1 code. Keys are 16-byte two-key 3DES keys (K1 || K2).
+"""
+
+
+class CardCrypto:
+    """Interface: subclass and implement every method."""
+
+    def sha1(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def tdes_cbc_encrypt(self, key: bytes, data: bytes) -> bytes:
+        """Two-key 3DES in CBC mode with a zero IV; ``data`` is already padded."""
+        raise NotImplementedError
+
+    def tdes_cbc_decrypt(self, key: bytes, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def retail_mac(self, key: bytes, data: bytes) -> bytes:
+        """ISO/IEC 9797-1 MAC algorithm 3 (DES, 3DES output transform), 8 bytes.
+
+        ``data`` is already padded (method 2) to a multiple of 8 bytes.
+        """
+        raise NotImplementedError
+
+    def random(self, length: int) -> bytes:
+        raise NotImplementedError
+
+
+def pad(data: bytes) -> bytes:
+    """ISO/IEC 9797-1 padding method 2: 0x80, then zeros to a multiple of 8 bytes."""
+    n = len(data) + 1
+    return bytes(data) + b"\x80" + bytes((8 - n % 8) % 8)
+
+
+def unpad(data: bytes) -> bytes:
+    """Undo :func:`pad`; raises ValueError when the padding is malformed."""
+    i = len(data) - 1
+    while i >= 0 and data[i] == 0:
+        i -= 1
+    if i < 0 or data[i] != 0x80 or len(data) - i > 8:
+        raise ValueError("bad ISO 9797-1 method 2 padding")
+    return bytes(data[:i])
+
+
+def xor(a: bytes, b: bytes) -> bytes:
+    return bytes([x ^ y for x, y in zip(a, b, strict=True)])

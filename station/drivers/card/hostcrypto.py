@@ -1,0 +1,46 @@
+"""Host implementation of :class:`CardCrypto` with the ``cryptography`` package."""
+
+import hashlib
+import os
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from .cardcrypto import CardCrypto
+
+_ZERO_IV = bytes(8)
+
+
+def _cbc(key: bytes, data: bytes, encrypt: bool) -> bytes:
+    if len(key) == 16:  # two-key 3DES as K1 K2 K1 (cryptography deprecates 16-byte keys)
+        key = key + key[:8]
+    cipher = Cipher(TripleDES(key), modes.CBC(_ZERO_IV))
+    ctx = cipher.encryptor() if encrypt else cipher.decryptor()
+    return ctx.update(data) + ctx.finalize()
+
+
+class HostCrypto(CardCrypto):
+    """3DES/DES from OpenSSL (via ``cryptography``), SHA-1 from hashlib, os.urandom."""
+
+    def sha1(self, data: bytes) -> bytes:
+        # SHA-1 is what ICAO 9303-11 prescribes for BAC key derivation, not a choice.
+        return hashlib.sha1(data).digest()  # noqa: S324
+
+    def tdes_cbc_encrypt(self, key: bytes, data: bytes) -> bytes:
+        return _cbc(key, data, True)
+
+    def tdes_cbc_decrypt(self, key: bytes, data: bytes) -> bytes:
+        return _cbc(key, data, False)
+
+    def retail_mac(self, key: bytes, data: bytes) -> bytes:
+        if len(data) % 8:
+            raise ValueError("retail MAC input must be padded to 8 bytes")
+        ka = key[:8]
+        # Single-DES CBC over all but the last block (3DES with K1=K2=K3 is single DES)...
+        chain = _cbc(ka * 3, data[:-8], True)[-8:] if len(data) > 8 else _ZERO_IV
+        last = bytes(x ^ y for x, y in zip(chain, data[-8:], strict=True))
+        # ...then E(Ka) D(Kb) E(Ka) on the last block: exactly two-key 3DES EDE.
+        return _cbc(key, last, True)
+
+    def random(self, length: int) -> bytes:
+        return os.urandom(length)
