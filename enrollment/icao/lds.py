@@ -340,7 +340,7 @@ class NationalData:
     place_of_origin: str
     place_of_residence: str
     date_of_issue: str
-    date_of_expiry: str | None  # None: valid for life
+    date_of_expiry: str | None = None  # None: valid for life
     identifying_marks: tuple[str, ...] = ()
     father_name: str | None = None
     mother_name: str | None = None
@@ -398,7 +398,10 @@ def parse_dg13(data: bytes) -> NationalData:
                 values[known[o.tag]] = o.value.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise LdsError(f"DG13: tag {o.tag:X} is not UTF-8") from exc
-    marks = tuple(o.value.decode("utf-8", errors="strict") for o in objs if o.tag == _DG13_MARK)
+    try:
+        marks = tuple(o.value.decode("utf-8") for o in objs if o.tag == _DG13_MARK)
+    except UnicodeDecodeError as exc:
+        raise LdsError("DG13: an identifying mark is not UTF-8") from exc
     required = [n for _, n in _DG13_FIELDS[:10] if n != "date_of_expiry"]
     missing = [n for n in required if n not in values]
     if missing:

@@ -74,12 +74,18 @@ def name_field(full_name: str, width: int = LINE) -> str:
     words = transliterate(full_name).split("<")
     if not words or not words[0]:
         raise LdsError(f"no MRZ characters in the name {full_name!r}")
-    surname, given = words[0], "<".join(words[1:])
-    field = f"{surname}<<{given}" if given else surname
-    if len(field) > width:
-        # 9303-3 4.6.5: truncate the secondary identifier, keeping its last position a
-        # letter so that a reader sees the name was cut.
-        field = field[:width].rstrip("<")
+    surname, given = words[0], words[1:]
+
+    def join() -> str:
+        return f"{surname}<<{'<'.join(given)}" if given else surname
+
+    # 9303-3 4.6.5: shorten the secondary identifier first, reducing given names to
+    # initials from the last one backwards, then cut what still overflows.
+    for i in reversed(range(len(given))):
+        if len(join()) <= width:
+            break
+        given[i] = given[i][0]
+    field = join()[:width]
     return field.ljust(width, "<")
 
 
