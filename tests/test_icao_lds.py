@@ -11,8 +11,11 @@ import io
 import re
 import shutil
 import subprocess
+import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -37,9 +40,14 @@ from enrollment.icao.mrz import (
     transliterate,
 )
 from enrollment.icao.passive import verify_passive
+from enrollment.icao.pki import issue_document_signer, make_csca
 from enrollment.icao.sod import build_sod, cms_of, from_signer, parse_sod
+from enrollment.keys.pkcs11 import Pkcs11Signer
 from enrollment.keys.software import SoftwareKeySigner
 from tests import icaokit, pkgkit
+
+if TYPE_CHECKING:
+    from tests.conftest import SoftHsmToken
 
 # ----------------------------------------------------------------------------------- TLV
 
@@ -486,3 +494,30 @@ def test_openssl_rejects_the_sod_under_another_csca(tmp_path: Path) -> None:
             "cms", "-verify", "-inform", "DER", "-in", str(sod), "-CAfile", str(stranger),
             "-purpose", "any", "-out", str(tmp_path / "x.der"),
         )  # fmt: skip
+
+
+def test_personal_number_needs_its_check_digit() -> None:
+    td1 = icaokit.sample_td1()
+    assert td1.personal_number == icaokit.PERSONAL_NUMBER
+    wrong = int(check_digit(icaokit.PERSONAL_NUMBER)) ^ 1
+    other = replace(td1, optional_data1=f"{icaokit.PERSONAL_NUMBER}<<{wrong}")
+    assert other.personal_number is None
+
+
+@pytest.mark.hsm
+def test_document_signer_key_in_an_hsm(softhsm_token: SoftHsmToken) -> None:
+    # The registry's DS key never leaves the token: the SOD is signed through the adapter.
+    t = softhsm_token
+    csca_key = ec.generate_private_key(ec.SECP256R1())
+    csca = make_csca(csca_key)
+    label = f"ds-{uuid.uuid4().hex[:12]}"
+    with Pkcs11Signer.generate(t.module_path, t.label, t.pin, label) as hsm:
+        ds = issue_document_signer(csca_key, csca, hsm.public_key())
+        chip, _ = build_chip(
+            td1=icaokit.sample_td1(),
+            faces=[lds.FaceImage(icaokit.face_jpeg(), *icaokit.FACE_SIZE)],
+            document_signer=ds,
+            sign=from_signer(hsm),
+        )
+    result = verify_passive(chip.sod, chip.data_groups(), [csca])
+    assert result.document_signer == ds

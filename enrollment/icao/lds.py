@@ -105,6 +105,7 @@ def parse_dg1(data: bytes) -> str:
 
 # --------------------------------------------------------------------------- biometrics
 
+_ICAO_HEADER_VERSION = b"\x01\x01"  # 9303-10 Table 39: BHT version 1.1
 _FORMAT_OWNER_SC37 = b"\x01\x01"  # ISO/IEC JTC 1/SC 37
 _FORMAT_FACE = b"\x00\x08"  # ISO/IEC 19794-5 face image
 _FORMAT_FINGER = b"\x00\x07"  # ISO/IEC 19794-4 finger image
@@ -203,7 +204,12 @@ def build_dg2(faces: Sequence[FaceImage]) -> bytes:
     """DG2: the portrait(s) as ISO/IEC 19794-5:2005 records in CBEFF templates."""
     if not faces:
         raise LdsError("DG2 needs at least one face image")
-    header = tlv(0x81, _TYPE_FACE) + tlv(0x87, _FORMAT_OWNER_SC37) + tlv(0x88, _FORMAT_FACE)
+    header = (
+        tlv(0x80, _ICAO_HEADER_VERSION)
+        + tlv(0x81, _TYPE_FACE)
+        + tlv(0x87, _FORMAT_OWNER_SC37)
+        + tlv(0x88, _FORMAT_FACE)
+    )
     return tlv(DG_TAGS[2], _group([(header, _face_record(f)) for f in faces]))
 
 
@@ -300,7 +306,8 @@ def build_dg3(fingers: Sequence[FingerImage]) -> bytes:
         if not 1 <= f.position <= 10:
             raise LdsError(f"DG3: finger position {f.position} is not 1-10")
         header = (
-            tlv(0x81, _TYPE_FINGER)
+            tlv(0x80, _ICAO_HEADER_VERSION)
+            + tlv(0x81, _TYPE_FINGER)
             + tlv(0x82, _cbeff_finger_subtype(f.position))
             + tlv(0x87, _FORMAT_OWNER_SC37)
             + tlv(0x88, _FORMAT_FINGER)

@@ -173,9 +173,11 @@ class Td1:
 
     @property
     def personal_number(self) -> str | None:
-        """The CCCD's 12-digit number from optional data 1, if it holds one."""
-        candidate = self.optional_data1[:12]
-        return candidate if _PERSONAL_NUMBER.match(candidate) else None
+        """The CCCD's 12-digit number from optional data 1, if it holds one with its check."""
+        candidate, rest = self.optional_data1[:12], self.optional_data1[12:]
+        if _PERSONAL_NUMBER.match(candidate) and rest == "<<" + check_digit(candidate):
+            return candidate
+        return None
 
 
 def cccd_td1(
