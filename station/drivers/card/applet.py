@@ -1,0 +1,443 @@
+"""The chip side of our card emulator: an ISO 7816-4 card with the LDS1 eMRTD application.
+
+``process(command APDU bytes) -> response APDU bytes``, nothing else: no sockets, no
+files. The host (:mod:`.emulator`) feeds it APDUs from vpcd and persists
+:meth:`EmrtdApplet.export` between sessions. Life cycle: INITIALISATION (files can be
+created and written in plain, the BAC keys set) -> ACTIVATE FILE -> OPERATIONAL (files are
+read-only and only under BAC secure messaging; DG3/DG4 refused, they need EAC).
+MicroPython-compatible; crypto is injected.
+"""
+
+from .apdu import (
+    SW_CLA_NOT_SUPPORTED,
+    SW_COMMAND_NOT_ALLOWED,
+    SW_CONDITIONS_NOT_SATISFIED,
+    SW_FILE_EXISTS,
+    SW_FILE_NOT_FOUND,
+    SW_INS_NOT_SUPPORTED,
+    SW_NOT_ENOUGH_MEMORY,
+    SW_OK,
+    SW_REFERENCED_DATA_NOT_FOUND,
+    SW_SECURITY_NOT_SATISFIED,
+    SW_SM_INCORRECT,
+    SW_VERIFICATION_FAILED,
+    SW_WARNING_EOF,
+    SW_WRONG_DATA,
+    SW_WRONG_LENGTH,
+    SW_WRONG_OFFSET,
+    SW_WRONG_P1P2,
+    ApduError,
+    Command,
+    Response,
+)
+from .bac import BacChip, BacError
+from .cardcrypto import CardCrypto
+from .profile import (
+    AID_EMRTD,
+    EAC_PROTECTED,
+    FID_DG1,
+    FID_EF_COM,
+    FID_EF_SOD,
+    FID_MF,
+    LC_INITIALISATION,
+    LC_OPERATIONAL,
+    TAG_BAC_KEYS,
+    application_fcp,
+)
+from .sm import SecureMessaging, SmError  # noqa: F401 (used in a type comment)
+from .tlv import TlvError, find, parse, tlv
+
+DEFAULT_CAPACITY = 256 * 1024  # bytes of EF content the chip holds (a large ID chip)
+
+
+def _atr(historical: bytes) -> bytes:
+    """3B 8n 80 01 <historical> TCK: the PC/SC part 3 ATR of a contactless ISO 14443-4 card."""
+    body = bytes([0x8 << 4 | len(historical), 0x80, 0x01]) + historical
+    tck = 0
+    for b in body:
+        tck ^= b
+    return b"\x3b" + body + bytes([tck])
+
+
+class Card:
+    """What the emulator host drives: an ATR, power-up, APDUs, and a persistable state."""
+
+    atr = b""
+    writes = 0
+
+    def power_on(self) -> None:
+        raise NotImplementedError
+
+    def process(self, raw: bytes) -> bytes:
+        raise NotImplementedError
+
+    def export(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def restore(self, state: dict[str, object]) -> None:
+        raise NotImplementedError
+
+
+class CardError(Exception):
+    """Ends a command with a status word (raised inside the applet only)."""
+
+    def __init__(self, sw: int) -> None:
+        Exception.__init__(self, sw)
+        self.sw = sw
+
+
+class EmrtdApplet(Card):
+    """An eMRTD chip: file system, life cycle, BAC, secure messaging."""
+
+    atr = _atr(b"VNEID-EMU")
+
+    def __init__(self, crypto: CardCrypto, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.crypto = crypto
+        self.capacity = capacity
+        self.lifecycle = LC_INITIALISATION
+        self.files = {}  # type: dict[int, bytearray]
+        self.bac_keys = b""  # K_enc || K_mac once personalised
+        self.bac_failures = 0
+        self.writes = 0  # commands that changed persistent state since power-up
+        self.power_on()
+
+    # --- persistence (the host stores this dict) ----------------------------------------
+
+    def export(self) -> dict[str, object]:
+        return {
+            "lifecycle": self.lifecycle,
+            "files": dict([(fid, bytes(data)) for fid, data in self.files.items()]),
+            "bac_keys": self.bac_keys,
+            "bac_failures": self.bac_failures,
+        }
+
+    def restore(self, state: dict[str, object]) -> None:
+        lifecycle = state["lifecycle"]
+        files = state["files"]
+        keys = state["bac_keys"]
+        failures = state["bac_failures"]
+        if not (
+            isinstance(lifecycle, int)
+            and isinstance(files, dict)
+            and isinstance(keys, bytes)
+            and isinstance(failures, int)
+        ):
+            raise ValueError("malformed card state")
+        self.lifecycle = lifecycle
+        self.files = dict([(int(fid), bytearray(data)) for fid, data in files.items()])
+        self.bac_keys = keys
+        self.bac_failures = failures
+        self.power_on()
+
+    # --- transient state ----------------------------------------------------------------
+
+    def power_on(self) -> None:
+        """Cold or warm reset: selection, challenge and SM session are forgotten."""
+        self.app_selected = False
+        self.current_ef = None  # type: int | None
+        self.sm = None  # type: SecureMessaging | None
+        self.bac = None  # type: BacChip | None
+
+    def process(self, raw: bytes) -> bytes:
+        try:
+            command = Command.decode(raw)
+        except ApduError:
+            return Response(b"", SW_WRONG_LENGTH).encode()
+        if command.cla & 0x0C == 0x0C:
+            return self._process_protected(command).encode()
+        if command.cla != 0x00:
+            return Response(b"", SW_CLA_NOT_SUPPORTED).encode()
+        # A plain command ends any secure-messaging session (ICAO 9303-11 9.8.6).
+        self.sm = None
+        return self._dispatch(command, False).encode()
+
+    def _process_protected(self, command: Command) -> Response:
+        sm = self.sm
+        if sm is None:
+            return Response(b"", SW_SM_INCORRECT)
+        try:
+            plain = sm.unprotect_command(command)
+        except SmError:
+            self.sm = None
+            return Response(b"", SW_SM_INCORRECT)
+        return sm.protect_response(self._dispatch(plain, True), command.ins)
+
+    def _dispatch(self, command: Command, secure: bool) -> Response:
+        try:
+            return self._handle(command, secure)
+        except CardError as exc:
+            return Response(b"", exc.sw)
+        except TlvError:
+            return Response(b"", SW_WRONG_DATA)
+
+    def _handle(self, c: Command, secure: bool) -> Response:
+        ins = c.ins
+        if ins == 0xA4:
+            return self._select(c, secure)
+        if ins in (0xB0, 0xB1):
+            return self._read_binary(c, secure)
+        if ins in (0xD6, 0xD7):
+            return self._update_binary(c, secure)
+        if ins == 0xE0:
+            return self._create_file(c, secure)
+        if ins == 0xE4:
+            return self._delete_file(c, secure)
+        if ins == 0xDA:
+            return self._put_data(c, secure)
+        if ins == 0x44:
+            return self._activate(c, secure)
+        if ins == 0x84:
+            return self._get_challenge(c, secure)
+        if ins == 0x82:
+            return self._mutual_authenticate(c, secure)
+        raise CardError(SW_INS_NOT_SUPPORTED)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    @property
+    def operational(self) -> bool:
+        return self.lifecycle == LC_OPERATIONAL
+
+    def _require_personalisation(self) -> None:
+        if self.operational:
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+        if not self.app_selected:
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+
+    def _require_read_access(self, fid: int, secure: bool) -> None:
+        if self.operational and (not secure or fid in EAC_PROTECTED):
+            raise CardError(SW_SECURITY_NOT_SATISFIED)
+
+    def _file(self, fid: int) -> bytearray:
+        data = self.files.get(fid)
+        if data is None:
+            raise CardError(SW_FILE_NOT_FOUND)
+        return data
+
+    def _used(self) -> int:
+        total = 0
+        for data in self.files.values():
+            total += len(data)
+        return total
+
+    def _changed(self) -> None:
+        self.writes += 1
+
+    # --- commands -----------------------------------------------------------------------
+
+    def _select(self, c: Command, secure: bool) -> Response:
+        fcp_wanted = c.p2 & 0x0C == 0x04 or c.p2 & 0x0C == 0x00
+        if c.p1 == 0x04:  # by DF name
+            if c.data != AID_EMRTD:
+                raise CardError(SW_FILE_NOT_FOUND)
+            self.app_selected = True
+            self.current_ef = None
+            if not fcp_wanted:
+                return Response(b"", SW_OK)
+            fids = sorted(self.files)
+            fcp = application_fcp(self.lifecycle, fids, self.bac_failures, not self.operational)
+            return Response(fcp, SW_OK)
+        if c.p1 not in (0x00, 0x02) or len(c.data) not in (0, 2):
+            raise CardError(SW_WRONG_P1P2)
+        fid = int.from_bytes(c.data, "big") if c.data else FID_MF
+        if fid == FID_MF:
+            self.app_selected = False
+            self.current_ef = None
+            return Response(b"", SW_OK)
+        if not self.app_selected:
+            raise CardError(SW_FILE_NOT_FOUND)
+        self._require_read_access(fid, secure)
+        data = self._file(fid)
+        self.current_ef = fid
+        if not fcp_wanted:
+            return Response(b"", SW_OK)
+        fcp = tlv(
+            0x62,
+            tlv(0x80, len(data).to_bytes(3, "big"))
+            + tlv(0x82, b"\x01")
+            + tlv(0x83, fid.to_bytes(2, "big")),
+        )
+        return Response(fcp, SW_OK)
+
+    def _target_ef(self, c: Command, secure: bool) -> tuple[int, int]:
+        """(FID, offset) of a READ/UPDATE BINARY, even INS (P1-P2) or odd INS (DO'54')."""
+        if c.ins & 1:
+            if c.p1 or c.p2:
+                fid = (c.p1 << 8) | c.p2
+                if (c.p1 << 8) | c.p2 < 0x20:  # short EF identifier in P2
+                    fid = self._fid_for_sfi(c.p2)
+            else:
+                fid = self._current()
+            offset_do = find(parse(c.data), 0x54)
+            if offset_do is None:
+                raise CardError(SW_WRONG_DATA)
+            offset = int.from_bytes(offset_do, "big")
+        elif c.p1 & 0x80:  # short EF identifier in P1, offset in P2
+            fid = self._fid_for_sfi(c.p1 & 0x1F)
+            offset = c.p2
+        else:
+            fid = self._current()
+            offset = (c.p1 << 8) | c.p2
+        self._require_read_access(fid, secure)
+        self._file(fid)
+        self.current_ef = fid
+        return fid, offset
+
+    def _fid_for_sfi(self, sfi: int) -> int:
+        if not self.app_selected:
+            raise CardError(SW_FILE_NOT_FOUND)
+        for fid in self.files:
+            if fid & 0x1F == sfi and fid >> 8 == 0x01:
+                return fid
+        raise CardError(SW_FILE_NOT_FOUND)
+
+    def _current(self) -> int:
+        if self.current_ef is None:
+            raise CardError(SW_COMMAND_NOT_ALLOWED)
+        return self.current_ef
+
+    def _read_binary(self, c: Command, secure: bool) -> Response:
+        if self.operational and not secure:
+            raise CardError(SW_SECURITY_NOT_SATISFIED)
+        fid, offset = self._target_ef(c, secure)
+        data = self.files[fid]
+        if offset > len(data):
+            raise CardError(SW_WRONG_OFFSET)
+        want = c.le or 256
+        chunk = bytes(data[offset : offset + want])
+        sw = SW_OK if len(chunk) == want else SW_WARNING_EOF
+        if c.ins & 1:
+            chunk = tlv(0x53, chunk)
+        return Response(chunk, sw)
+
+    def _update_binary(self, c: Command, secure: bool) -> Response:
+        self._require_personalisation()
+        if c.ins & 1:
+            fid, offset = self._target_ef(c, secure)
+            payload = find(parse(c.data), 0x53)
+            if payload is None:
+                raise CardError(SW_WRONG_DATA)
+        else:
+            if c.p1 & 0x80:
+                raise CardError(SW_WRONG_P1P2)
+            fid, offset = self._target_ef(c, secure)
+            payload = c.data
+        data = self.files[fid]
+        if offset > len(data):
+            raise CardError(SW_WRONG_OFFSET)
+        if offset + len(payload) > len(data):
+            raise CardError(SW_NOT_ENOUGH_MEMORY)
+        data[offset : offset + len(payload)] = payload
+        self._changed()
+        return Response(b"", SW_OK)
+
+    def _create_file(self, c: Command, secure: bool) -> Response:
+        self._require_personalisation()
+        body = find(parse(c.data), 0x62)
+        if body is None:
+            raise CardError(SW_WRONG_DATA)
+        items = parse(body)
+        size = find(items, 0x80)
+        descriptor = find(items, 0x82)
+        fid_bytes = find(items, 0x83)
+        if size is None or fid_bytes is None or len(fid_bytes) != 2 or descriptor != b"\x01":
+            raise CardError(SW_WRONG_DATA)  # only transparent working EFs in this profile
+        fid = int.from_bytes(fid_bytes, "big")
+        length = int.from_bytes(size, "big")
+        if fid in self.files:
+            raise CardError(SW_FILE_EXISTS)
+        if fid == FID_MF or fid >> 8 == 0x3F:
+            raise CardError(SW_WRONG_DATA)
+        if self._used() + length > self.capacity:
+            raise CardError(SW_NOT_ENOUGH_MEMORY)
+        self.files[fid] = bytearray(length)
+        self.current_ef = fid
+        self._changed()
+        return Response(b"", SW_OK)
+
+    def _delete_file(self, c: Command, secure: bool) -> Response:
+        self._require_personalisation()
+        fid = int.from_bytes(c.data, "big") if len(c.data) == 2 else self._current()
+        self._file(fid)
+        del self.files[fid]
+        if self.current_ef == fid:
+            self.current_ef = None
+        self._changed()
+        return Response(b"", SW_OK)
+
+    def _put_data(self, c: Command, secure: bool) -> Response:
+        self._require_personalisation()
+        if (c.p1 << 8) | c.p2 != TAG_BAC_KEYS:
+            raise CardError(SW_REFERENCED_DATA_NOT_FOUND)
+        if len(c.data) != 32:
+            raise CardError(SW_WRONG_LENGTH)
+        self.bac_keys = c.data
+        self._changed()
+        return Response(b"", SW_OK)
+
+    def _activate(self, c: Command, secure: bool) -> Response:
+        self._require_personalisation()
+        required = (FID_EF_COM, FID_EF_SOD, FID_DG1)
+        for fid in required:
+            if fid not in self.files:
+                raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+        if not self.bac_keys:
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+        self.lifecycle = LC_OPERATIONAL
+        self.current_ef = None
+        self._changed()
+        return Response(b"", SW_OK)
+
+    def _get_challenge(self, c: Command, secure: bool) -> Response:
+        if not self.operational:
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+        if c.le != 8:
+            raise CardError(SW_WRONG_LENGTH)
+        self.bac = BacChip(self.crypto, self.bac_keys[:16], self.bac_keys[16:])
+        return Response(self.bac.challenge(), SW_OK)
+
+    def _mutual_authenticate(self, c: Command, secure: bool) -> Response:
+        bac = self.bac
+        self.bac = None
+        if not self.operational or bac is None:
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+        try:
+            answer, session = bac.respond(c.data)
+        except BacError:
+            # Counted (persisted) so an operator can see probing; BAC itself never blocks.
+            self.bac_failures += 1
+            self._changed()
+            raise CardError(SW_VERIFICATION_FAILED) from None
+        self.sm = session
+        return Response(answer, SW_OK)
+
+
+class ForeignApplet(Card):
+    """A card that is not an eMRTD (an OpenPGP-style applet): the wrong-card fault."""
+
+    atr = _atr(b"OPENPGP1")
+    aid = b"\xd2\x76\x00\x01\x24\x01"
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def power_on(self) -> None:
+        return None
+
+    def export(self) -> dict[str, object]:
+        return {}
+
+    def restore(self, state: dict[str, object]) -> None:
+        return None
+
+    def process(self, raw: bytes) -> bytes:
+        try:
+            command = Command.decode(raw)
+        except ApduError:
+            return Response(b"", SW_WRONG_LENGTH).encode()
+        if command.cla != 0x00:
+            return Response(b"", SW_CLA_NOT_SUPPORTED).encode()
+        if command.ins == 0xA4 and command.p1 == 0x04:
+            sw = SW_OK if command.data == self.aid else SW_FILE_NOT_FOUND
+            return Response(b"", sw).encode()
+        return Response(b"", SW_INS_NOT_SUPPORTED).encode()
