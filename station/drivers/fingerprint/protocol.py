@@ -620,10 +620,19 @@ def end_packet(status: int, frames: int, duration_ms: int, address: int = DEFAUL
 
 
 class FrameRecord:
-    """One reassembled frame (pixels always 8-bit here, row-major)."""
+    """One reassembled frame, row-major; ``pixels`` as sent (4-bit pairs when bits=4,
+    see :func:`unpack4`)."""
 
     def __init__(
-        self, index: int, t_ms: int, x: int, y: int, width: int, height: int, pixels: bytes
+        self,
+        index: int,
+        t_ms: int,
+        x: int,
+        y: int,
+        width: int,
+        height: int,
+        bits: int,
+        pixels: bytes,
     ) -> None:
         self.index = index
         self.t_ms = t_ms
@@ -631,6 +640,7 @@ class FrameRecord:
         self.y = y
         self.width = width
         self.height = height
+        self.bits = bits
         self.pixels = pixels
 
 
@@ -704,9 +714,7 @@ class StreamAssembler:
             return None
         t_ms, x, y, width, height, bits, _ = self._header
         pixels = bytes(self._body[: self._need])
-        if bits == 4:
-            pixels = unpack4(pixels, width * height)
-        record = FrameRecord(self._index, t_ms, x, y, width, height, pixels)
+        record = FrameRecord(self._index, t_ms, x, y, width, height, bits, pixels)
         self._index = -1
         self._body = bytearray()
         return record

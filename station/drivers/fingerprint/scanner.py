@@ -38,6 +38,7 @@ from station.drivers.fingerprint.errors import (
     WrongPassword,
 )
 from station.drivers.fingerprint.frames import RollFrame
+from station.drivers.fingerprint.pixels import unpack4
 from station.drivers.fingerprint.rolled import RollComposer, RolledCapture
 from station.drivers.health import DeviceHealthBoard, DeviceKind, HealthCell
 
@@ -286,6 +287,7 @@ class FingerprintScanner:
         """Send an idempotent command and return its acknowledgement; a damaged or
         missing reply is retried ``retries`` times before it counts as a fault."""
         wait = self.timeout if timeout is None else timeout
+        silent = 0
         for _attempt in range(self.retries + 1):
             self._discard_input()
             self._write(packet)
@@ -295,10 +297,13 @@ class FingerprintScanner:
                 self._settle()
                 continue
             except ScannerTimeout:
+                silent += 1
                 continue
             if reply.pid == p.PID_ACK and reply.payload:
                 return reply
             self._settle()  # out of turn (e.g. the tail of an old transfer): ask again
+        if silent == self.retries + 1:
+            raise self._timed_out()
         message = (
             f"The fingerprint scanner gave no clean answer to {name} after "
             f"{self.retries + 1} tries: check the cable (noise or a loose connector)."
@@ -409,7 +414,7 @@ class FingerprintScanner:
                 "UpImage", len(data) + 12 * packets, packets, time.monotonic() - started
             )
             if not damaged and len(data) == expected:
-                pixels = np.frombuffer(p.unpack4(bytes(data), 2 * expected), np.uint8)
+                pixels = unpack4(bytes(data), 2 * expected)
                 return pixels.reshape(p.BASE_IMAGE_HEIGHT, p.BASE_IMAGE_WIDTH)
         message = "The fingerprint image kept arriving damaged: check the cable."
         self.health.error(message)
@@ -591,7 +596,12 @@ class FingerprintScanner:
         result = assembler.feed(packet)
         if result is None or isinstance(result, p.StreamEnd):
             return result
-        pixels = np.frombuffer(result.pixels, np.uint8).reshape(result.height, result.width)
+        count = result.width * result.height
+        if result.bits == 4:
+            flat = unpack4(result.pixels, count)
+        else:
+            flat = np.frombuffer(result.pixels, np.uint8, count)
+        pixels = flat.reshape(result.height, result.width)
         return RollFrame(
             index=result.index, t_ms=result.t_ms, x=result.x, y=result.y, pixels=pixels
         )

@@ -41,9 +41,14 @@ class SimulatorControl:
         """Queue the next presentation (ahead of the default script)."""
         self.send(cmd="present", finger=finger, fault=fault, **extra)
 
-    def corrupt(self, count: int = 1) -> None:
-        """Flip a checksum bit in the next ``count`` packets the scanner sends."""
-        self.send(cmd="corrupt", count=count)
+    def corrupt(self, count: int = 1, after: int = 0) -> None:
+        """Damage the checksum of ``count`` packets the scanner sends, after ``after``
+        intact ones."""
+        self.send(cmd="corrupt", count=count, after=after)
+
+    def reset(self) -> None:
+        """Empty the presentation queue (back to the default script) and line faults."""
+        self.send(cmd="reset")
 
     def noise(self, data: bytes) -> None:
         self.send(cmd="noise", hex=data.hex())

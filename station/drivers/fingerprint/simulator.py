@@ -40,6 +40,7 @@ import numpy as np
 
 from station.drivers.fingerprint import protocol as p
 from station.drivers.fingerprint.frames import PLATEN_HEIGHT, PLATEN_WIDTH
+from station.drivers.fingerprint.pixels import pack4
 from station.drivers.fingerprint.sim_fingers import FAULTS, base_image, flat_image, roll_sequence
 
 CDC_RATE = 1_000_000
@@ -162,6 +163,7 @@ class ScannerSimulator:
         self._lock = threading.Lock()
         self._actions: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._corrupt = 0
+        self._corrupt_after = 0
         self._stop = threading.Event()
         self._master: int | None = None
         self._slave: int | None = None
@@ -295,7 +297,9 @@ class ScannerSimulator:
             view = view[step:]
 
     def _send(self, packet: bytes) -> None:
-        if self._corrupt:
+        if self._corrupt_after:
+            self._corrupt_after -= 1
+        elif self._corrupt:
             self._corrupt -= 1
             packet = packet[:-1] + bytes((packet[-1] ^ 0x5A,))
         self._write(packet)
@@ -493,8 +497,9 @@ class ScannerSimulator:
         if pres is None:
             self._ack(p.ERR_NO_FINGER)
             return
+        # The finger stays on the glass until its image has been uploaded: a repeated
+        # GenImg images the same finger again (a new impression).
         self._image = (pres, self._impression_index(pres))
-        self._consume(pres)
         self._ack(p.OK)
 
     def _up_image(self, params: bytes) -> None:
@@ -504,16 +509,17 @@ class ScannerSimulator:
         pres, index = self._image
         image = base_image(self.config.seed, pres.person, pres.finger, index, pres.fault)
         self._log("base", pres, index, image.tobytes())
-        packed = p.pack4(image.tobytes())
+        packed = pack4(image)
         packets = p.data_packets(packed, 32 << self.packet_code, self.address)
         self._ack(p.OK)
         for i, packet in enumerate(packets):
             if pres.fault == "unplug_mid_transfer" and i == len(packets) // 2:
-                self._image = (Presentation(pres.person, pres.finger), index)
+                self._image = None  # a replugged module starts with an empty buffer
                 self._replace_front(pres)
                 self._unplug(self._replug_s(pres))
                 raise _Unplugged
             self._send(packet)
+        self._consume(pres)
 
     @staticmethod
     def _replug_s(pres: Presentation) -> float:
@@ -581,7 +587,7 @@ class ScannerSimulator:
                 if due > time.monotonic():
                     time.sleep(due - time.monotonic())
                 raw = frame.pixels.tobytes()
-                data = p.pack4(raw) if bits == 4 else raw
+                data = pack4(frame.pixels) if bits == 4 else raw
                 for packet in p.frame_packets(
                     frame.index,
                     frame.t_ms,
@@ -630,7 +636,7 @@ class ScannerSimulator:
         raw = image.tobytes()
         self._log("flat", pres, index, raw)
         bits = 4 if flags & p.FLAG_PACK4 else 8
-        data = p.pack4(raw) if bits == 4 else raw
+        data = pack4(image) if bits == 4 else raw
         h, w = image.shape
         self._ack(p.OK)
         packets = p.frame_packets(
@@ -708,7 +714,15 @@ class ScannerSimulator:
                 self._queue.clear()
             return {"ok": True}
         if name == "corrupt":
-            self._corrupt += int(cmd.get("count", 1))
+            # Damage the checksum of `count` packets, after letting `after` pass intact.
+            self._corrupt_after = int(cmd.get("after", 0))
+            self._corrupt = int(cmd.get("count", 1))
+            return {"ok": True}
+        if name == "reset":
+            with self._lock:
+                self._queue.clear()
+            self._corrupt = self._corrupt_after = 0
+            self._image = None
             return {"ok": True}
         if name == "noise":
             self._actions.put(("noise", bytes.fromhex(cmd["hex"])))
