@@ -6,6 +6,7 @@ worked example for the BAC seed, `openssl cms -verify` and `openssl asn1parse` f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
@@ -14,6 +15,7 @@ import subprocess
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +30,14 @@ from PIL import Image
 
 from enrollment import images
 from enrollment.icao import lds, tlv
-from enrollment.icao.chip import FID_COM, FID_SOD, build_chip, dg_number, fid_of
+from enrollment.icao.chip import (
+    FID_COM,
+    FID_SOD,
+    ChipContents,
+    build_chip,
+    dg_number,
+    fid_of,
+)
 from enrollment.icao.errors import LdsError, PassiveAuthError
 from enrollment.icao.from_record import chip_from_record
 from enrollment.icao.mrz import (
@@ -521,3 +530,62 @@ def test_document_signer_key_in_an_hsm(softhsm_token: SoftHsmToken) -> None:
         )
     result = verify_passive(chip.sod, chip.data_groups(), [csca])
     assert result.document_signer == ds
+
+
+_PARSERS = {
+    FID_COM: lds.parse_com,
+    fid_of(1): lds.parse_dg1,
+    fid_of(2): lds.parse_dg2,
+    fid_of(3): lds.parse_dg3,
+    fid_of(13): lds.parse_dg13,
+    fid_of(14): lds.parse_dg14,
+    fid_of(15): lds.parse_dg15,
+    FID_SOD: parse_sod,
+}
+
+
+@given(
+    fid=st.sampled_from(sorted(_PARSERS)),
+    at=st.floats(0, 1),
+    xor=st.integers(1, 255),
+    cut=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_damaged_files_raise_only_lds_errors(fid: int, at: float, xor: int, cut: bool) -> None:
+    # A card's files are untrusted input: a flipped byte or a short read must end in
+    # LdsError (or a parse of what is still well formed), never in another exception.
+    data = bytearray(_fuzz_chip().files[fid])
+    i = min(int(at * len(data)), len(data) - 1)
+    if cut:
+        del data[i:]
+    else:
+        data[i] ^= xor
+    with contextlib.suppress(LdsError):
+        _PARSERS[fid](bytes(data))
+
+
+@cache
+def _fuzz_sample() -> tuple[ChipContents, icaokit.IcaoPki]:
+    chip, _, pki = icaokit.sample_chip()
+    return chip, pki
+
+
+def _fuzz_chip() -> ChipContents:
+    return _fuzz_sample()[0]
+
+
+def _fuzz_pki() -> icaokit.IcaoPki:
+    return _fuzz_sample()[1]
+
+
+@given(at=st.floats(0, 1), xor=st.integers(1, 255))
+@settings(max_examples=200, deadline=None)
+def test_damaged_sod_fails_passive_authentication_cleanly(at: float, xor: int) -> None:
+    chip, pki = _fuzz_chip(), _fuzz_pki()
+    data = bytearray(chip.sod)
+    data[min(int(at * len(data)), len(data) - 1)] ^= xor
+    # Flips inside unsigned, unchecked fields (a NULL parameter) may pass; the signed
+    # content is then unchanged. Anything else must be a PassiveAuthError.
+    with contextlib.suppress(PassiveAuthError):
+        result = verify_passive(bytes(data), chip.data_groups(), [pki.csca])
+        assert result.verified == (1, 2, 3, 13, 14, 15)

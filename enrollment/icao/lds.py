@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from asn1crypto import core, keys
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -100,7 +101,10 @@ def build_dg1(mrz: str) -> bytes:
 
 def parse_dg1(data: bytes) -> str:
     objs = list(iter_tlv(_dg_value(data, 1)))
-    return _only(objs, 0x5F1F, "DG1").decode("ascii")
+    try:
+        return _only(objs, 0x5F1F, "DG1").decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise LdsError("DG1: the MRZ is not ASCII") from exc
 
 
 # --------------------------------------------------------------------------- biometrics
@@ -498,7 +502,9 @@ def parse_dg14(data: bytes) -> SecurityInfos:
                 aa = core.ObjectIdentifier.load(opt.dump()).dotted if opt.native else None
             else:
                 other.append(oid)
-    except (ValueError, TypeError) as exc:
+    except LdsError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, UnsupportedAlgorithm) as exc:
         raise LdsError(f"DG14 is not a SecurityInfos SET: {exc}") from exc
     return SecurityInfos(tuple(pace), ca_key, ca_protocol, aa, tuple(other))
 
@@ -514,7 +520,7 @@ def build_dg15(public_key: ec.EllipticCurvePublicKey) -> bytes:
 def parse_dg15(data: bytes) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_der_public_key(_dg_value(data, 15))
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise LdsError(f"DG15 is not a SubjectPublicKeyInfo: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise LdsError("DG15 holds a key that is not EC (only ECDSA AA is supported)")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -56,10 +56,15 @@ def verify_passive(
         raise PassiveAuthError(f"EF.SOD cannot be read: {exc}") from exc
     if contents.econtent_type != LDS_SECURITY_OBJECT:
         raise PassiveAuthError(f"EF.SOD content type {contents.econtent_type} is not an LDS SO")
-    ds = _document_signer(contents)
-    _check_signed_attributes(contents)
-    _check_signature(ds, contents)
-    anchor = _chain(ds, csca, at)
+    try:
+        ds = _document_signer(contents)
+        _check_signed_attributes(contents)
+        _check_signature(ds, contents)
+        anchor = _chain(ds, csca, at)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # cryptography parses certificate fields and keys lazily: a damaged DS
+        # certificate surfaces here rather than in parse_sod.
+        raise PassiveAuthError(f"the Document Signer certificate is malformed: {exc}") from exc
     verified = _check_hashes(contents, data_groups)
     return PassiveAuthResult(
         document_signer=ds,

@@ -187,6 +187,17 @@ def parse_sod(sod: bytes) -> SodContents:
         if len(signers) != 1:
             raise LdsError(f"EF.SOD has {len(signers)} signer infos, expected one")
         si = signers[0]
+        # RFC 5652 5.1 / 5.3: v3 for a content type other than id-data; a SignerInfo is v1
+        # with issuerAndSerialNumber, v3 with subjectKeyIdentifier.
+        expected_version = "v1" if si["sid"].name == "issuer_and_serial_number" else "v3"
+        if sd["version"].native != "v3" or si["version"].native != expected_version:
+            raise LdsError(
+                f"EF.SOD versions: SignedData {sd['version'].native}, "
+                f"SignerInfo {si['version'].native}"
+            )
+        listed = {a["algorithm"].native for a in sd["digest_algorithms"]}
+        if si["digest_algorithm"]["algorithm"].native not in listed:
+            raise LdsError("the signer's digest algorithm is not among SignedData's")
         encap = sd["encap_content_info"]
         econtent = encap["content"].contents
         if econtent is None:
@@ -249,7 +260,7 @@ def parse_sod(sod: bytes) -> SodContents:
         )
     except LdsError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, x509.InvalidVersion) as exc:
         raise LdsError(f"EF.SOD is malformed: {exc}") from exc
 
 
