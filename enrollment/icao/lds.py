@@ -45,7 +45,7 @@ __all__ = [
     "parse_dg15",
 ]
 
-# 9303-10 Table 34: the tag each data group's file starts with.
+# 9303-10 4.6: the tag each data group file starts with.
 DG_TAGS: dict[int, int] = {
     1: 0x61, 2: 0x75, 3: 0x63, 4: 0x76, 5: 0x65, 6: 0x66, 7: 0x67, 8: 0x68,
     9: 0x69, 10: 0x6A, 11: 0x6B, 12: 0x6C, 13: 0x6D, 14: 0x6E, 15: 0x6F, 16: 0x70,
@@ -109,7 +109,7 @@ def parse_dg1(data: bytes) -> str:
 
 # --------------------------------------------------------------------------- biometrics
 
-_ICAO_HEADER_VERSION = b"\x01\x01"  # 9303-10 Table 39: BHT version 1.1
+_ICAO_HEADER_VERSION = b"\x01\x01"  # ICAO header version 1.1 in the BHT
 _FORMAT_OWNER_SC37 = b"\x01\x01"  # ISO/IEC JTC 1/SC 37
 _FORMAT_FACE = b"\x00\x08"  # ISO/IEC 19794-5 face image
 _FORMAT_FINGER = b"\x00\x07"  # ISO/IEC 19794-4 finger image
