@@ -1,0 +1,171 @@
+"""APDU, BER-TLV and vpcd framing codecs, and the MicroPython subset of the card cores."""
+
+import ast
+import contextlib
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from station.drivers.card import profile
+from station.drivers.card.apdu import ApduError, Command, Response, describe_sw
+from station.drivers.card.applet import EmrtdApplet
+from station.drivers.card.hostcrypto import HostCrypto
+from station.drivers.card.tlv import TlvError, parse, tlv, total_length
+from station.drivers.card.vpcd import CTRL_ATR, CTRL_POWER_ON, CardSlot, Deframer, frame
+
+pytestmark = pytest.mark.timeout(60)
+
+CARD_DIR = Path(__file__).resolve().parents[1] / "station" / "drivers" / "card"
+CORE_MODULES = ("apdu", "tlv", "cardcrypto", "bac", "sm", "applet", "profile", "vpcd")
+
+H = bytes.fromhex
+
+
+def test_apdu_cases_short_and_extended() -> None:
+    assert Command(0x00, 0x84, 0, 0, b"", 8).encode() == H("0084000008")
+    assert Command(0x00, 0xA4, 2, 0x0C, H("011E")).encode() == H("00A4020C02011E")
+    assert Command(0x00, 0xB0, 0, 0, b"", 256).encode() == H("00B0000000")
+    assert Command(0x00, 0xB0, 0, 0, b"", 65536).encode() == H("00B00000000000")
+    assert Command(0x00, 0xB0, 0, 0, b"", 1000).encode() == H("00B000000003E8")
+    big = Command(0x00, 0xD6, 0, 0, bytes(300), 2)
+    assert big.encode()[4:7] == H("00012C")
+    assert big.encode()[-2:] == H("0002")
+    assert Command(0x00, 0x44, 0, 0).encode() == H("00440000")
+    assert Command(0x00, 0xA4, 2, 0x0C, H("011E")).encode(extended=True) == H("00A4020C000002011E")
+
+
+@given(
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.binary(max_size=600),
+    st.one_of(st.none(), st.integers(1, 65536)),
+    st.booleans(),
+)
+def test_apdu_round_trip(ins: int, p2: int, data: bytes, le: int | None, extended: bool) -> None:
+    command = Command(0x00, ins, 0x01, p2, data, le)
+    decoded = Command.decode(command.encode(extended))
+    if le == 256 and (extended or command.needs_extended()):
+        assert decoded.le == 256
+    assert decoded == command
+
+
+@given(st.binary(max_size=12))
+def test_apdu_decode_never_crashes_otherwise(raw: bytes) -> None:
+    with contextlib.suppress(ApduError):
+        Command.decode(raw)
+
+
+def test_response_and_status_words() -> None:
+    assert Response.decode(H("01029000")) == Response(H("0102"), 0x9000)
+    assert Response(b"", 0x6982).encode() == H("6982")
+    assert describe_sw(0x6982) == "6982 security status not satisfied"
+    assert "3 tries left" in describe_sw(0x63C3)
+    assert "exact length is 16" in describe_sw(0x6C10)
+    with pytest.raises(ApduError):
+        Response.decode(b"\x90")
+
+
+@given(st.lists(st.tuples(st.sampled_from([0x53, 0x5F1F, 0x87, 0x8E]), st.binary(max_size=300))))
+def test_tlv_round_trip(items: list[tuple[int, bytes]]) -> None:
+    encoded = b"".join(tlv(t, v) for t, v in items)
+    assert parse(encoded) == items
+    if items:
+        assert total_length(encoded) == len(tlv(*items[0]))
+
+
+def test_tlv_rejects_truncation() -> None:
+    with pytest.raises(TlvError):
+        parse(H("5303AABB"))
+    with pytest.raises(TlvError):
+        parse(H("5F"))
+
+
+def test_vpcd_framing_and_slot() -> None:
+    deframer = Deframer()
+    wire = frame(bytes([CTRL_POWER_ON])) + frame(bytes([CTRL_ATR])) + frame(H("00A4040C07"))
+    assert deframer.feed(wire[:3]) == [bytes([CTRL_POWER_ON])]
+    payloads = deframer.feed(wire[3:])
+    assert payloads == [bytes([CTRL_ATR]), H("00A4040C07")]
+    slot = CardSlot(EmrtdApplet(HostCrypto()))
+    assert slot.handle(bytes([CTRL_POWER_ON])) is None
+    assert slot.handle(bytes([CTRL_ATR])) == EmrtdApplet.atr
+    assert slot.handle(profile.select_aid().encode()) == H("9000")
+    assert slot.apdus == 1
+
+
+# --- the cores stay within what MicroPython runs ------------------------------------------
+
+FORBIDDEN_IMPORTS = {"dataclasses", "enum", "typing", "__future__", "abc", "functools"}
+
+
+def _self_documenting(fstring: str) -> bool:
+    """f'{x=}' (absent from MicroPython): its AST equals f'x={x!r}', so read the text."""
+    for field in re.findall(r"(?<!\{)\{([^{}]*)\}", fstring):
+        expression = re.split(r"![rsa]|:(?![=])", field)[0].rstrip()
+        if expression.endswith("=") and expression[-2:-1] not in ("=", "!", "<", ">"):
+            return True
+    return False
+
+
+def _violations(path: Path) -> list[str]:
+    source = path.read_text()
+    tree = ast.parse(source)
+    found = []
+    for node in ast.walk(tree):
+        where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Import):
+            found += [f"{where} import {a.name}" for a in node.names if a.name in FORBIDDEN_IMPORTS]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                found.append(f"{where} absolute import from {node.module} (cores import siblings)")
+        elif isinstance(node, ast.NamedExpr):
+            found.append(f"{where} walrus")
+        elif isinstance(node, ast.Match):
+            found.append(f"{where} match statement")
+        elif isinstance(node, ast.AnnAssign):
+            found.append(f"{where} variable annotation")
+        elif isinstance(node, ast.JoinedStr):
+            if _self_documenting(ast.get_source_segment(source, node) or ""):
+                found.append(f"{where} f-string '='")
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr in ("to_bytes", "from_bytes")
+                and node.keywords
+            ):
+                found.append(f"{where} {func.attr} with keyword arguments")
+        elif isinstance(node, ast.ClassDef | ast.FunctionDef):
+            for deco in node.decorator_list:
+                name = deco.id if isinstance(deco, ast.Name) else getattr(deco, "attr", "")
+                if name not in ("property", "staticmethod", "classmethod"):
+                    found.append(f"{where} decorator {name}")
+    return found
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_uses_only_the_micropython_subset(module: str) -> None:
+    assert _violations(CARD_DIR / f"{module}.py") == []
+
+
+def test_the_subset_checker_catches_what_it_should(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "import enum\n"
+        "x: int = 1\n"
+        "if (y := 2):\n    pass\n"
+        "n = 5\ns = f'{n=}'\n"
+        "b = n.to_bytes(2, byteorder='big')\n"
+        "@dataclass\nclass A:\n    pass\n"
+        "match n:\n    case 1:\n        pass\n"
+    )
+    kinds = " ".join(_violations(bad))
+    for expected in ("__future__", "dataclasses", "enum", "variable annotation", "walrus"):
+        assert expected in kinds
+    for expected in ("f-string", "keyword", "decorator dataclass", "match"):
+        assert expected in kinds
