@@ -51,6 +51,7 @@ from enrollment.icao.mrz import (
 from enrollment.icao.passive import verify_passive
 from enrollment.icao.pki import issue_document_signer, make_csca
 from enrollment.icao.sod import build_sod, cms_of, from_signer, parse_sod
+from enrollment.icao.validity import cccd_expiry
 from enrollment.keys.pkcs11 import Pkcs11Signer
 from enrollment.keys.software import SoftwareKeySigner
 from tests import icaokit, pkgkit
@@ -589,3 +590,21 @@ def test_damaged_sod_fails_passive_authentication_cleanly(at: float, xor: int) -
     with contextlib.suppress(PassiveAuthError):
         result = verify_passive(bytes(data), chip.data_groups(), [pki.csca])
         assert result.verified == (1, 2, 3, 13, 14, 15)
+
+
+@pytest.mark.parametrize(
+    ("born", "issued", "expiry"),
+    [
+        # The real cards above: born 1991-01-01 -> 2031-01-01; born 1982-02-02 -> 2042-02-02.
+        (date(1991, 1, 1), date(2021, 4, 1), date(2031, 1, 1)),
+        (date(1982, 2, 2), date(2021, 7, 2), date(2042, 2, 2)),
+        (date(2005, 3, 10), date(2021, 3, 10), date(2030, 3, 10)),  # 16: to 25
+        (date(1997, 6, 1), date(2021, 5, 31), date(2037, 6, 1)),  # within 2 years of 25
+        (date(1997, 6, 1), date(2020, 5, 31), date(2022, 6, 1)),  # just outside them
+        (date(1962, 9, 1), date(2021, 1, 5), None),  # 58: within 2 years of 60, for life
+        (date(1950, 1, 1), date(2021, 1, 5), None),
+        (date(1996, 2, 29), date(2015, 1, 5), date(2021, 2, 28)),
+    ],
+)
+def test_card_validity(born: date, issued: date, expiry: date | None) -> None:
+    assert cccd_expiry(born, issued) == expiry

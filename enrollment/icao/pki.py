@@ -54,11 +54,13 @@ def make_csca(
     organisation: str = "Ministry of Public Security",
     common_name: str = "CSCA Viet Nam",
     key_usage_days: int = 5 * 365,
-    days: int = 15 * 365,
+    days: int = 32 * 365,
     now: datetime | None = None,
 ) -> x509.Certificate:
     """A self-signed CSCA certificate. Its key signs DS certificates for ``key_usage_days``;
-    the certificate stays valid long enough to verify the last documents those DSs sign.
+    the certificate stays valid long enough to verify the last documents those DSs sign
+    (key usage + a DS's key usage + the longest card validity, 22 years: issued at 38,
+    renewed at 60).
     """
     now = now or datetime.now(UTC)
     name = _name(country, organisation, common_name)
@@ -94,14 +96,15 @@ def issue_document_signer(
     organisation: str = "Ministry of Public Security",
     document_types: tuple[str, ...] = ("ID",),
     key_usage_days: int = 90,
-    document_validity_days: int = 10 * 365,
+    document_validity_days: int = 22 * 365 + 10,
     now: datetime | None = None,
     not_after: datetime | None = None,
 ) -> x509.Certificate:
     """A DS certificate for ``public_key`` (which may live in an HSM).
 
     The DS key signs for ``key_usage_days``; the certificate is valid that long plus the
-    validity of the documents it signs (9303-12 5.3), unless ``not_after`` says otherwise.
+    validity of the documents it signs (a CCCD runs at most 22 years, see
+    :mod:`enrollment.icao.validity`), unless ``not_after`` says otherwise.
     """
     now = now or datetime.now(UTC)
     country = csca.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
