@@ -3,5 +3,6 @@ EF.SOD and passive authentication (part 11 section 5, part 12 PKI), and the TD1 
 
 Modules: ``tlv`` (BER-TLV), ``mrz`` (TD1), ``lds`` (EF.COM and data groups), ``sod``
 (EF.SOD), ``pki`` (CSCA and Document Signer certificates), ``passive`` (verification),
-``chip`` (all files of one card), ``from_record`` (the adapter from an enrollment record).
+``chip`` (all files of one card), ``validity`` (the card's expiry rule), ``from_record``
+(the adapter from an enrollment record).
 """
