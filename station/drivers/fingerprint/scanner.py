@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,8 @@ POLL_S = 0.05
 IDLE_S = 0.2
 """A partial packet with no new byte for this long was cut short (resync past it)."""
 GEN_IMG_INTERVAL_S = 0.05
+LINE_ERRORS = (serial.SerialException, OSError, termios.error)
+"""What a vanished port raises (pyserial wraps some; termios.error is not an OSError)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,7 @@ class FingerprintScanner:
             self._serial = serial.Serial(
                 self.port, self.baudrate, timeout=POLL_S, write_timeout=self.timeout
             )
-        except (serial.SerialException, OSError) as exc:
+        except LINE_ERRORS as exc:
             reason = f"cannot open the fingerprint scanner port {self.port}: {exc}"
             self.health.absent(reason)
             raise ScannerNotFound(reason) from exc
@@ -152,7 +155,7 @@ class FingerprintScanner:
     def close(self) -> None:
         ser, self._serial = self._serial, None
         if ser is not None:
-            with contextlib.suppress(serial.SerialException, OSError):
+            with contextlib.suppress(*LINE_ERRORS):
                 ser.close()  # the port may already be gone
 
     @property
@@ -226,7 +229,7 @@ class FingerprintScanner:
     def _write(self, data: bytes) -> None:
         try:
             self._port().write(data)
-        except (serial.SerialException, OSError) as exc:
+        except LINE_ERRORS as exc:
             raise self._gone(exc) from exc
 
     def _discard_input(self) -> None:
@@ -234,7 +237,7 @@ class FingerprintScanner:
         ser = self._port()
         try:
             ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except LINE_ERRORS as exc:
             raise self._gone(exc) from exc
         self._decoder.reset()
 
@@ -254,7 +257,7 @@ class FingerprintScanner:
                 ser.timeout = max(0.001, min(POLL_S, until - now))
                 waiting = ser.in_waiting
                 data = ser.read(max(1, min(waiting, 65536)))
-            except (serial.SerialException, OSError) as exc:
+            except LINE_ERRORS as exc:
                 raise self._gone(exc) from exc
             if data:
                 self._last_byte = time.monotonic()
@@ -321,7 +324,7 @@ class FingerprintScanner:
                 ser.timeout = POLL_S
                 if ser.read(max(1, ser.in_waiting)):
                     last = time.monotonic()
-            except (serial.SerialException, OSError) as exc:
+            except LINE_ERRORS as exc:
                 raise self._gone(exc) from exc
         self._decoder.reset()
 
