@@ -1,4 +1,4 @@
-"""ICAO Doc 9303 (8th edition) for the chip ID card: the logical data structure (parts 10),
+"""ICAO Doc 9303 (8th edition) for the chip ID card: the logical data structure (part 10),
 EF.SOD and passive authentication (part 11 section 5, part 12 PKI), and the TD1 MRZ (part 5).
 
 Modules: ``tlv`` (BER-TLV), ``mrz`` (TD1), ``lds`` (EF.COM and data groups), ``sod``
