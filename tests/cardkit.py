@@ -210,10 +210,18 @@ class CardBay:
         return encoder
 
     def close(self) -> None:
-        for encoder in self._encoders:
-            encoder.close()
+        """Remove every card and wait until pcscd has seen the reader empty, so the next
+        test does not meet the last card's ghost (vpcd notices removal on its next poll)."""
         for card in self._cards:
             card.remove()
+        try:
+            if self._cards:
+                watcher = self._encoders[0] if self._encoders else self.encoder()
+                watcher.link.disconnect(reset=False)
+                watcher.link.wait_for(False, 5.0)
+        finally:
+            for encoder in self._encoders:
+                encoder.close()
 
 
 @pytest.fixture

@@ -177,6 +177,14 @@ class PcscLink:
             if hresult in _NO_SERVICE:
                 self._drop_context()
             raise CardRemoved(f"the card link failed: {_message(hresult)}")
+        if len(response) < 2:
+            # vpcd (and some contactless readers) report a card that left the field
+            # mid-command as success with no status word.
+            self.disconnect(reset=False)
+            raise CardRemoved(
+                "the card stopped answering mid-operation (taken off the encoder?); "
+                "put it back and start again"
+            )
         self.apdus += 1
         self.bytes_sent += len(apdu)
         self.bytes_received += len(response)

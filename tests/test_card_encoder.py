@@ -1,0 +1,232 @@
+"""The card encoder against our emulated eMRTD card, through a real pcscd and vpcd."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from enrollment.icao.chip import ChipContents
+from station.drivers.card import profile
+from station.drivers.card.apdu import Response
+from station.drivers.card.emulator import Faults
+from station.drivers.card.encoder import CardEncoder, EncoderSettings
+from station.drivers.card.errors import (
+    BacFailed,
+    CardLocked,
+    CardRemoved,
+    NoCard,
+    NoReader,
+    WrongCardType,
+)
+from tests import cardkit
+from tests.cardkit import CardBay, PcscDaemon
+from tests.icaokit import IcaoPki, sample_chip
+
+pytestmark = pytest.mark.timeout(60)
+
+pcscd = cardkit.pcscd
+card_bay = cardkit.card_bay
+
+
+@pytest.fixture(scope="module")
+def chip() -> tuple[ChipContents, IcaoPki]:
+    contents, _secrets, pki = sample_chip()
+    return contents, pki
+
+
+def raw(encoder: CardEncoder, command: bytes) -> Response:
+    return Response.decode(encoder.link.transmit(command))
+
+
+def test_personalise_lock_read_back_and_verify(
+    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
+) -> None:
+    contents, pki = chip
+    card_bay.card().insert()
+    encoder = card_bay.encoder()
+    encoder.wait_for_card(5)
+    report = encoder.personalise(contents)
+    assert report.files == {fid: len(data) for fid, data in contents.files.items()}
+    assert report.locked
+    assert report.cleaned == ()
+    assert report.eac_files_checked == (0x0103,)
+    assert report.apdus > len(contents.files) * 2
+    assert report.bytes_sent > report.payload_bytes
+    check = encoder.verify(contents, [pki.csca])
+    assert check.not_readable == (0x0103,)  # DG3 is behind EAC
+    assert set(check.compared) == set(contents.files) - {0x0103}
+    assert check.passive.verified == tuple(sorted(set(contents.data_groups()) - {3}))
+    assert check.passive.not_read == (3,)
+    health = encoder.health.snapshot()
+    assert health.ok
+    assert health.details["reader"] == card_bay.reader
+
+
+def test_locked_card_refuses_writes_and_plain_reads(
+    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
+) -> None:
+    contents, _ = chip
+    card_bay.card().insert()
+    encoder = card_bay.encoder()
+    encoder.wait_for_card(5)
+    encoder.personalise(contents)
+    with pytest.raises(CardLocked) as locked:
+        encoder.personalise(contents)
+    assert locked.value.code == "card_locked"
+    assert "blank card" in str(locked.value)
+    assert encoder.health.snapshot().last_error is not None
+    encoder.link.connect()
+    assert raw(encoder, profile.select_aid().encode()).ok
+    assert raw(encoder, profile.create_ef(0x0105, 4).encode()).sw == 0x6985
+    assert raw(encoder, profile.update_binary(0, b"x").encode()).sw in (0x6985, 0x6986)
+    assert raw(encoder, profile.select_ef(0x0101).encode()).sw == 0x6982
+    assert raw(encoder, bytes.fromhex("00B0810004")).sw == 0x6982  # READ BINARY by SFI
+
+
+def test_wrong_mrz_fails_bac_with_a_clear_error(
+    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
+) -> None:
+    contents, _ = chip
+    card_bay.card().insert()
+    encoder = card_bay.encoder()
+    encoder.wait_for_card(5)
+    encoder.personalise(contents)
+    wrong = contents.mrz_information[:-1] + str((int(contents.mrz_information[-1]) + 1) % 10)
+    with pytest.raises(BacFailed) as failed:
+        encoder.read_back(wrong)
+    assert failed.value.code == "bac_failed"
+    assert failed.value.sw == 0x6300
+    assert "MRZ" in str(failed.value)
+    assert set(encoder.read_back(contents.mrz_information)) == set(contents.files) - {0x0103}
+
+
+def test_card_pulled_mid_write_then_repersonalised(
+    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
+) -> None:
+    contents, pki = chip
+    faulty = card_bay.card(faults=Faults(pull_after_writes=12))
+    faulty.insert()
+    encoder = card_bay.encoder()
+    encoder.wait_for_card(5)
+    with pytest.raises(CardRemoved) as removed:
+        encoder.personalise(contents)
+    assert removed.value.code == "card_removed"
+    assert faulty.pulled.is_set()
+    encoder.wait_for_removal(5)
+    state = json.loads(faulty.state_path.read_text())
+    assert state["state"]["lifecycle"] == profile.LC_INITIALISATION
+    assert 0 < len(state["state"]["files"]) < len(contents.files)  # half personalised
+    again = card_bay.card()  # the same card (same state file), without the fault
+    again.insert()
+    encoder.wait_for_card(5)
+    report = encoder.personalise(contents)
+    assert report.cleaned  # the half-written files were removed first
+    assert encoder.verify(contents, [pki.csca]).passive.verified
+
+
+def test_wrong_card_type(card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]) -> None:
+    card_bay.card(card_type="wrong").insert()
+    encoder = card_bay.encoder()
+    encoder.wait_for_card(5)
+    with pytest.raises(WrongCardType) as wrong:
+        encoder.personalise(chip[0])
+    assert wrong.value.sw == 0x6A82
+
+
+def test_no_card_within_the_timeout(card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]) -> None:
+    encoder = card_bay.encoder()
+    started = time.monotonic()
+    with pytest.raises(NoCard):
+        encoder.wait_for_card(0.5)
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(NoCard):
+        encoder.personalise(chip[0])
+    assert encoder.health.snapshot().last_error is not None
+
+
+def test_no_reader_marks_the_device_absent(pcscd: PcscDaemon) -> None:
+    encoder = CardEncoder(EncoderSettings(reader_pattern="^No Such Reader$"))
+    try:
+        with pytest.raises(NoReader, match="No Such"):
+            encoder.wait_for_card(0.2)
+        health = encoder.health.snapshot()
+        assert not health.present
+        assert "reader" in (health.last_error or "")
+    finally:
+        encoder.close()
+
+
+def test_sod_read_back_verifies_with_openssl(
+    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki], tmp_path: Path
+) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    contents, pki = chip
+    card_bay.card().insert()
+    encoder = card_bay.encoder()
+    encoder.wait_for_card(5)
+    encoder.personalise(contents)
+    sod = encoder.read_back(contents.mrz_information, [profile.FID_EF_SOD])[profile.FID_EF_SOD]
+    sod_path = tmp_path / "sod.der"
+    # EF.SOD is tag 77 around the CMS ContentInfo: openssl wants the ContentInfo.
+    header = 2 + (sod[1] & 0x7F if sod[1] & 0x80 else 0)
+    sod_path.write_bytes(sod[header:])
+    csca_path = tmp_path / "csca.pem"
+    csca_path.write_bytes(pki.csca.public_bytes(Encoding.PEM))
+    result = subprocess.run(
+        [
+            *(openssl, "cms", "-verify", "-inform", "DER", "-in", str(sod_path)),
+            *("-CAfile", str(csca_path), "-purpose", "any", "-out", str(tmp_path / "lds.der")),
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"Verification successful" in result.stderr
+
+
+def test_emulator_command_line_keeps_the_card_across_processes(
+    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki], tmp_path: Path
+) -> None:
+    contents, pki = chip
+    state = tmp_path / "cli-card.json"
+    port = str(card_bay.daemon.slot_port(card_bay.slot))
+    command = [sys.executable, "-m", "station.drivers.card.emulator", "--vpcd-port", port]
+    command += ["--state", str(state)]
+    encoder = card_bay.encoder()
+    first = subprocess.Popen([*command, "--fault", "pull_after_writes=3"], stdout=subprocess.PIPE)
+    try:
+        encoder.wait_for_card(10)
+        with pytest.raises(CardRemoved):
+            encoder.personalise(contents)
+        assert first.wait(10) == 3
+    finally:
+        first.kill()
+        first.wait(5)
+    encoder.wait_for_removal(5)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE)
+    try:
+        encoder.wait_for_card(10)
+        assert encoder.personalise(contents).cleaned
+        second.terminate()
+        assert second.wait(10) == 0
+        encoder.wait_for_removal(5)
+    finally:
+        second.kill()
+        second.wait(5)
+    third = subprocess.Popen(command, stdout=subprocess.PIPE)
+    try:
+        encoder.wait_for_card(10)
+        assert encoder.verify(contents, [pki.csca]).passive.verified
+    finally:
+        third.terminate()
+        third.wait(10)
