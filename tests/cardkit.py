@@ -212,15 +212,19 @@ class CardBay:
     def close(self) -> None:
         """Remove every card and wait until pcscd has seen the reader empty, so the next
         test does not meet the last card's ghost (vpcd notices removal on its next poll)."""
-        for card in self._cards:
+        cards, self._cards = self._cards, []
+        for card in cards:
             card.remove()
+        encoders, self._encoders = self._encoders, []
         try:
-            if self._cards:
-                watcher = self._encoders[0] if self._encoders else self.encoder()
+            if cards:
+                watcher = encoders[0] if encoders else self.encoder()
+                encoders.extend(self._encoders)
+                self._encoders = []
                 watcher.link.disconnect(reset=False)
                 watcher.link.wait_for(False, 5.0)
         finally:
-            for encoder in self._encoders:
+            for encoder in encoders:
                 encoder.close()
 
 

@@ -69,6 +69,27 @@ def test_personalise_lock_read_back_and_verify(
     assert health.details["reader"] == card_bay.reader
 
 
+def test_extended_length_apdus_cut_the_exchange(
+    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
+) -> None:
+    contents, pki = chip
+    card_bay.card().insert()
+    short = card_bay.encoder()
+    short.wait_for_card(5)
+    baseline = short.personalise(contents, lock=False)
+    card_bay.close()  # the same card again, through an extended-length encoder
+    card_bay.card().insert()
+    encoder = card_bay.encoder(extended_length=True, write_chunk=4096, read_chunk=4096)
+    encoder.wait_for_card(5)
+    report = encoder.personalise(contents)
+    assert report.cleaned == tuple(sorted(contents.files))
+    assert report.apdus < baseline.apdus / 2
+    check = encoder.verify(contents, [pki.csca])
+    # GET CHALLENGE, MUTUAL AUTHENTICATE, SELECT AID; per file SELECT + 4 KB reads
+    reads = sum(2 + (len(contents.files[fid]) - 1) // 4096 for fid in check.compared)
+    assert check.read.apdus == 3 + reads
+
+
 def test_locked_card_refuses_writes_and_plain_reads(
     card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
 ) -> None:

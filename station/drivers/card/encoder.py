@@ -313,7 +313,7 @@ class CardEncoder:
         if not response.ok:
             raise CardProtocolError(f"SELECT EF {fid:04X}: {describe_sw(response.sw)}")
         step = self.settings.read_chunk
-        head = self._read_at(0, 8, sm, fid)
+        head = self._read_at(0, step, sm, fid)  # short files come whole, with 6282
         try:
             size = total_length(head)
         except TlvError as exc:
