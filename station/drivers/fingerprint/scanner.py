@@ -39,6 +39,7 @@ from station.drivers.fingerprint.errors import (
     WrongPassword,
 )
 from station.drivers.fingerprint.frames import RollFrame
+from station.drivers.fingerprint.pixels import pack4 as pack_pixels
 from station.drivers.fingerprint.pixels import unpack4
 from station.drivers.fingerprint.rolled import RollComposer, RolledCapture
 from station.drivers.health import DeviceHealthBoard, DeviceKind, HealthCell
@@ -79,6 +80,9 @@ class TransferStats:
     seconds: float
     frames: int = 0
     dropped_frames: int = 0
+    wait_seconds: float = 0.0
+    """From the command to the first image packet (the finger's arrival, for a capture);
+    not part of ``seconds``."""
 
     @property
     def bytes_per_second(self) -> float:
@@ -423,6 +427,16 @@ class FingerprintScanner:
         self.health.error(message)
         raise ProtocolFault(message)
 
+    def download_image(self, image: NDArray[np.uint8]) -> None:
+        """DownImage: put a 288 x 256 image into the module's buffer (16 grey levels kept;
+        a service check that the link carries an image both ways unchanged)."""
+        if image.shape != (p.BASE_IMAGE_HEIGHT, p.BASE_IMAGE_WIDTH):
+            raise ValueError(f"image must be {p.BASE_IMAGE_HEIGHT} x {p.BASE_IMAGE_WIDTH}")
+        size = self.read_system_parameters().packet_size
+        self._command(p.down_image(self.address), "DownImage")
+        for packet in p.data_packets(pack_pixels(image), size, self.address):
+            self._write(packet)
+
     def capture_image(self, timeout: float = 10.0) -> NDArray[np.uint8]:
         """Base-protocol capture: GenImg until a finger is there (or ``timeout``), then
         UpImage. Raises :class:`NoFinger` when nobody put a finger down in time."""
@@ -518,8 +532,10 @@ class FingerprintScanner:
         cancel_acked = False
         end: p.StreamEnd | None = None
         nbytes = packets = frames = 0
+        first_data: float | None = None
+        failure: Exception | None = None
         while end is None or (cancel_sent and not cancel_acked):
-            wanted = cancel is not None and cancel.is_set()
+            wanted = failure is not None or (cancel is not None and cancel.is_set())
             if not cancel_sent and (wanted or self._cancel.is_set()):
                 self._write(p.cancel(self.address))
                 cancel_sent = time.monotonic()
@@ -537,28 +553,40 @@ class FingerprintScanner:
             nbytes += len(event.payload) + 11
             quiet_until = max(quiet_until, time.monotonic() + self.timeout)
             if event.pid == p.PID_ACK:
-                if not acked:
-                    acked = True
-                    if event.payload[:1] != bytes((p.OK,)):
-                        self._check_stream_ack(event, name)
-                elif cancel_sent:
+                # Cancel's acknowledgement carries one data byte; the capture's none.
+                if cancel_sent and not cancel_acked and len(event.payload) == 2:
                     cancel_acked = True
+                elif not acked:
+                    acked = True
+                    if event.payload[0] == p.ERR_CANCELLED:
+                        end = p.StreamEnd(p.ERR_CANCELLED, 0, 0)  # a flat cancelled early
+                    elif event.payload[0] != p.OK:
+                        self._check_stream_ack(event, name)
                 continue
             acked = True  # data means the (maybe damaged) ack was OK
+            if first_data is None:
+                first_data = time.monotonic()
             result = self._assemble(assembler, event)
             if isinstance(result, p.StreamEnd):
                 end = result
-            elif result is not None:
+            elif result is not None and failure is None:
                 frames += 1
-                take(result)
+                try:
+                    take(result)
+                except Exception as exc:  # the consumer failed: stop the scanner, then raise
+                    failure = exc
+        now = time.monotonic()
         self.last_transfer = TransferStats(
             name,
             nbytes,
             packets,
-            time.monotonic() - started,
+            now - (first_data or now),
             frames,
             assembler.dropped_frames,
+            (first_data or now) - started,
         )
+        if failure is not None:
+            raise failure
         if cancel_sent:
             raise CaptureCancelled("The capture was cancelled.")
         assert end is not None
@@ -571,8 +599,6 @@ class FingerprintScanner:
                 "No finger on the scanner in time: ask the person to place the finger on "
                 "the glass, then retry."
             )
-        if code == p.ERR_CANCELLED:
-            raise CaptureCancelled("The capture was cancelled.")
         self._check(reply, name)
 
     def _check_end(self, end: p.StreamEnd, timeout: float) -> None:

@@ -159,6 +159,7 @@ class ScannerSimulator:
         self.served: list[dict[str, Any]] = []
         self._queue: deque[Presentation] = deque(config.script or self._default_script())
         self._image: tuple[Presentation, int] | None = None
+        self._downloaded: bytes | None = None
         self._impressions: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
         self._actions: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -417,6 +418,7 @@ class ScannerSimulator:
             p.CMD_SET_SYS_PARA: self._set_sys_para,
             p.CMD_GEN_IMG: self._gen_img,
             p.CMD_UP_IMAGE: self._up_image,
+            p.CMD_DOWN_IMAGE: self._down_image,
             p.CMD_TEMPLATE_NUM: lambda _: self._ack(p.OK, b"\x00\x00"),
             p.CMD_AURA_LED_CONFIG: self._aura,
             p.CMD_OPEN_LED: lambda _: self._led((p.LED_ON, 0, p.LED_WHITE, 0)),
@@ -500,9 +502,33 @@ class ScannerSimulator:
         # The finger stays on the glass until its image has been uploaded: a repeated
         # GenImg images the same finger again (a new impression).
         self._image = (pres, self._impression_index(pres))
+        self._downloaded = None
         self._ack(p.OK)
 
+    def _down_image(self, params: bytes) -> None:
+        """DownImage: the host sends an image (4-bit, as UpImage's) into the buffer."""
+        self._ack(p.OK)
+        data = bytearray()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            for packet in self._read_packets(0.05):
+                if packet.pid in (p.PID_DATA, p.PID_END):
+                    data.extend(packet.payload)
+                    deadline = time.monotonic() + 2.0
+                if packet.pid == p.PID_END:
+                    if len(data) == p.BASE_IMAGE_WIDTH * p.BASE_IMAGE_HEIGHT // 2:
+                        self._downloaded = bytes(data)
+                    return
+        # The host stopped sending: keep the old buffer, as a module does.
+
     def _up_image(self, params: bytes) -> None:
+        if self._downloaded is not None:
+            packed = self._downloaded
+            self.served.append({"kind": "downloaded", "sha256": hashlib.sha256(packed).hexdigest()})
+            self._ack(p.OK)
+            for packet in p.data_packets(packed, 32 << self.packet_code, self.address):
+                self._send(packet)
+            return
         if self._image is None:
             self._ack(p.ERR_NO_VALID_IMAGE)
             return
@@ -723,6 +749,7 @@ class ScannerSimulator:
                 self._queue.clear()
             self._corrupt = self._corrupt_after = 0
             self._image = None
+            self._downloaded = None
             return {"ok": True}
         if name == "noise":
             self._actions.put(("noise", bytes.fromhex(cmd["hex"])))
