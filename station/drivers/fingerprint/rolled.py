@@ -22,8 +22,8 @@ frame nearest its centre, ties going to the lower frame index; duplicates of a f
 are ignored; the checks between consecutive frames run in frame-index order.
 
 Per frame the work is one block-statistics pass over the window, a masked copy into the
-canvas and one small phase correlation: about 2 ms per frame here (bench/rolled.py and
-docs/protocols/rolled-capture.md).
+canvas and one small phase correlation: about 1 ms per frame on one x86-64 core
+(docs/protocols/rolled-capture.md).
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ PPI = 500
 BLOCK = 16
 """Block side (px) of the contact segmentation: about two ridge periods at 500 ppi."""
 CONTACT_STD = 10.0
-"""Grey-level standard deviation above which a block is skin. Bare glass with sensor noise
-measures 2.0 (99th percentile 2.4) on the synthetic scanner; dry skin inside the band a
-median of 27 (its ridges are lighter and broken, but still ridges), normal skin 35-60."""
+"""Grey-level standard deviation (after a 3 x 3 box) above which a block is skin. Bare
+glass with the synthetic scanner's noise measures at most 0.9 with 8-bit pixels and 3.6
+with 4-bit ones (noise flickering across a level); a roll's skin blocks a median of 29-49
+for normal skin and 16-34 for dry skin (lighter, broken ridges, but still ridges)."""
 MIN_ROW_BLOCKS = 2
 """Contact blocks a block row needs to count (one stray block is dirt, not a finger)."""
 MIN_FRAME_BLOCKS = 8
@@ -71,7 +72,7 @@ Above a half, the seam falls where the pressure has faded and the skin stretches
 overlap left to check for slips is thin."""
 SLIP_PX = 3.0
 """Displacement (px) of the skin between consecutive frames that makes a roll smeared.
-Normal and dry synthetic rolls measure at most 0.6 px; ``smeared`` rolls 5.6-10 px."""
+Normal and dry synthetic rolls measure at most 0.7 px; ``smeared`` rolls 5.6-10 px."""
 SLIP_WARN_PX = 1.5
 """Displacement that is reported as a warning, not an error."""
 MIN_RESPONSE = 0.4
@@ -83,15 +84,15 @@ PATCH = 128
 """Side (px) of the patch compared between consecutive frames: about 14 ridges."""
 MIN_ROLL_RATIO = 2.8
 """Rolled width over the (detected) contact band width below which the finger was not
-rolled nail to nail. A flat press is 1; full synthetic rolls measure 3.3-4.7 (the band is
-a third of the finger; its faded edges do not count), ``partial`` rolls (a quarter of the
-way) 1.6-2.3. The band's share of the finger differs on real fingers and scanners:
-re-measure there."""
+rolled nail to nail. A flat press is 1; full synthetic rolls (normal and dry, 8- and 4-bit
+pixels, 120 rolls) measure 3.4-4.9 (the band is a third of the finger; its faded edges do
+not count), ``partial`` rolls (a quarter of the way) 1.6-2.3. The band's share of the
+finger differs on real fingers and scanners: re-measure there."""
 MIN_FRAMES = 3
 """Frames with contact a roll needs at the very least."""
-FAINT_CONTRAST = 33.0
+FAINT_CONTRAST = 27.0
 """Median contact-block spread below which the print is reported as faint (dry skin or
-light pressure). Normal synthetic rolls measure 35-59, dry ones 19-40 (median 29)."""
+light pressure). Normal synthetic rolls measure 29-51, dry ones 16-37 (median 25)."""
 
 
 class RollError(Exception):
@@ -184,11 +185,13 @@ class _Band:
 
 
 def _block_stats(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Mean and standard deviation of every ``BLOCK`` x ``BLOCK`` block (edge blocks
-    padded by replication)."""
+    """Mean and standard deviation of every ``BLOCK`` x ``BLOCK`` block of the lightly
+    smoothed window (edge blocks padded by replication)."""
     h, w = pixels.shape
     bh, bw = -(-h // BLOCK), -(-w // BLOCK)
-    img = pixels.astype(np.float32)
+    # A 3 x 3 box first: it cuts pixel noise (and the flicker of 4-bit pixels between two
+    # levels on bare glass) by 3, and ridges, 9 px apart, by much less.
+    img = np.asarray(cv2.blur(pixels.astype(np.float32), (3, 3)), np.float32)
     if (bh * BLOCK, bw * BLOCK) != (h, w):
         pad = (0, bh * BLOCK - h, 0, bw * BLOCK - w)
         img = np.asarray(cv2.copyMakeBorder(img, *pad, cv2.BORDER_REPLICATE), np.float32)
