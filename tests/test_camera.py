@@ -363,7 +363,9 @@ def test_simulated_health_and_factory(person: faces.SourceFace) -> None:
         assert h.serial == serial_for(SEED)
         assert h.details["person"] == person.name
     assert serial_for(SEED) != serial_for(SEED + 1)
-    assert isinstance(make_camera(CameraSettings(backend="opencv", device=2)), OpenCvCamera)
+    opencv = make_camera(CameraSettings(backend="opencv", device="2"))  # as from the env
+    assert isinstance(opencv, OpenCvCamera)
+    assert opencv.path == "/dev/video2"
 
 
 def test_simulated_camera_without_photos_says_what_to_run(tmp_path: Path) -> None:
@@ -562,6 +564,14 @@ def test_picamera2_not_found_and_disconnected(
         with pytest.raises(CameraDisconnected, match="reopen"):
             read_frames(camera, 5)
         assert not board.get("camera").present
+
+    class Broken(FakePicamera2):
+        def capture_array(self, name: str) -> RGB:
+            raise ValueError("bad buffer")  # not a libcamera error: still reported
+
+    monkeypatch.setattr(sys.modules["picamera2"], "Picamera2", Broken)
+    with Picamera2Camera() as camera, pytest.raises(CameraError, match="bad buffer"):
+        camera.read(timeout=1.0)
 
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(CameraNotFound, match="apt install python3-picamera2"):

@@ -43,9 +43,9 @@ def make_camera(
         board.register(cell)
     s = settings
     if s.backend == "picamera2":
-        if not isinstance(s.device, int):
+        if isinstance(s.device, str) and not s.device.isdigit():
             raise ValueError("the picamera2 backend takes a camera number as its device")
-        return Picamera2Camera(s.device, s.width, s.height, s.fps, name, cell)
+        return Picamera2Camera(int(s.device), s.width, s.height, s.fps, name, cell)
     if s.backend == "opencv":
         return OpenCvCamera(s.device, s.width, s.height, s.fps, s.fourcc, None, name, cell)
     return SimulatedCamera(

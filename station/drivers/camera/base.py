@@ -104,6 +104,9 @@ class Camera(ABC):
             except CameraNotFound as exc:
                 self.health.absent(str(exc))
                 raise
+            except Exception as exc:
+                self.health.error(f"could not start the camera: {exc}")
+                raise
             self._slot = LatestFrame()
             self._stop = threading.Event()
             try:
@@ -169,6 +172,11 @@ class Camera(ABC):
             except CameraError as exc:
                 self.health.error(str(exc))
                 self._slot.finish(exc)
+                return
+            except Exception as exc:  # a library error: the reader must say so, not hang
+                failure = CameraError(f"the {self.backend} camera failed: {exc!r}")
+                self.health.error(str(failure))
+                self._slot.finish(failure)
                 return
             if self._stop.is_set():
                 return

@@ -47,8 +47,10 @@ V4L2_CONTROLS = frozenset(
 
 
 def device_path(device: int | str) -> str:
-    """``0`` -> ``/dev/video0``; a path stays a path."""
-    return f"/dev/video{device}" if isinstance(device, int) else device
+    """``0`` or ``"0"`` (from the environment) -> ``/dev/video0``; a path stays a path."""
+    if isinstance(device, int) or device.isdigit():
+        return f"/dev/video{int(device)}"
+    return device
 
 
 def is_v4l2_device(path: str) -> bool:
