@@ -138,6 +138,8 @@ def _violations(path: Path) -> list[str]:
                 and node.keywords
             ):
                 found.append(f"{where} {func.attr} with keyword arguments")
+            if isinstance(func, ast.Name) and func.id == "zip" and node.keywords:
+                found.append(f"{where} zip with keyword arguments")
         elif isinstance(node, ast.ClassDef | ast.FunctionDef):
             for deco in node.decorator_list:
                 name = deco.id if isinstance(deco, ast.Name) else getattr(deco, "attr", "")
@@ -161,11 +163,12 @@ def test_the_subset_checker_catches_what_it_should(tmp_path: Path) -> None:
         "if (y := 2):\n    pass\n"
         "n = 5\ns = f'{n=}'\n"
         "b = n.to_bytes(2, byteorder='big')\n"
+        "z = list(zip(b, b, strict=True))\n"
         "@dataclass\nclass A:\n    pass\n"
         "match n:\n    case 1:\n        pass\n"
     )
     kinds = " ".join(_violations(bad))
     for expected in ("__future__", "dataclasses", "enum", "variable annotation", "walrus"):
         assert expected in kinds
-    for expected in ("f-string", "keyword", "decorator dataclass", "match"):
+    for expected in ("f-string", "to_bytes with", "zip with", "decorator dataclass", "match"):
         assert expected in kinds

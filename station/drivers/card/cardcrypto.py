@@ -47,4 +47,6 @@ def unpad(data: bytes) -> bytes:
 
 
 def xor(a: bytes, b: bytes) -> bytes:
-    return bytes([x ^ y for x, y in zip(a, b, strict=True)])
+    if len(a) != len(b):
+        raise ValueError("xor of unequal lengths")
+    return bytes([a[i] ^ b[i] for i in range(len(a))])
