@@ -258,7 +258,6 @@ class FingerprintScanner:
                 return None
             ser = self._port()
             try:
-                ser.timeout = max(0.001, min(POLL_S, until - now))
                 waiting = ser.in_waiting
                 data = ser.read(max(1, min(waiting, 65536)))
             except LINE_ERRORS as exc:
@@ -325,7 +324,6 @@ class FingerprintScanner:
         ser = self._port()
         while time.monotonic() < until and time.monotonic() - last < quiet:
             try:
-                ser.timeout = POLL_S
                 if ser.read(max(1, ser.in_waiting)):
                     last = time.monotonic()
             except LINE_ERRORS as exc:
