@@ -29,7 +29,7 @@ packets_st = st.lists(
 
 
 def decode_all(data: bytes, chunk: int = 0) -> tuple[list[p.Packet], p.PacketDecoder]:
-    dec = p.PacketDecoder(max_payload=1024)
+    dec = p.PacketDecoder()
     if chunk:
         for i in range(0, len(data), chunk):
             dec.feed(data[i : i + chunk])
@@ -382,3 +382,24 @@ def test_subset_check_catches(snippet: str) -> None:
 def test_subset_check_allows_guarded_typing() -> None:
     ok = "try:\n    from typing import Any\nexcept ImportError:\n    pass\nimport struct\n"
     assert micropython_violations(ok) == []
+
+
+@settings(derandomize=True, max_examples=300)
+@given(st.lists(st.tuples(st.binary(max_size=60), packets_st), min_size=1, max_size=3))
+def test_packets_after_arbitrary_garbage_are_recovered(
+    runs: list[tuple[bytes, list[tuple[int, bytes, int]]]],
+) -> None:
+    """Garbage may hold start codes and half headers: the packets still come out, in
+    order (garbage could only add packets of its own, never hide ours)."""
+    data = b""
+    expected = []
+    for garbage, items in runs:
+        data += garbage + b"".join(wire(items))
+        expected += [p.Packet(addr, pid, payload) for pid, payload, addr in items]
+    got, _ = decode_all(data, 9)
+    it = iter(got)
+    assert all(any(g == want for g in it) for want in expected), (expected, got)
+    header_garbage = b"\xef\x01\xff\xff\xff\xff\x02\x01\x00" + b"\x00" * 5
+    got, _ = decode_all(header_garbage + data)
+    it = iter(got)
+    assert all(any(g == want for g in it) for want in expected)

@@ -186,7 +186,8 @@ class PacketDecoder:
 
     def __init__(self, max_payload: int = MAX_PACKET_SIZE + 16) -> None:
         self.max_payload = max_payload
-        self._buf = bytearray()
+        # bytes, not bytearray: MicroPython's bytearray lacks find() and slice deletion.
+        self._buf = b""
         self._pos = 0
         self._events: list[Packet | Discarded] = []
         self.packets = 0
@@ -201,7 +202,8 @@ class PacketDecoder:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes) -> None:
-        self._buf.extend(data)
+        self._buf = self._buf[self._pos :] + bytes(data)
+        self._pos = 0
         self._parse()
 
     def next_event(self) -> "Packet | Discarded | None":
@@ -227,7 +229,7 @@ class PacketDecoder:
 
     def reset(self) -> None:
         """Forget buffered bytes and queued events (counters are kept)."""
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
         self._events = []
 
@@ -277,8 +279,8 @@ class PacketDecoder:
         self._compact()
 
     def _compact(self) -> None:
-        if self._pos and (self._pos > 4096 or self._pos == len(self._buf)):
-            del self._buf[: self._pos]
+        if self._pos == len(self._buf):
+            self._buf = b""
             self._pos = 0
 
 
