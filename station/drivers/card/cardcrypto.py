@@ -29,19 +29,31 @@ class CardCrypto:
     def random(self, length: int) -> bytes:
         raise NotImplementedError
 
+    # AES, for PACE and its secure messaging (ICAO 9303-11 9.8.6.3)
 
-def pad(data: bytes) -> bytes:
-    """ISO/IEC 9797-1 padding method 2: 0x80, then zeros to a multiple of 8 bytes."""
+    def aes_cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
+        raise NotImplementedError
+
+    def aes_cbc_decrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
+        raise NotImplementedError
+
+    def aes_cmac(self, key: bytes, data: bytes) -> bytes:
+        """AES-CMAC (NIST SP 800-38B), the full 16 bytes."""
+        raise NotImplementedError
+
+
+def pad(data: bytes, block: int = 8) -> bytes:
+    """ISO/IEC 9797-1 padding method 2: 0x80, then zeros to a multiple of ``block`` bytes."""
     n = len(data) + 1
-    return bytes(data) + b"\x80" + bytes((8 - n % 8) % 8)
+    return bytes(data) + b"\x80" + bytes((block - n % block) % block)
 
 
-def unpad(data: bytes) -> bytes:
+def unpad(data: bytes, block: int = 8) -> bytes:
     """Undo :func:`pad`; raises ValueError when the padding is malformed."""
     i = len(data) - 1
     while i >= 0 and data[i] == 0:
         i -= 1
-    if i < 0 or data[i] != 0x80 or len(data) - i > 8:
+    if i < 0 or data[i] != 0x80 or len(data) - i > block:
         raise ValueError("bad ISO 9797-1 method 2 padding")
     return bytes(data[:i])
 

@@ -4,7 +4,8 @@ import hashlib
 import os
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
 
 from .cardcrypto import CardCrypto
 
@@ -44,3 +45,16 @@ class HostCrypto(CardCrypto):
 
     def random(self, length: int) -> bytes:
         return os.urandom(length)
+
+    def aes_cbc_encrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
+        ctx = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+        return ctx.update(data) + ctx.finalize()
+
+    def aes_cbc_decrypt(self, key: bytes, data: bytes, iv: bytes) -> bytes:
+        ctx = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        return ctx.update(data) + ctx.finalize()
+
+    def aes_cmac(self, key: bytes, data: bytes) -> bytes:
+        mac = CMAC(algorithms.AES(key))
+        mac.update(data)
+        return mac.finalize()
