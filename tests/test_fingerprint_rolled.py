@@ -346,6 +346,14 @@ def test_a_dropped_frame_still_composes_with_a_warning() -> None:
     assert any("1 frames missing" in w for w in cap.warnings)
 
 
+def test_empty_windows_count_as_no_contact() -> None:
+    frames = list(frames_of(1, 7))
+    empty = RollFrame(len(frames), 40 * len(frames), 0, 0, np.zeros((0, 0), np.uint8))
+    cap = compose([*frames, empty])
+    assert cap.frames_received == len(frames) + 1
+    assert np.array_equal(cap.image, composed(1, 7).image)
+
+
 def test_windows_outside_the_platen_are_refused() -> None:
     composer = RollComposer()
     with pytest.raises(ValueError, match="outside the platen"):

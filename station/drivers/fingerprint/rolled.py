@@ -65,11 +65,11 @@ MIN_ROW_BLOCKS = 2
 MIN_FRAME_BLOCKS = 8
 """Contact blocks a frame needs to count as a frame of the roll (8 blocks = 2,048 px^2)."""
 MAX_STEP_FRACTION = 0.5
-"""Largest advance of the band between consecutive frames, as a fraction of its (detected)
-width. Normal and dry synthetic rolls (1-1.5 s at 25 fps, 60 rolls) advance at most 0.25
-of a band per frame, so a dropped frame still passes; ``too_fast`` rolls advance 1.5-2.9.
-Above a half, the seam falls where the pressure has faded and the skin stretches, and the
-overlap left to check for slips is thin."""
+"""Largest advance of the band between consecutive frames, as a fraction of the roll's
+median (detected) band width. Normal and dry synthetic rolls (1-1.5 s at 25 fps, 60 rolls)
+advance at most 0.22 of a band per frame, so a dropped frame still passes; ``too_fast``
+rolls advance 1.4-1.8. Above a half, the seam falls where the pressure has faded and the
+skin stretches, and the overlap left to check for slips is thin."""
 SLIP_PX = 3.0
 """Displacement (px) of the skin between consecutive frames that makes a roll smeared.
 Normal and dry synthetic rolls measure at most 0.7 px; ``smeared`` rolls 5.6-10 px."""
@@ -212,6 +212,8 @@ def _median3(a: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def _segment(frame: RollFrame) -> _Band | None:
+    if frame.pixels.size == 0:
+        return None
     mean, std = _block_stats(frame.pixels)
     skin = std > CONTACT_STD
     if int(skin.sum()) < MIN_FRAME_BLOCKS:
@@ -371,13 +373,13 @@ class RollComposer:
         warnings: list[str] = []
         direction = 1 if bands[-1].centres.mean() >= bands[0].centres.mean() else -1
 
-        steps = self._check_steps(bands, direction, warnings)
+        band_px = float(np.median([b.width for b in bands]))
+        steps = self._check_steps(bands, band_px, direction, warnings)
         self._check_gaps(bands)
         slip = self._check_slips(bands, warnings)
 
         left = min(b.left for b in bands)
         right = max(b.right for b in bands)
-        band_px = float(np.median([b.width for b in bands]))
         width = right - left
         if len(bands) < MIN_FRAMES or width < MIN_ROLL_RATIO * band_px:
             raise RollTooShort(
@@ -424,9 +426,12 @@ class RollComposer:
             warnings=warnings,
         )
 
-    def _check_steps(self, bands: list[_Band], direction: int, warnings: list[str]) -> float:
+    def _check_steps(
+        self, bands: list[_Band], band_px: float, direction: int, warnings: list[str]
+    ) -> float:
         """Band advance between consecutive frames: RollTooFast when it is a large part of
-        the band (gaps, or seams where the skin stretches)."""
+        the roll's typical band (gaps, or seams where the skin stretches). The typical band,
+        not the pair's, so that one frame's scant contact does not move the bar."""
         worst = 0.0
         back = 0.0
         for a, b in itertools.pairwise(bands):
@@ -441,7 +446,7 @@ class RollComposer:
             step = float(np.median(b.centre_at(ys) - a.centre_at(ys)))
             worst = max(worst, abs(step))
             back = max(back, -step * direction)
-            if abs(step) > MAX_STEP_FRACTION * min(a.width, b.width):
+            if abs(step) > MAX_STEP_FRACTION * band_px:
                 raise RollTooFast(
                     f"The finger moved {abs(step):.0f} px between frames {a.frame.index} and "
                     f"{b.frame.index}, leaving gaps. Roll again more slowly (1-2 s from nail "
