@@ -22,7 +22,7 @@ frame nearest its centre, ties going to the lower frame index; duplicates of a f
 are ignored; the checks between consecutive frames run in frame-index order.
 
 Per frame the work is one block-statistics pass over the window, a masked copy into the
-canvas and one small phase correlation: about 1 ms per frame on one x86-64 core
+canvas and one small phase correlation: about 1.3 ms per frame on one x86-64 core
 (docs/protocols/rolled-capture.md).
 """
 
