@@ -7,6 +7,13 @@ from station.drivers.card.apdu import Command, Response
 from station.drivers.card.applet import EmrtdApplet, ForeignApplet
 from station.drivers.card.bac import BacTerminal, document_keys
 from station.drivers.card.hostcrypto import HostCrypto
+from station.drivers.card.pace import (
+    PaceTerminal,
+    card_access,
+    dynamic_data,
+    mse_set_at,
+    password_key,
+)
 from station.drivers.card.sm import SecureMessaging
 from station.drivers.card.tlv import tlv
 
@@ -176,3 +183,62 @@ def test_foreign_card_has_no_emrtd_application() -> None:
     card = ForeignApplet()
     assert Response.decode(card.process(profile.select_aid(fcp=True).encode())).sw == 0x6A82
     assert card.atr != EmrtdApplet.atr
+
+
+def pace_card() -> EmrtdApplet:
+    card = personalised(lock=False)
+    for command in profile.write_commands(profile.FID_CARD_ACCESS, card_access(12), 255):
+        assert send(card, command).ok
+    assert send(card, profile.put_pace_secret(password_key(CRYPTO, MRZ_INFO))).ok
+    assert send(card, profile.select_aid()).ok
+    assert send(card, profile.activate()).ok
+    return card
+
+
+def pace(card: EmrtdApplet, mrz_info: str = MRZ_INFO) -> SecureMessaging | None:
+    assert send(card, mse_set_at(12)).ok
+    terminal = PaceTerminal(CRYPTO, password_key(CRYPTO, mrz_info), 12)
+    answer = send(card, terminal.start())
+    answer = send(card, terminal.map_nonce(dynamic_data(answer.data, 0x80)))
+    answer = send(card, terminal.key_agreement(dynamic_data(answer.data, 0x82)))
+    answer = send(card, terminal.mutual_authentication(dynamic_data(answer.data, 0x84)))
+    if answer.sw == 0x6300:
+        return None
+    return terminal.finish(dynamic_data(answer.data, 0x86))
+
+
+def test_pace_opens_an_aes_session_and_card_access_stays_public() -> None:
+    card = pace_card()
+    assert read_all(card, None, profile.FID_CARD_ACCESS) == card_access(12)  # plain
+    sm = pace(card)
+    assert sm is not None
+    assert sm.block == 16
+    assert sm_send(card, sm, profile.select_aid()).ok
+    assert read_all(card, sm, 0x0102) == FILES[0x0102]
+    assert sm_send(card, sm, profile.select_ef(0x0103)).sw == 0x6982  # DG3 still needs EAC
+
+
+def test_pace_with_the_wrong_mrz_is_refused_and_counted() -> None:
+    card = pace_card()
+    assert pace(card, "L898902C<369080619406237") is None
+    assert card.bac_failures == 1
+    assert card.sm is None
+    assert send(card, Command(0x00, 0x86, 0, 0, bytes.fromhex("7C00"), 256)).sw == 0x6985
+
+
+def test_pace_needs_a_lock_and_the_chaining_in_order() -> None:
+    card = personalised(lock=False)
+    assert send(card, mse_set_at(12)).sw == 0x6985  # still being personalised
+    card = pace_card()
+    assert send(card, mse_set_at(13)).sw == 0x6A80  # not what EF.CardAccess offers
+    assert send(card, mse_set_at(12)).ok
+    last_first = Command(0x00, 0x86, 0, 0, bytes.fromhex("7C00"), 256)
+    assert send(card, last_first).sw == 0x6985
+
+
+def test_lock_refused_when_pace_is_announced_without_its_password() -> None:
+    card = personalised(lock=False)
+    for command in profile.write_commands(profile.FID_CARD_ACCESS, card_access(12), 255):
+        assert send(card, command).ok
+    assert send(card, profile.select_aid()).ok
+    assert send(card, profile.activate()).sw == 0x6985

@@ -18,11 +18,13 @@ from station.drivers.card.apdu import Response
 from station.drivers.card.emulator import Faults
 from station.drivers.card.encoder import CardEncoder, EncoderSettings
 from station.drivers.card.errors import (
+    AccessDenied,
     BacFailed,
     CardLocked,
     CardRemoved,
     NoCard,
     NoReader,
+    PaceFailed,
     WrongCardType,
 )
 from tests import cardkit
@@ -53,13 +55,15 @@ def test_personalise_lock_read_back_and_verify(
     encoder = card_bay.encoder()
     encoder.wait_for_card(5)
     report = encoder.personalise(contents)
-    assert report.files == {fid: len(data) for fid, data in contents.files.items()}
+    expected = {fid: len(data) for fid, data in contents.files.items()}
+    assert report.files == {**expected, profile.FID_CARD_ACCESS: 22}  # + EF.CardAccess
     assert report.locked
     assert report.cleaned == ()
     assert report.eac_files_checked == (0x0103,)
     assert report.apdus > len(contents.files) * 2
     assert report.bytes_sent > report.payload_bytes
     check = encoder.verify(contents, [pki.csca])
+    assert check.read.access == "pace"  # the card offers PACE, so the encoder uses it
     assert check.not_readable == (0x0103,)  # DG3 is behind EAC
     assert set(check.compared) == set(contents.files) - {0x0103}
     assert check.passive.verified == tuple(sorted(set(contents.data_groups()) - {3}))
@@ -82,12 +86,13 @@ def test_extended_length_apdus_cut_the_exchange(
     encoder = card_bay.encoder(extended_length=True, write_chunk=4096, read_chunk=4096)
     encoder.wait_for_card(5)
     report = encoder.personalise(contents)
-    assert report.cleaned == tuple(sorted(contents.files))
+    assert report.cleaned == tuple(sorted({*contents.files, profile.FID_CARD_ACCESS}))
     assert report.apdus < baseline.apdus / 2
     check = encoder.verify(contents, [pki.csca])
-    # GET CHALLENGE, MUTUAL AUTHENTICATE, SELECT AID; per file SELECT + 4 KB reads
+    # SELECT AID, SELECT + READ EF.CardAccess, MSE:Set AT, 4 x GENERAL AUTHENTICATE,
+    # SELECT AID under SM; then per file SELECT + 4 KB reads
     reads = sum(2 + (len(contents.files[fid]) - 1) // 4096 for fid in check.compared)
-    assert check.read.apdus == 3 + reads
+    assert check.read.apdus == 9 + reads
 
 
 def test_locked_card_refuses_writes_and_plain_reads(
@@ -111,7 +116,7 @@ def test_locked_card_refuses_writes_and_plain_reads(
     assert raw(encoder, bytes.fromhex("00B0810004")).sw == 0x6982  # READ BINARY by SFI
 
 
-def test_wrong_mrz_fails_bac_with_a_clear_error(
+def test_wrong_mrz_fails_pace_and_bac_with_a_clear_error(
     card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
 ) -> None:
     contents, _ = chip
@@ -120,12 +125,35 @@ def test_wrong_mrz_fails_bac_with_a_clear_error(
     encoder.wait_for_card(5)
     encoder.personalise(contents)
     wrong = contents.mrz_information[:-1] + str((int(contents.mrz_information[-1]) + 1) % 10)
-    with pytest.raises(BacFailed) as failed:
+    with pytest.raises(PaceFailed) as pace_failed:
         encoder.read_back(wrong)
-    assert failed.value.code == "bac_failed"
-    assert failed.value.sw == 0x6300
-    assert "MRZ" in str(failed.value)
+    assert pace_failed.value.code == "pace_failed"
+    assert pace_failed.value.sw == 0x6300
+    assert "MRZ" in str(pace_failed.value)
+    bac_only = card_bay.encoder(access="bac")
+    with pytest.raises(BacFailed) as bac_failed:
+        bac_only.read_back(wrong)
+    assert bac_failed.value.code == "bac_failed"
+    assert bac_failed.value.sw == 0x6300
+    assert "MRZ" in str(bac_failed.value)
+    assert isinstance(bac_failed.value, AccessDenied)
     assert set(encoder.read_back(contents.mrz_information)) == set(contents.files) - {0x0103}
+    report = bac_only.read_back_report(contents.mrz_information)
+    assert report.access == "bac"
+    assert set(report.files) == set(contents.files) - {0x0103}
+
+
+def test_pace_only_terminal_and_a_bac_only_card(
+    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
+) -> None:
+    contents, pki = chip
+    card_bay.card().insert()
+    encoder = card_bay.encoder(pace_on_card=False)
+    encoder.wait_for_card(5)
+    encoder.personalise(contents)
+    assert encoder.verify(contents, [pki.csca]).read.access == "bac"  # auto falls back
+    with pytest.raises(PaceFailed, match="does not offer PACE"):
+        card_bay.encoder(access="pace").read_back(contents.mrz_information)
 
 
 def test_card_pulled_mid_write_then_repersonalised(

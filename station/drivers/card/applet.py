@@ -32,16 +32,20 @@ from .apdu import (
 )
 from .bac import BacChip, BacError
 from .cardcrypto import CardCrypto
+from .pace import OID_PACE_ECDH_GM_AES_128, PASSWORD_MRZ, PaceChip, PaceError, supported_pace
 from .profile import (
     AID_EMRTD,
     EAC_PROTECTED,
+    FID_CARD_ACCESS,
     FID_DG1,
     FID_EF_COM,
     FID_EF_SOD,
     FID_MF,
     LC_INITIALISATION,
     LC_OPERATIONAL,
+    PUBLIC_FIDS,
     TAG_BAC_KEYS,
+    TAG_PACE_SECRET,
     application_fcp,
 )
 from .sm import SecureMessaging, SmError  # noqa: F401 (used in a type comment)
@@ -97,7 +101,8 @@ class EmrtdApplet(Card):
         self.lifecycle = LC_INITIALISATION
         self.files = {}  # type: dict[int, bytearray]
         self.bac_keys = b""  # K_enc || K_mac once personalised
-        self.bac_failures = 0
+        self.pace_secret = b""  # SHA-1 of the MRZ information, for PACE
+        self.bac_failures = 0  # failed BAC or PACE authentications (wrong MRZ)
         self.writes = 0  # commands that changed persistent state since power-up
         self.power_on()
 
@@ -108,6 +113,7 @@ class EmrtdApplet(Card):
             "lifecycle": self.lifecycle,
             "files": dict([(fid, bytes(data)) for fid, data in self.files.items()]),
             "bac_keys": self.bac_keys,
+            "pace_secret": self.pace_secret,
             "bac_failures": self.bac_failures,
         }
 
@@ -116,16 +122,19 @@ class EmrtdApplet(Card):
         files = state["files"]
         keys = state["bac_keys"]
         failures = state["bac_failures"]
+        pace_secret = state.get("pace_secret", b"")
         if not (
             isinstance(lifecycle, int)
             and isinstance(files, dict)
             and isinstance(keys, bytes)
             and isinstance(failures, int)
+            and isinstance(pace_secret, bytes)
         ):
             raise ValueError("malformed card state")
         self.lifecycle = lifecycle
         self.files = dict([(int(fid), bytearray(data)) for fid, data in files.items()])
         self.bac_keys = keys
+        self.pace_secret = pace_secret
         self.bac_failures = failures
         self.power_on()
 
@@ -137,6 +146,7 @@ class EmrtdApplet(Card):
         self.current_ef = None  # type: int | None
         self.sm = None  # type: SecureMessaging | None
         self.bac = None  # type: BacChip | None
+        self.pace = None  # type: PaceChip | None
 
     def process(self, raw: bytes) -> bytes:
         try:
@@ -145,7 +155,7 @@ class EmrtdApplet(Card):
             return Response(b"", SW_WRONG_LENGTH).encode()
         if command.cla & 0x0C == 0x0C:
             return self._process_protected(command).encode()
-        if command.cla != 0x00:
+        if command.cla != 0x00 and not (command.cla == 0x10 and command.ins == 0x86):
             return Response(b"", SW_CLA_NOT_SUPPORTED).encode()
         # A plain command ends any secure-messaging session (ICAO 9303-11 9.8.6).
         self.sm = None
@@ -190,6 +200,10 @@ class EmrtdApplet(Card):
             return self._get_challenge(c, secure)
         if ins == 0x82:
             return self._mutual_authenticate(c, secure)
+        if ins == 0x22:
+            return self._manage_security_environment(c, secure)
+        if ins == 0x86:
+            return self._general_authenticate(c, secure)
         raise CardError(SW_INS_NOT_SUPPORTED)
 
     # --- helpers ------------------------------------------------------------------------
@@ -205,6 +219,8 @@ class EmrtdApplet(Card):
             raise CardError(SW_CONDITIONS_NOT_SATISFIED)
 
     def _require_read_access(self, fid: int, secure: bool) -> None:
+        if fid in PUBLIC_FIDS:
+            return
         if self.operational and (not secure or fid in EAC_PROTECTED):
             raise CardError(SW_SECURITY_NOT_SATISFIED)
 
@@ -244,7 +260,7 @@ class EmrtdApplet(Card):
             self.app_selected = False
             self.current_ef = None
             return Response(b"", SW_OK)
-        if not self.app_selected:
+        if not self.app_selected and fid not in PUBLIC_FIDS:
             raise CardError(SW_FILE_NOT_FOUND)
         self._require_read_access(fid, secure)
         data = self._file(fid)
@@ -297,8 +313,6 @@ class EmrtdApplet(Card):
         return self.current_ef
 
     def _read_binary(self, c: Command, secure: bool) -> Response:
-        if self.operational and not secure:
-            raise CardError(SW_SECURITY_NOT_SATISFIED)
         fid, offset = self._target_ef(c, secure)
         data = self.files[fid]
         if offset > len(data):
@@ -367,11 +381,17 @@ class EmrtdApplet(Card):
 
     def _put_data(self, c: Command, secure: bool) -> Response:
         self._require_personalisation()
-        if (c.p1 << 8) | c.p2 != TAG_BAC_KEYS:
+        tag = (c.p1 << 8) | c.p2
+        if tag == TAG_BAC_KEYS:
+            if len(c.data) != 32:
+                raise CardError(SW_WRONG_LENGTH)
+            self.bac_keys = c.data
+        elif tag == TAG_PACE_SECRET:
+            if len(c.data) != 20:
+                raise CardError(SW_WRONG_LENGTH)
+            self.pace_secret = c.data
+        else:
             raise CardError(SW_REFERENCED_DATA_NOT_FOUND)
-        if len(c.data) != 32:
-            raise CardError(SW_WRONG_LENGTH)
-        self.bac_keys = c.data
         self._changed()
         return Response(b"", SW_OK)
 
@@ -383,6 +403,8 @@ class EmrtdApplet(Card):
                 raise CardError(SW_CONDITIONS_NOT_SATISFIED)
         if not self.bac_keys:
             raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+        if FID_CARD_ACCESS in self.files and not self.pace_secret:
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)  # PACE announced, no password
         self.lifecycle = LC_OPERATIONAL
         self.current_ef = None
         self._changed()
@@ -409,6 +431,55 @@ class EmrtdApplet(Card):
             self._changed()
             raise CardError(SW_VERIFICATION_FAILED) from None
         self.sm = session
+        return Response(answer, SW_OK)
+
+    def _manage_security_environment(self, c: Command, secure: bool) -> Response:
+        """MSE:Set AT for PACE with the MRZ password (the only one this chip knows)."""
+        self.pace = None
+        if not self.operational:
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+        if (c.p1, c.p2) != (0xC1, 0xA4):
+            raise CardError(SW_WRONG_P1P2)
+        items = parse(c.data)
+        if find(items, 0x80) != OID_PACE_ECDH_GM_AES_128 or find(items, 0x83) != bytes(
+            [PASSWORD_MRZ]
+        ):
+            raise CardError(SW_WRONG_DATA)
+        access = self.files.get(FID_CARD_ACCESS)
+        if not self.pace_secret or access is None:
+            raise CardError(SW_REFERENCED_DATA_NOT_FOUND)
+        announced = supported_pace(bytes(access))
+        asked = find(items, 0x84)
+        parameter_id = asked[0] if asked else announced
+        if parameter_id is None or parameter_id != announced:
+            raise CardError(SW_WRONG_DATA)
+        self.pace = PaceChip(self.crypto, self.pace_secret, parameter_id)
+        return Response(b"", SW_OK)
+
+    def _general_authenticate(self, c: Command, secure: bool) -> Response:
+        pace = self.pace
+        if pace is None or secure:
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)
+        last = c.cla & 0x10 == 0
+        if last != (pace.step == 4):
+            self.pace = None
+            raise CardError(SW_CONDITIONS_NOT_SATISFIED)  # chaining out of step
+        template = find(parse(c.data), 0x7C)
+        if template is None:
+            self.pace = None
+            raise CardError(SW_WRONG_DATA)
+        try:
+            answer = pace.answer(template)
+        except PaceError:
+            self.pace = None
+            if pace.step == 4:  # the token: wrong password (MRZ)
+                self.bac_failures += 1
+                self._changed()
+                raise CardError(SW_VERIFICATION_FAILED) from None
+            raise CardError(SW_WRONG_DATA) from None
+        if last:
+            self.pace = None
+            self.sm = pace.session()
         return Response(answer, SW_OK)
 
 

@@ -17,7 +17,7 @@ import hmac
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,11 +45,21 @@ from .errors import (
     CardProtocolError,
     CardRemoved,
     NoReader,
+    PaceFailed,
     VerificationFailed,
     WriteFailed,
     WrongCardType,
 )
 from .hostcrypto import HostCrypto
+from .pace import (
+    PaceError,
+    PaceTerminal,
+    card_access,
+    dynamic_data,
+    mse_set_at,
+    password_key,
+    supported_pace,
+)
 from .pcsc import PcscLink
 from .sm import SecureMessaging, SmError
 from .tlv import TlvError, find, parse, total_length
@@ -86,6 +96,12 @@ class EncoderSettings(BaseModel):
     check_eac_files_before_lock: bool = True
     """Read DG3/DG4 back in plain before locking: once locked only EAC could read them."""
     card_timeout_s: float = Field(default=10.0, gt=0)
+    access: Literal["auto", "pace", "bac"] = "auto"
+    """Access control for reading: PACE when EF.CardAccess offers it (auto), or one only."""
+    pace_on_card: bool = True
+    """Personalise EF.CardAccess and the PACE password so the chip offers PACE and BAC."""
+    pace_parameter_id: Literal[12, 13] = 12
+    """PACE domain parameters: 12 NIST P-256 (what DG14 announces), 13 brainpoolP256r1."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,8 @@ class ReadBackReport:
     refused: tuple[int, ...]
     """FIDs the chip would not give under BAC (DG3/DG4 need EAC)."""
     missing: tuple[int, ...]
+    access: str
+    """"pace" or "bac": how the session was opened."""
     apdus: int
     bytes_sent: int
     bytes_received: int
@@ -270,14 +288,20 @@ class CardEncoder:
         chunk = self.settings.write_chunk if self.settings.extended_length else 255
         chunk = min(chunk, self.settings.write_chunk)
         written = {}
+        files = {fid: bytes(data) for fid, data in chip.files.items()}
+        if self.settings.pace_on_card:
+            files[profile.FID_CARD_ACCESS] = card_access(self.settings.pace_parameter_id)
         # EF.SOD last: a card with an EF.SOD has all the files the SOD vouches for.
-        for fid in sorted(chip.files, key=lambda f: (f == profile.FID_EF_SOD, f)):
-            content = bytes(chip.files[fid])
+        for fid in sorted(files, key=lambda f: (f == profile.FID_EF_SOD, f)):
+            content = files[fid]
             for command in profile.write_commands(fid, content, chunk):
                 self._expect(command, f"writing EF {fid:04X}", WriteFailed)
             written[fid] = len(content)
         k_enc, k_mac = document_keys(self.crypto, chip.mrz_information)
         self._expect(profile.put_bac_keys(k_enc, k_mac), "storing the BAC keys", WriteFailed)
+        if self.settings.pace_on_card:
+            secret = password_key(self.crypto, chip.mrz_information)
+            self._expect(profile.put_pace_secret(secret), "storing the PACE password", WriteFailed)
         checked = []
         if self.settings.check_eac_files_before_lock:
             for fid in profile.EAC_PROTECTED:
@@ -362,6 +386,55 @@ class CardEncoder:
         except BacError as exc:
             raise BacFailed(f"the card's BAC answer does not verify: {exc}") from exc
 
+    def _pace(self, mrz_information: str, parameter_id: int) -> SecureMessaging:
+        terminal = PaceTerminal(
+            self.crypto, password_key(self.crypto, mrz_information), parameter_id
+        )
+        response = self._send(mse_set_at(parameter_id))
+        if not response.ok:
+            raise PaceFailed(f"MSE:Set AT for PACE: {describe_sw(response.sw)}", sw=response.sw)
+        try:
+            answer = self._pace_step(terminal.start())
+            answer = self._pace_step(terminal.map_nonce(dynamic_data(answer, 0x80)))
+            answer = self._pace_step(terminal.key_agreement(dynamic_data(answer, 0x82)))
+            answer = self._pace_step(terminal.mutual_authentication(dynamic_data(answer, 0x84)))
+            sm = terminal.finish(dynamic_data(answer, 0x86))
+        except PaceError as exc:
+            raise PaceFailed(f"PACE failed: {exc}") from exc
+        # After PACE, the application is selected again, under secure messaging.
+        if not self._transceive(profile.select_aid(), sm).ok:
+            raise CardProtocolError("SELECT of the eMRTD application after PACE failed")
+        return sm
+
+    def _pace_step(self, command: Command) -> bytes:
+        response = self._send(command)
+        if response.sw == SW_VERIFICATION_FAILED:
+            raise PaceFailed(
+                "the card refused our PACE password: the MRZ (document number, birth or "
+                "expiry date) does not match this card",
+                sw=response.sw,
+            )
+        if not response.ok:
+            raise PaceFailed(f"GENERAL AUTHENTICATE: {describe_sw(response.sw)}", sw=response.sw)
+        return response.data
+
+    def _open_session(self, mrz_information: str) -> tuple[SecureMessaging, str]:
+        """PACE when the card offers it and the settings allow it, else BAC."""
+        self._connect_emrtd()
+        mode = self.settings.access
+        if mode != "bac":
+            parameter_id = None
+            try:
+                parameter_id = supported_pace(self._read_file(profile.FID_CARD_ACCESS, None))
+            except CardProtocolError as exc:
+                if exc.sw != SW_FILE_NOT_FOUND:
+                    raise
+            if parameter_id is not None:
+                return self._pace(mrz_information, parameter_id), "pace"
+            if mode == "pace":
+                raise PaceFailed("this card does not offer PACE (no usable EF.CardAccess)")
+        return self._bac(mrz_information), "bac"
+
     def read_back(
         self, mrz_information: str, fids: Iterable[int] | None = None
     ) -> dict[int, bytes]:
@@ -375,7 +448,7 @@ class CardEncoder:
         started = time.perf_counter()
         before = (self.link.apdus, self.link.bytes_sent, self.link.bytes_received)
         try:
-            files, refused, missing = self._read_back(mrz_information, fids)
+            files, refused, missing, access = self._read_back(mrz_information, fids)
         except CardEncoderError as exc:
             self.link.disconnect(reset=False)
             raise self._guard(exc) from None
@@ -384,6 +457,7 @@ class CardEncoder:
             files=files,
             refused=refused,
             missing=missing,
+            access=access,
             apdus=self.link.apdus - before[0],
             bytes_sent=self.link.bytes_sent - before[1],
             bytes_received=self.link.bytes_received - before[2],
@@ -392,9 +466,8 @@ class CardEncoder:
 
     def _read_back(
         self, mrz_information: str, fids: Iterable[int] | None
-    ) -> tuple[dict[int, bytes], tuple[int, ...], tuple[int, ...]]:
-        self._connect_emrtd()
-        sm = self._bac(mrz_information)
+    ) -> tuple[dict[int, bytes], tuple[int, ...], tuple[int, ...], str]:
+        sm, access = self._open_session(mrz_information)
         if fids is None:
             com = self._read_file(profile.FID_EF_COM, sm)
             wanted = [profile.FID_EF_COM, *_fids_in_com(com), profile.FID_EF_SOD]
@@ -418,7 +491,7 @@ class CardEncoder:
                 if exc.sw != SW_FILE_NOT_FOUND:
                     raise
                 missing.append(fid)
-        return files, tuple(refused), tuple(missing)
+        return files, tuple(refused), tuple(missing), access
 
     # --- verification -------------------------------------------------------------------
 

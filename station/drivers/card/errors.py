@@ -44,6 +44,10 @@ class BacFailed(AccessDenied):
     code = "bac_failed"
 
 
+class PaceFailed(AccessDenied):
+    code = "pace_failed"
+
+
 class WriteFailed(CardEncoderError):
     code = "write_failed"
 

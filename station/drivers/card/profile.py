@@ -16,11 +16,14 @@ FID_MF = 0x3F00
 FID_EF_COM = 0x011E
 FID_EF_SOD = 0x011D
 FID_DG1 = 0x0101
+FID_CARD_ACCESS = 0x011C  # in the MF: PACEInfo, readable by anyone (ICAO 9303-10)
+PUBLIC_FIDS = (FID_CARD_ACCESS,)
 
 LC_INITIALISATION = 0x03  # ISO 7816-4 life cycle status byte: initialisation state
 LC_OPERATIONAL = 0x05  # operational state (activated)
 
 TAG_BAC_KEYS = 0x00C1  # PUT DATA P1-P2: K_enc || K_mac (32 bytes)
+TAG_PACE_SECRET = 0x00C3  # PUT DATA P1-P2: SHA-1 of the MRZ information (20 bytes)
 TAG_FIDS_PRESENT = 0xC1  # in the FCP's A5 template: the EF identifiers, 2 bytes each
 TAG_BAC_FAILURES = 0xC2  # in the FCP's A5 template: failed MUTUAL AUTHENTICATE count
 
@@ -81,6 +84,10 @@ def delete_ef(fid: int) -> Command:
 
 def put_bac_keys(k_enc: bytes, k_mac: bytes) -> Command:
     return Command(0x00, 0xDA, TAG_BAC_KEYS >> 8, TAG_BAC_KEYS & 0xFF, k_enc + k_mac)
+
+
+def put_pace_secret(secret: bytes) -> Command:
+    return Command(0x00, 0xDA, TAG_PACE_SECRET >> 8, TAG_PACE_SECRET & 0xFF, secret)
 
 
 def activate() -> Command:
