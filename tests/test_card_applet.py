@@ -1,6 +1,9 @@
 """The eMRTD applet (the emulator's chip), driven APDU by APDU without any I/O."""
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from station.drivers.card import profile
 from station.drivers.card.apdu import Command, Response
@@ -242,3 +245,27 @@ def test_lock_refused_when_pace_is_announced_without_its_password() -> None:
         assert send(card, command).ok
     assert send(card, profile.select_aid()).ok
     assert send(card, profile.activate()).sw == 0x6985
+
+
+def test_internal_authenticate_signs_only_under_secure_messaging() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    card = personalised(lock=False)
+    scalar = key.private_numbers().private_value.to_bytes(32, "big")
+    assert send(card, profile.put_aa_key(scalar)).ok
+    send(card, profile.select_aid())
+    assert send(card, profile.activate()).ok
+    challenge = bytes(range(8))
+    assert send(card, profile.internal_authenticate(challenge)).sw == 0x6982  # plain
+    send(card, profile.select_aid())
+    sm, _ = bac(card)
+    assert sm is not None
+    answer = sm_send(card, sm, profile.internal_authenticate(challenge))
+    assert answer.ok
+    r, s = int.from_bytes(answer.data[:32], "big"), int.from_bytes(answer.data[32:], "big")
+    key.public_key().verify(encode_dss_signature(r, s), challenge, ec.ECDSA(hashes.SHA256()))
+    assert sm_send(card, sm, profile.internal_authenticate(b"short")).sw == 0x6700
+    without = personalised()
+    send(without, profile.select_aid())
+    sm, _ = bac(without)
+    assert sm is not None
+    assert sm_send(without, sm, profile.internal_authenticate(challenge)).sw == 0x6A88

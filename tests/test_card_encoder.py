@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from enrollment.icao.chip import ChipContents
+from enrollment.icao.chip import ChipContents, ChipSecrets
 from station.drivers.card import profile
 from station.drivers.card.apdu import Response
 from station.drivers.card.emulator import Faults
@@ -25,6 +26,7 @@ from station.drivers.card.errors import (
     NoCard,
     NoReader,
     PaceFailed,
+    VerificationFailed,
     WrongCardType,
 )
 from tests import cardkit
@@ -37,24 +39,30 @@ pcscd = cardkit.pcscd
 card_bay = cardkit.card_bay
 
 
+class Chip(NamedTuple):
+    contents: ChipContents
+    pki: IcaoPki
+    secrets: ChipSecrets
+
+
 @pytest.fixture(scope="module")
-def chip() -> tuple[ChipContents, IcaoPki]:
-    contents, _secrets, pki = sample_chip()
-    return contents, pki
+def chip() -> Chip:
+    contents, secrets, pki = sample_chip()
+    return Chip(contents, pki, secrets)
 
 
 def raw(encoder: CardEncoder, command: bytes) -> Response:
     return Response.decode(encoder.link.transmit(command))
 
 
-def test_personalise_lock_read_back_and_verify(
-    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
-) -> None:
-    contents, pki = chip
+def test_personalise_lock_read_back_and_verify(card_bay: CardBay, chip: Chip) -> None:
+    contents, pki, secrets = chip
     card_bay.card().insert()
     encoder = card_bay.encoder()
     encoder.wait_for_card(5)
-    report = encoder.personalise(contents)
+    report = encoder.personalise(contents, secrets)
+    assert report.keys_loaded == ("active_authentication",)
+    assert report.keys_not_loaded == ("chip_authentication",)
     expected = {fid: len(data) for fid, data in contents.files.items()}
     assert report.files == {**expected, profile.FID_CARD_ACCESS: 22}  # + EF.CardAccess
     assert report.locked
@@ -64,6 +72,7 @@ def test_personalise_lock_read_back_and_verify(
     assert report.bytes_sent > report.payload_bytes
     check = encoder.verify(contents, [pki.csca])
     assert check.read.access == "pace"  # the card offers PACE, so the encoder uses it
+    assert check.active_authentication is True  # the chip holds DG15's private key
     assert check.not_readable == (0x0103,)  # DG3 is behind EAC
     assert set(check.compared) == set(contents.files) - {0x0103}
     assert check.passive.verified == tuple(sorted(set(contents.data_groups()) - {3}))
@@ -73,10 +82,8 @@ def test_personalise_lock_read_back_and_verify(
     assert health.details["reader"] == card_bay.reader
 
 
-def test_extended_length_apdus_cut_the_exchange(
-    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
-) -> None:
-    contents, pki = chip
+def test_extended_length_apdus_cut_the_exchange(card_bay: CardBay, chip: Chip) -> None:
+    contents, pki, secrets = chip
     card_bay.card().insert()
     short = card_bay.encoder()
     short.wait_for_card(5)
@@ -85,20 +92,18 @@ def test_extended_length_apdus_cut_the_exchange(
     card_bay.card().insert()
     encoder = card_bay.encoder(extended_length=True, write_chunk=4096, read_chunk=4096)
     encoder.wait_for_card(5)
-    report = encoder.personalise(contents)
+    report = encoder.personalise(contents, secrets)
     assert report.cleaned == tuple(sorted({*contents.files, profile.FID_CARD_ACCESS}))
     assert report.apdus < baseline.apdus / 2
     check = encoder.verify(contents, [pki.csca])
     # SELECT AID, SELECT + READ EF.CardAccess, MSE:Set AT, 4 x GENERAL AUTHENTICATE,
-    # SELECT AID under SM; then per file SELECT + 4 KB reads
+    # SELECT AID under SM; per file SELECT + 4 KB reads; INTERNAL AUTHENTICATE
     reads = sum(2 + (len(contents.files[fid]) - 1) // 4096 for fid in check.compared)
-    assert check.read.apdus == 9 + reads
+    assert check.read.apdus == 9 + reads + 1
 
 
-def test_locked_card_refuses_writes_and_plain_reads(
-    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
-) -> None:
-    contents, _ = chip
+def test_locked_card_refuses_writes_and_plain_reads(card_bay: CardBay, chip: Chip) -> None:
+    contents = chip.contents
     card_bay.card().insert()
     encoder = card_bay.encoder()
     encoder.wait_for_card(5)
@@ -116,10 +121,8 @@ def test_locked_card_refuses_writes_and_plain_reads(
     assert raw(encoder, bytes.fromhex("00B0810004")).sw == 0x6982  # READ BINARY by SFI
 
 
-def test_wrong_mrz_fails_pace_and_bac_with_a_clear_error(
-    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
-) -> None:
-    contents, _ = chip
+def test_wrong_mrz_fails_pace_and_bac_with_a_clear_error(card_bay: CardBay, chip: Chip) -> None:
+    contents = chip.contents
     card_bay.card().insert()
     encoder = card_bay.encoder()
     encoder.wait_for_card(5)
@@ -143,23 +146,19 @@ def test_wrong_mrz_fails_pace_and_bac_with_a_clear_error(
     assert set(report.files) == set(contents.files) - {0x0103}
 
 
-def test_pace_only_terminal_and_a_bac_only_card(
-    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
-) -> None:
-    contents, pki = chip
+def test_pace_only_terminal_and_a_bac_only_card(card_bay: CardBay, chip: Chip) -> None:
+    contents, pki, secrets = chip
     card_bay.card().insert()
     encoder = card_bay.encoder(pace_on_card=False)
     encoder.wait_for_card(5)
-    encoder.personalise(contents)
+    encoder.personalise(contents, secrets)
     assert encoder.verify(contents, [pki.csca]).read.access == "bac"  # auto falls back
     with pytest.raises(PaceFailed, match="does not offer PACE"):
         card_bay.encoder(access="pace").read_back(contents.mrz_information)
 
 
-def test_card_pulled_mid_write_then_repersonalised(
-    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]
-) -> None:
-    contents, pki = chip
+def test_card_pulled_mid_write_then_repersonalised(card_bay: CardBay, chip: Chip) -> None:
+    contents, pki, secrets = chip
     faulty = card_bay.card(faults=Faults(pull_after_writes=12))
     faulty.insert()
     encoder = card_bay.encoder()
@@ -175,12 +174,23 @@ def test_card_pulled_mid_write_then_repersonalised(
     again = card_bay.card()  # the same card (same state file), without the fault
     again.insert()
     encoder.wait_for_card(5)
-    report = encoder.personalise(contents)
+    report = encoder.personalise(contents, secrets)
     assert report.cleaned  # the half-written files were removed first
     assert encoder.verify(contents, [pki.csca]).passive.verified
 
 
-def test_wrong_card_type(card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]) -> None:
+def test_a_chip_without_the_aa_key_fails_verification(card_bay: CardBay, chip: Chip) -> None:
+    card_bay.card().insert()
+    encoder = card_bay.encoder()
+    encoder.wait_for_card(5)
+    report = encoder.personalise(chip.contents)  # secrets not given: no AA key on the chip
+    assert report.keys_loaded == ()
+    with pytest.raises(VerificationFailed, match="Active Authentication"):
+        encoder.verify(chip.contents, [chip.pki.csca])
+    assert encoder.health.snapshot().last_error is not None
+
+
+def test_wrong_card_type(card_bay: CardBay, chip: Chip) -> None:
     card_bay.card(card_type="wrong").insert()
     encoder = card_bay.encoder()
     encoder.wait_for_card(5)
@@ -189,7 +199,7 @@ def test_wrong_card_type(card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]) 
     assert wrong.value.sw == 0x6A82
 
 
-def test_no_card_within_the_timeout(card_bay: CardBay, chip: tuple[ChipContents, IcaoPki]) -> None:
+def test_no_card_within_the_timeout(card_bay: CardBay, chip: Chip) -> None:
     encoder = card_bay.encoder()
     started = time.monotonic()
     with pytest.raises(NoCard):
@@ -212,13 +222,11 @@ def test_no_reader_marks_the_device_absent(pcscd: PcscDaemon) -> None:
         encoder.close()
 
 
-def test_sod_read_back_verifies_with_openssl(
-    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki], tmp_path: Path
-) -> None:
+def test_sod_read_back_verifies_with_openssl(card_bay: CardBay, chip: Chip, tmp_path: Path) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("openssl is not installed")
-    contents, pki = chip
+    contents, pki, _secrets = chip
     card_bay.card().insert()
     encoder = card_bay.encoder()
     encoder.wait_for_card(5)
@@ -244,9 +252,9 @@ def test_sod_read_back_verifies_with_openssl(
 
 
 def test_emulator_command_line_keeps_the_card_across_processes(
-    card_bay: CardBay, chip: tuple[ChipContents, IcaoPki], tmp_path: Path
+    card_bay: CardBay, chip: Chip, tmp_path: Path
 ) -> None:
-    contents, pki = chip
+    contents, pki, secrets = chip
     state = tmp_path / "cli-card.json"
     port = str(card_bay.daemon.slot_port(card_bay.slot))
     command = [sys.executable, "-m", "station.drivers.card.emulator", "--vpcd-port", port]
@@ -265,7 +273,7 @@ def test_emulator_command_line_keeps_the_card_across_processes(
     second = subprocess.Popen(command, stdout=subprocess.PIPE)
     try:
         encoder.wait_for_card(10)
-        assert encoder.personalise(contents).cleaned
+        assert encoder.personalise(contents, secrets).cleaned
         second.terminate()
         assert second.wait(10) == 0
         encoder.wait_for_removal(5)

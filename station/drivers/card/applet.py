@@ -44,6 +44,7 @@ from .profile import (
     LC_INITIALISATION,
     LC_OPERATIONAL,
     PUBLIC_FIDS,
+    TAG_AA_KEY,
     TAG_BAC_KEYS,
     TAG_PACE_SECRET,
     application_fcp,
@@ -102,6 +103,7 @@ class EmrtdApplet(Card):
         self.files = {}  # type: dict[int, bytearray]
         self.bac_keys = b""  # K_enc || K_mac once personalised
         self.pace_secret = b""  # SHA-1 of the MRZ information, for PACE
+        self.aa_key = b""  # Active Authentication private scalar (P-256), if any
         self.bac_failures = 0  # failed BAC or PACE authentications (wrong MRZ)
         self.writes = 0  # commands that changed persistent state since power-up
         self.power_on()
@@ -114,6 +116,7 @@ class EmrtdApplet(Card):
             "files": dict([(fid, bytes(data)) for fid, data in self.files.items()]),
             "bac_keys": self.bac_keys,
             "pace_secret": self.pace_secret,
+            "aa_key": self.aa_key,
             "bac_failures": self.bac_failures,
         }
 
@@ -123,18 +126,21 @@ class EmrtdApplet(Card):
         keys = state["bac_keys"]
         failures = state["bac_failures"]
         pace_secret = state.get("pace_secret", b"")
+        aa_key = state.get("aa_key", b"")
         if not (
             isinstance(lifecycle, int)
             and isinstance(files, dict)
             and isinstance(keys, bytes)
             and isinstance(failures, int)
             and isinstance(pace_secret, bytes)
+            and isinstance(aa_key, bytes)
         ):
             raise ValueError("malformed card state")
         self.lifecycle = lifecycle
         self.files = dict([(int(fid), bytearray(data)) for fid, data in files.items()])
         self.bac_keys = keys
         self.pace_secret = pace_secret
+        self.aa_key = aa_key
         self.bac_failures = failures
         self.power_on()
 
@@ -204,6 +210,8 @@ class EmrtdApplet(Card):
             return self._manage_security_environment(c, secure)
         if ins == 0x86:
             return self._general_authenticate(c, secure)
+        if ins == 0x88:
+            return self._internal_authenticate(c, secure)
         raise CardError(SW_INS_NOT_SUPPORTED)
 
     # --- helpers ------------------------------------------------------------------------
@@ -390,6 +398,10 @@ class EmrtdApplet(Card):
             if len(c.data) != 20:
                 raise CardError(SW_WRONG_LENGTH)
             self.pace_secret = c.data
+        elif tag == TAG_AA_KEY:
+            if len(c.data) != 32:
+                raise CardError(SW_WRONG_LENGTH)
+            self.aa_key = c.data
         else:
             raise CardError(SW_REFERENCED_DATA_NOT_FOUND)
         self._changed()
@@ -481,6 +493,16 @@ class EmrtdApplet(Card):
             self.pace = None
             self.sm = pace.session()
         return Response(answer, SW_OK)
+
+    def _internal_authenticate(self, c: Command, secure: bool) -> Response:
+        """Active Authentication: sign the terminal's challenge, only under SM."""
+        if not self.operational or not secure:
+            raise CardError(SW_SECURITY_NOT_SATISFIED)
+        if not self.aa_key:
+            raise CardError(SW_REFERENCED_DATA_NOT_FOUND)
+        if len(c.data) != 8:
+            raise CardError(SW_WRONG_LENGTH)
+        return Response(self.crypto.ecdsa_p256_sign(self.aa_key, c.data), SW_OK)
 
 
 class ForeignApplet(Card):

@@ -41,6 +41,13 @@ class CardCrypto:
         """AES-CMAC (NIST SP 800-38B), the full 16 bytes."""
         raise NotImplementedError
 
+    # ECDSA, for Active Authentication (the chip signs the terminal's challenge)
+
+    def ecdsa_p256_sign(self, private_key: bytes, message: bytes) -> bytes:
+        """ECDSA with SHA-256 on NIST P-256, 32-byte private scalar; the signature in the
+        plain format r || s (BSI TR-03111), 64 bytes."""
+        raise NotImplementedError
+
 
 def pad(data: bytes, block: int = 8) -> bytes:
     """ISO/IEC 9797-1 padding method 2: 0x80, then zeros to a multiple of ``block`` bytes."""

@@ -120,6 +120,8 @@ class PersonalisationReport:
     """FIDs deleted first because a previous attempt left the card half-personalised."""
     locked: bool = True
     eac_files_checked: tuple[int, ...] = ()
+    keys_loaded: tuple[str, ...] = ()
+    """Chip secrets loaded: "active_authentication" when the AA key went in."""
     keys_not_loaded: tuple[str, ...] = ()
     """Chip secrets this card profile cannot take yet (Active/Chip Authentication keys)."""
 
@@ -136,6 +138,7 @@ class ReadBackReport:
     missing: tuple[int, ...]
     access: str
     """"pace" or "bac": how the session was opened."""
+    active_authentication: bool | None
     apdus: int
     bytes_sent: int
     bytes_received: int
@@ -148,6 +151,8 @@ class VerificationReport:
     """FIDs read back under BAC whose bytes equal what was written."""
     not_readable: tuple[int, ...]
     passive: PassiveAuthResult
+    active_authentication: bool | None
+    """True: the chip signed our challenge with DG15's key; None: no DG15 on the card."""
     read: ReadBackReport = field(repr=False)
 
 
@@ -166,6 +171,7 @@ class CardEncoder:
         self.health = health or HealthCell(name, DeviceKind.CARD_ENCODER, "pcsc")
         self.crypto = crypto or HostCrypto()
         self.link = PcscLink(self.settings.reader_pattern)
+        self._session: SecureMessaging | None = None
 
     # --- reader and card presence -------------------------------------------------------
 
@@ -270,12 +276,13 @@ class CardEncoder:
             cleaned=report[1],
             locked=lock,
             eac_files_checked=report[2],
-            keys_not_loaded=_unsupported_secrets(secrets),
+            keys_loaded=report[3],
+            keys_not_loaded=_unsupported_secrets(secrets, report[3]),
         )
 
     def _personalise(
         self, chip: ChipImage, secrets: object | None, lock: bool
-    ) -> tuple[dict[int, int], tuple[int, ...], tuple[int, ...]]:
+    ) -> tuple[dict[int, int], tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
         info = self._connect_emrtd()
         if info.locked:
             raise CardLocked(
@@ -302,6 +309,11 @@ class CardEncoder:
         if self.settings.pace_on_card:
             secret = password_key(self.crypto, chip.mrz_information)
             self._expect(profile.put_pace_secret(secret), "storing the PACE password", WriteFailed)
+        loaded = []
+        aa_scalar = _p256_scalar(getattr(secrets, "active_auth_key", None))
+        if aa_scalar is not None:
+            self._expect(profile.put_aa_key(aa_scalar), "storing the AA key", WriteFailed)
+            loaded.append("active_authentication")
         checked = []
         if self.settings.check_eac_files_before_lock:
             for fid in profile.EAC_PROTECTED:
@@ -315,7 +327,7 @@ class CardEncoder:
         if lock:
             self._expect(profile.select_aid(), "selecting the application", WriteFailed)
             self._expect(profile.activate(), "locking the card (ACTIVATE FILE)", WriteFailed)
-        return written, cleaned, tuple(checked)
+        return written, cleaned, tuple(checked), tuple(loaded)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -443,12 +455,21 @@ class CardEncoder:
         return self.read_back_report(mrz_information, fids).files
 
     def read_back_report(
-        self, mrz_information: str, fids: Iterable[int] | None = None
+        self,
+        mrz_information: str,
+        fids: Iterable[int] | None = None,
+        *,
+        active_authentication: bool = False,
     ) -> ReadBackReport:
+        """Like :meth:`read_back`, with counts and times; with ``active_authentication``
+        and DG15 read, the chip must also sign a fresh challenge with DG15's key."""
         started = time.perf_counter()
         before = (self.link.apdus, self.link.bytes_sent, self.link.bytes_received)
         try:
             files, refused, missing, access = self._read_back(mrz_information, fids)
+            aa = None
+            if active_authentication and profile.FID_DG15 in files:
+                aa = self._active_authentication(files[profile.FID_DG15])
         except CardEncoderError as exc:
             self.link.disconnect(reset=False)
             raise self._guard(exc) from None
@@ -458,6 +479,7 @@ class CardEncoder:
             refused=refused,
             missing=missing,
             access=access,
+            active_authentication=aa,
             apdus=self.link.apdus - before[0],
             bytes_sent=self.link.bytes_sent - before[1],
             bytes_received=self.link.bytes_received - before[2],
@@ -468,6 +490,7 @@ class CardEncoder:
         self, mrz_information: str, fids: Iterable[int] | None
     ) -> tuple[dict[int, bytes], tuple[int, ...], tuple[int, ...], str]:
         sm, access = self._open_session(mrz_information)
+        self._session = sm
         if fids is None:
             com = self._read_file(profile.FID_EF_COM, sm)
             wanted = [profile.FID_EF_COM, *_fids_in_com(com), profile.FID_EF_SOD]
@@ -493,6 +516,34 @@ class CardEncoder:
                 missing.append(fid)
         return files, tuple(refused), tuple(missing), access
 
+    def _active_authentication(self, dg15: bytes) -> bool:
+        """INTERNAL AUTHENTICATE under the open session; True when the signature over our
+        random challenge verifies with DG15's public key (the chip is not a clone)."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        from enrollment.icao.errors import LdsError
+        from enrollment.icao.lds import parse_dg15
+
+        try:
+            public_key = parse_dg15(dg15)
+        except LdsError as exc:
+            raise CardProtocolError(f"DG15 cannot be read: {exc}") from exc
+        challenge = self.crypto.random(8)
+        response = self._transceive(profile.internal_authenticate(challenge), self._session)
+        if not response.ok or len(response.data) != 64:
+            return False
+        signature = encode_dss_signature(
+            int.from_bytes(response.data[:32], "big"), int.from_bytes(response.data[32:], "big")
+        )
+        try:
+            public_key.verify(signature, challenge, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            return False
+        return True
+
     # --- verification -------------------------------------------------------------------
 
     def verify(self, chip: ChipImage, csca: Sequence[x509.Certificate]) -> VerificationReport:
@@ -501,7 +552,9 @@ class CardEncoder:
         from enrollment.icao.errors import PassiveAuthError
         from enrollment.icao.passive import verify_passive
 
-        read = self.read_back_report(chip.mrz_information, sorted(chip.files))
+        read = self.read_back_report(
+            chip.mrz_information, sorted(chip.files), active_authentication=True
+        )
         different = [
             fid
             for fid, data in read.files.items()
@@ -526,11 +579,19 @@ class CardEncoder:
             passive = verify_passive(sod, groups, csca)
         except PassiveAuthError as exc:
             raise self._guard(VerificationFailed(f"passive authentication failed: {exc}")) from exc
+        if read.active_authentication is False:
+            raise self._guard(
+                VerificationFailed(
+                    "Active Authentication failed: the chip cannot sign with the key in DG15 "
+                    "(AA key not loaded, or not this chip); personalise a new card"
+                )
+            )
         self.health.present()
         return VerificationReport(
             compared=tuple(sorted(read.files)),
             not_readable=read.refused,
             passive=passive,
+            active_authentication=read.active_authentication,
             read=read,
         )
 
@@ -551,8 +612,18 @@ def _fid_list(fids: Iterable[int]) -> str:
     return ", ".join(f"{fid:04X}" for fid in fids) or "none"
 
 
-def _unsupported_secrets(secrets: object | None) -> tuple[str, ...]:
-    """Names of the keys in ``secrets`` this card profile cannot load (no AA/CA yet)."""
+def _p256_scalar(key: object) -> bytes | None:
+    """The 32-byte private scalar of a P-256 key (what PUT DATA C4 takes), else None."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key.private_numbers().private_value.to_bytes(32, "big")
+    return None
+
+
+def _unsupported_secrets(secrets: object | None, loaded: tuple[str, ...]) -> tuple[str, ...]:
+    """Names of the keys in ``secrets`` that did not go into the chip (CA has no command
+    yet; AA only with a P-256 key)."""
     if secrets is None:
         return ()
     names = []
@@ -560,7 +631,7 @@ def _unsupported_secrets(secrets: object | None) -> tuple[str, ...]:
         ("active_auth_key", "active_authentication"),
         ("chip_auth_key", "chip_authentication"),
     ):
-        if getattr(secrets, attribute, None) is not None:
+        if getattr(secrets, attribute, None) is not None and name not in loaded:
             names.append(name)
     return tuple(names)
 

@@ -4,6 +4,9 @@ import hashlib
 import os
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
@@ -58,3 +61,8 @@ class HostCrypto(CardCrypto):
         mac = CMAC(algorithms.AES(key))
         mac.update(data)
         return mac.finalize()
+
+    def ecdsa_p256_sign(self, private_key: bytes, message: bytes) -> bytes:
+        key = ec.derive_private_key(int.from_bytes(private_key, "big"), ec.SECP256R1())
+        r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")

@@ -24,6 +24,8 @@ LC_OPERATIONAL = 0x05  # operational state (activated)
 
 TAG_BAC_KEYS = 0x00C1  # PUT DATA P1-P2: K_enc || K_mac (32 bytes)
 TAG_PACE_SECRET = 0x00C3  # PUT DATA P1-P2: SHA-1 of the MRZ information (20 bytes)
+TAG_AA_KEY = 0x00C4  # PUT DATA P1-P2: Active Authentication P-256 private scalar (32 bytes)
+FID_DG15 = 0x010F
 TAG_FIDS_PRESENT = 0xC1  # in the FCP's A5 template: the EF identifiers, 2 bytes each
 TAG_BAC_FAILURES = 0xC2  # in the FCP's A5 template: failed MUTUAL AUTHENTICATE count
 
@@ -88,6 +90,15 @@ def put_bac_keys(k_enc: bytes, k_mac: bytes) -> Command:
 
 def put_pace_secret(secret: bytes) -> Command:
     return Command(0x00, 0xDA, TAG_PACE_SECRET >> 8, TAG_PACE_SECRET & 0xFF, secret)
+
+
+def put_aa_key(scalar: bytes) -> Command:
+    return Command(0x00, 0xDA, TAG_AA_KEY >> 8, TAG_AA_KEY & 0xFF, scalar)
+
+
+def internal_authenticate(challenge: bytes) -> Command:
+    """Active Authentication (ICAO 9303-11 6.1): the chip signs the 8-byte challenge."""
+    return Command(0x00, 0x88, 0x00, 0x00, challenge, 256)
 
 
 def activate() -> Command:
