@@ -19,7 +19,7 @@ from station.drivers.card.vpcd import CTRL_ATR, CTRL_POWER_ON, CardSlot, Deframe
 pytestmark = pytest.mark.timeout(60)
 
 CARD_DIR = Path(__file__).resolve().parents[1] / "station" / "drivers" / "card"
-CORE_MODULES = ("apdu", "tlv", "cardcrypto", "bac", "sm", "applet", "profile", "vpcd")
+CORE_MODULES = ("apdu", "tlv", "cardcrypto", "bac", "pace", "ec", "sm", "applet", "profile", "vpcd")
 
 H = bytes.fromhex
 
@@ -172,3 +172,16 @@ def test_the_subset_checker_catches_what_it_should(tmp_path: Path) -> None:
         assert expected in kinds
     for expected in ("f-string", "to_bytes with", "zip with", "decorator dataclass", "match"):
         assert expected in kinds
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_imports_only_other_cores(module: str) -> None:
+    tree = ast.parse((CARD_DIR / f"{module}.py").read_text())
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+    }
+    assert imported <= set(CORE_MODULES), imported - set(CORE_MODULES)
+    plain = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert plain == set()
