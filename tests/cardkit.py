@@ -1,19 +1,15 @@
-"""PC/SC test kit: a private pcscd with a vpcd reader, and our eMRTD card emulator on it.
+"""PC/SC test kit: pytest fixtures over :mod:`station.drivers.card.bay` (a private pcscd
+with a vpcd reader, and our eMRTD card emulator on it).
 
-pcscd 1.9.9 hard-codes its socket and pid file under /run/pcscd (only the *client*
-library honours PCSCLITE_CSOCK_NAME), so a second pcscd cannot run beside the system one
-or beside another test run's. We start ours in a private mount namespace (``unshare -m``,
-root only) with a temporary directory bound over /run/pcscd: its socket then lies in that
-temporary directory, and this process points pyscard at it with PCSCLITE_CSOCK_NAME.
-The vpcd reader listens on a free port pair (vpcd opens one port per slot, two slots).
-
-pcsc-lite's client caches the socket path at the first PC/SC call of a process, so one
-pcscd serves the whole test session (:func:`shared_pcscd`); tests take a slot with
-:class:`CardBay` and must leave it empty.
+One pcscd serves the whole test session (the PC/SC client caches its socket path at the
+first call); tests take a slot with :class:`CardBay` and must leave it empty.
 
 Use from a test module::
 
-    from tests.cardkit import card_bay, pcscd  # noqa: F401  (fixtures)
+    from tests import cardkit
+
+    pcscd = cardkit.pcscd
+    card_bay = cardkit.card_bay
 
     def test_something(card_bay: CardBay) -> None:
         card = card_bay.card()          # a blank eMRTD card, not yet in the field
@@ -24,143 +20,18 @@ Use from a test module::
 from __future__ import annotations
 
 import atexit
-import ctypes
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from station.drivers.card.emulator import CardEmulator, Faults
-from station.drivers.card.encoder import CardEncoder, EncoderSettings
+from station.drivers.card.bay import CardBay, PcscDaemon, pcscd_unavailable, use_pcscd
 
-VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
-
-
-def _port_listening(port: int) -> bool:
-    """True when something LISTENs on ``port`` (read from /proc: connecting to vpcd would
-    count as inserting a card)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the test process dies, even by SIGKILL,
-    so a killed test run leaves no pcscd behind (Linux prctl PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("", 0))
-            port = int(first.getsockname()[1])
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no two consecutive free ports")
-
-
-class PcscDaemon:
-    """A private pcscd with one vpcd reader driver (slots on ``port`` and ``port + 1``)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.run_dir = workdir / "run"
-        self.conf_dir = workdir / "reader.conf.d"
-        self.log_path = workdir / "pcscd.log"
-        self.socket_path = self.run_dir / "pcscd.comm"
-        self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def reader_name(self, slot: int = 0) -> str:
-        return f"Virtual PCD 00 {slot:02d}"
-
-    def slot_port(self, slot: int = 0) -> int:
-        return self.port + slot
-
-    def start(self, timeout: float = 15.0) -> None:
-        for _attempt in range(3):
-            self.port = _free_port_pair()
-            if self._try_start(timeout):
-                return
-        raise RuntimeError(f"pcscd did not start; see {self.log_path}")
-
-    def _try_start(self, timeout: float) -> bool:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.conf_dir.mkdir(parents=True, exist_ok=True)
-        (self.conf_dir / "vpcd").write_text(
-            f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:{self.port}\n'
-            f"LIBPATH {VPCD_DRIVER}\nCHANNELID {self.port}\n"
-        )
-        script = (
-            'mkdir -p /run/pcscd && mount --bind "$1" /run/pcscd && '
-            'exec pcscd --foreground --config "$2"'
-        )
-        with self.log_path.open("ab") as log:
-            process = subprocess.Popen(
-                ["unshare", "--mount", "sh", "-c", script, "pcscd", self.run_dir, self.conf_dir],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            if self.socket_path.exists() and all(
-                _port_listening(self.slot_port(s)) for s in (0, 1)
-            ):
-                self._process = process
-                return True
-            time.sleep(0.02)
-        process.kill()
-        process.wait(5)
-        return False
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
+__all__ = ["CardBay", "PcscDaemon", "card_bay", "pcscd", "shared_pcscd"]
 
 _shared: PcscDaemon | None = None
-
-
-def pcscd_unavailable() -> str | None:
-    """Why this machine cannot run the PC/SC tests, or None."""
-    if shutil.which("pcscd") is None or not VPCD_DRIVER.exists():
-        return "pcscd or the vpcd driver is not installed (apt install pcscd vsmartcard-vpcd)"
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        return "a private pcscd needs root and unshare (pcscd 1.9 hard-codes /run/pcscd)"
-    return None
 
 
 def shared_pcscd() -> PcscDaemon:
@@ -175,11 +46,11 @@ def shared_pcscd() -> PcscDaemon:
             daemon.start()
         except RuntimeError as exc:
             pytest.skip(f"private pcscd could not start here: {exc}")
-        previous = os.environ.get("PCSCLITE_CSOCK_NAME")
-        if previous and previous != str(daemon.socket_path):
+        try:
+            use_pcscd(daemon)
+        except RuntimeError as exc:
             daemon.stop()
-            pytest.skip("this process already talks to another pcscd")
-        os.environ["PCSCLITE_CSOCK_NAME"] = str(daemon.socket_path)
+            pytest.skip(str(exc))
         atexit.register(daemon.stop)
         atexit.register(shutil.rmtree, daemon.workdir, True)
         _shared = daemon
@@ -189,53 +60,6 @@ def shared_pcscd() -> PcscDaemon:
 @pytest.fixture(scope="session")
 def pcscd() -> PcscDaemon:
     return shared_pcscd()
-
-
-class CardBay:
-    """Slot 0 of the shared pcscd's vpcd reader, for one test: cards and encoders on it."""
-
-    def __init__(self, daemon: PcscDaemon, workdir: Path, slot: int = 0) -> None:
-        self.daemon = daemon
-        self.workdir = workdir
-        self.slot = slot
-        self.reader = daemon.reader_name(slot)
-        self._cards: list[CardEmulator] = []
-        self._encoders: list[CardEncoder] = []
-
-    def card(
-        self, name: str = "card", card_type: str = "emrtd", faults: Faults | None = None
-    ) -> CardEmulator:
-        """An emulated card whose state lives in ``<tmp>/<name>.json`` (not inserted yet)."""
-        card = CardEmulator(
-            self.daemon.slot_port(self.slot), self.workdir / f"{name}.json", card_type, faults
-        )
-        self._cards.append(card)
-        return card
-
-    def encoder(self, **settings: object) -> CardEncoder:
-        merged: dict[str, object] = {"reader_pattern": f"^{self.reader}$", "card_timeout_s": 5}
-        merged.update(settings)
-        encoder = CardEncoder(EncoderSettings.model_validate(merged))
-        self._encoders.append(encoder)
-        return encoder
-
-    def close(self) -> None:
-        """Remove every card and wait until pcscd has seen the reader empty, so the next
-        test does not meet the last card's ghost (vpcd notices removal on its next poll)."""
-        cards, self._cards = self._cards, []
-        for card in cards:
-            card.remove()
-        encoders, self._encoders = self._encoders, []
-        try:
-            if cards:
-                watcher = encoders[0] if encoders else self.encoder()
-                encoders.extend(self._encoders)
-                self._encoders = []
-                watcher.link.disconnect(reset=False)
-                watcher.link.wait_for(False, 5.0)
-        finally:
-            for encoder in encoders:
-                encoder.close()
 
 
 @pytest.fixture
