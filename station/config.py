@@ -1,0 +1,76 @@
+"""The station's one configuration object: a TOML file, then environment overrides.
+
+    STATION_CONFIG=/etc/vn-eid/station.toml          # the file (optional)
+    STATION_SCANNER__BACKEND=serial                   # any field, nested with "__"
+
+Every section defaults to the simulated devices, so a desk machine runs the station with
+no hardware and no file; the device image ships a file that names the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from station.drivers.camera.settings import CameraSettings
+from station.drivers.card.settings import CardSettings
+from station.drivers.fingerprint.settings import ScannerSettings
+from station.drivers.gpio.settings import GpioSettings
+
+CONFIG_ENV = "STATION_CONFIG"
+DEFAULT_CONFIG = Path("/etc/vn-eid/station.toml")
+
+
+def config_path() -> Path | None:
+    """The file named by STATION_CONFIG, else the device default when it exists."""
+    named = os.environ.get(CONFIG_ENV)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise FileNotFoundError(f"{CONFIG_ENV}={named}: no such configuration file")
+        return path
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+class StationSettings(BaseSettings):
+    """Everything one station process needs to know about its devices and folders."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STATION_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    station_id: str = "DEV-000"
+    run_dir: Path = Path("data/station/run")
+    """Sockets, pty links and other things that live only while the station runs."""
+    state_dir: Path = Path("data/station/state")
+    """What survives a power cut (the outbox, local store; emulated cards in the demo)."""
+    scanner: ScannerSettings = ScannerSettings()
+    camera: CameraSettings = CameraSettings()
+    card: CardSettings = CardSettings()
+    gpio: GpioSettings = GpioSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: arguments, then the environment, then the file.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+__all__ = ["CONFIG_ENV", "StationSettings", "config_path"]
