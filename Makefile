@@ -33,6 +33,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/package.py
 	$(PY) bench/face.py
+	$(PY) bench/devices.py
 
 # Regenerate the exported JSON Schema (a test fails when it is stale).
 schema: $(STAMP)
