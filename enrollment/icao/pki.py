@@ -17,34 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from enrollment.icao import asn1
+from enrollment.pki import key_usage, subject_name
 
 __all__ = ["DOCUMENT_TYPE_LIST", "issue_document_signer", "make_csca"]
 
 DOCUMENT_TYPE_LIST = ObjectIdentifier("2.23.136.1.1.6.2")  # id-icao-mrtd-security-extensions
-
-
-def _name(country: str, organisation: str, common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, country),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not ca,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def make_csca(
@@ -63,7 +40,7 @@ def make_csca(
     renewed at 60).
     """
     now = now or datetime.now(UTC)
-    name = _name(country, organisation, common_name)
+    name = subject_name(common_name, organisation, country)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     return (
         x509.CertificateBuilder()
@@ -74,7 +51,7 @@ def make_csca(
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(key_usage(certificates=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
@@ -113,13 +90,13 @@ def issue_document_signer(
     end = not_after or now + timedelta(days=key_usage_days + document_validity_days)
     return (
         x509.CertificateBuilder()
-        .subject_name(_name(str(country), organisation, common_name))
+        .subject_name(subject_name(common_name, organisation, str(country)))
         .issuer_name(csca.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(end)
-        .add_extension(_usage(ca=False), critical=True)
+        .add_extension(key_usage(certificates=False), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(csca_ski),
             critical=False,
