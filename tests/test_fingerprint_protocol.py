@@ -96,6 +96,10 @@ def test_command_encoders_round_trip() -> None:
             p.CMD_CAPTURE_ROLL,
             struct.pack(">BIB", 2, 15000, 1),
         ),
+        p.capture_roll(3, 9000, p.FLAG_PACK4 | p.FLAG_TRIM): (
+            p.CMD_CAPTURE_ROLL,
+            struct.pack(">BIB", 3, 9000, 3),
+        ),
         p.capture_flat(7, 500): (p.CMD_CAPTURE_FLAT, struct.pack(">BIB", 7, 500, 0)),
         p.cancel(): (p.CMD_CANCEL, b""),
         p.device_info_cmd(): (p.CMD_DEVICE_INFO, b""),
@@ -170,6 +174,102 @@ def test_frame_stream_round_trip(sizes: list[tuple[int, int]], packet_size: int,
         len(sizes),
         1234,
     )
+
+
+def band_frame(
+    rng: np.random.Generator, x: int, width: int, height: int, block: int
+) -> tuple[p.BandInfo, list[int]]:
+    """A random band report for a window, and the pixels it says were sent."""
+    records: list[tuple[int, ...]] = []
+    for _ in range((height + block - 1) // block):
+        a, b = sorted(rng.integers(x, x + width + 1, 2).tolist())
+        lo, hi = sorted(rng.integers(0, 900, 2).tolist())
+        records.append((lo, hi, a, b))
+    info = p.BandInfo(int(rng.integers(0, 256)), block, int(rng.integers(0, 0x10000)), records)
+    return info, rng.integers(0, 256, info.sent_count(height)).tolist()
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(1, 40), st.integers(1, 45), st.integers(1, 16)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([32, 64, 257, 4096]),
+    st.sampled_from([4, 8]),
+    st.integers(0, 2**32 - 1),
+)
+def test_banded_frame_stream_round_trip(
+    frames: list[tuple[int, int, int, int]], packet_size: int, bits: int, seed: int
+) -> None:
+    """Format-1 frames (band report + sent columns), mixed with format-0 ones; with small
+    packets the report runs over several chunks."""
+    rng = np.random.default_rng(seed)
+    data = b""
+    sent = []
+    for i, (x, w, h, block) in enumerate(frames):
+        info, run = band_frame(rng, x, w, h, block)
+        raw = bytes(run)
+        body = p.pack4(raw) if bits == 4 else raw
+        data += b"".join(p.frame_packets(i, 40 * i, x, 7, w, h, body, packet_size, bits, band=info))
+        sent.append((info, raw))
+        plain = bytes(rng.integers(0, 256, w * h).tolist())
+        body = p.pack4(plain) if bits == 4 else plain
+        data += b"".join(p.frame_packets(100 + i, 0, x, 0, w, h, body, packet_size, bits))
+    data += p.end_packet(p.OK, 2 * len(frames), 99)
+    got, _ = decode_all(data, 97)
+    asm = p.StreamAssembler()
+    out = [r for r in (asm.feed(pkt) for pkt in got) if isinstance(r, p.FrameRecord)]
+    assert asm.dropped_frames == 0
+    assert [r.index for r in out] == [k for i in range(len(frames)) for k in (i, 100 + i)]
+    for record, (info, raw), (x, w, h, block) in zip(out[0::2], sent, frames, strict=True):
+        assert (record.x, record.y, record.width, record.height, record.bits) == (x, 7, w, h, bits)
+        assert record.band is not None
+        assert record.band.records == info.records
+        assert (record.band.glass, record.band.block, record.band.contrast16) == (
+            info.glass,
+            block,
+            info.contrast16,
+        )
+        assert record.pixel_count == len(raw)
+        back = p.unpack4(record.pixels, len(raw)) if bits == 4 else record.pixels
+        assert back == (bytes((b >> 4) * 17 for b in raw) if bits == 4 else raw)
+    assert all(r.band is None for r in out[1::2])
+
+
+def test_a_band_report_that_does_not_fit_its_window_drops_the_frame() -> None:
+    good = p.BandInfo(230, 16, 400, [(10, 60, 20, 40), (12, 58, 22, 42)])
+    assert good.check(20, 30, 20)
+    assert not p.BandInfo(230, 16, 400, [(10, 60, 20, 40)]).check(20, 30, 20)  # 1 record
+    assert not p.BandInfo(230, 16, 400, [(10, 60, 20, 60), (0, 0, 0, 0)]).check(20, 30, 20)
+    assert not p.BandInfo(230, 16, 400, [(60, 10, 20, 40), (0, 0, 0, 0)]).check(20, 30, 20)
+    with pytest.raises(ValueError, match="band report"):
+        p.frame_packets(0, 0, 20, 0, 30, 20, b"", 256, band=p.BandInfo(0, 16, 0, []))
+    # A scanner bug on the wire: the report claims columns outside the window.
+    pixels = bytes(20 * 16 + 20 * 4)
+    pkts = p.frame_packets(0, 0, 20, 0, 30, 20, pixels, 256, band=good)
+    raw = pkts[0]
+    payload = bytearray(raw[9:-2])
+    # chunk (4) + frame header (14) + band header (6) + record 0: sent right -> 99
+    struct.pack_into(">H", payload, 4 + 14 + 6 + 6, 99)
+    forged = p.encode_packet(p.PID_DATA, bytes(payload))
+    nxt = p.frame_packets(1, 40, 0, 0, 5, 2, bytes(10), 256)
+    got, _ = decode_all(forged + b"".join(pkts[1:]) + b"".join(nxt))
+    asm = p.StreamAssembler()
+    out = [r for r in (asm.feed(pkt) for pkt in got) if isinstance(r, p.FrameRecord)]
+    assert [r.index for r in out] == [1]
+    assert asm.dropped_frames == 1
+
+
+def test_unknown_frame_format_is_dropped() -> None:
+    pkts = p.frame_packets(0, 0, 0, 0, 4, 4, bytes(16), 256)
+    payload = bytearray(pkts[0][9:-2])
+    payload[4 + 13] = 7  # the format byte
+    got, _ = decode_all(p.encode_packet(p.PID_DATA, bytes(payload)))
+    asm = p.StreamAssembler()
+    assert [asm.feed(pkt) for pkt in got] == [None]
+    assert asm.dropped_frames == 1
 
 
 def test_stream_drops_a_torn_frame_and_keeps_the_next() -> None:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from pyfingerprint.pyfingerprint import PyFingerprint
 
+from biometrics.fingerprint.synth import contact_mask
 from station.drivers.fingerprint.errors import (
     CaptureCancelled,
     NoFinger,
@@ -22,6 +23,7 @@ from station.drivers.fingerprint.errors import (
     WrongPassword,
 )
 from station.drivers.fingerprint.frames import RollFrame
+from station.drivers.fingerprint.roll_sim import ground_truth
 from station.drivers.fingerprint.rolled import RollError
 from station.drivers.fingerprint.scanner import FingerprintScanner
 from station.drivers.fingerprint.sim_control import SimulatorProcess
@@ -195,6 +197,48 @@ def test_roll_capture_streams_frames_to_the_composer(
     stats = scanner.last_transfer
     assert stats is not None
     assert (stats.frames, stats.dropped_frames) == (len(seen), 0)
+
+
+def test_trimmed_and_full_roll_streams_make_the_same_print(
+    scanner: FingerprintScanner, sim: SimulatorProcess
+) -> None:
+    """Trimming is the default: the scanner reports each frame's band and sends the columns
+    around its centre; asked for whole windows it sends those, and the prints agree."""
+    scanner.set_stream_packet_size(4096)
+    captures = {}
+    streams = {}
+    for trim in (True, False):
+        sim.control.present(finger=7)
+        seen: list[RollFrame] = []
+        captures[trim] = scanner.capture_roll(7, timeout=5, on_frame=seen.append, trim=trim)
+        assert scanner.last_transfer is not None
+        streams[trim] = (seen, scanner.last_transfer)
+    (cut, cut_stats), (whole, whole_stats) = streams[True], streams[False]
+    assert all(f.band is not None for f in cut)
+    assert all(f.band is None for f in whole)
+    assert len(cut) == len(whole) == cut_stats.frames
+    assert whole_stats.bytes > 3 * cut_stats.bytes
+    a, b = captures[True], captures[False]
+    assert (a.width_px, a.band_px, a.left_px, a.right_px) == (
+        b.width_px,
+        b.band_px,
+        b.left_px,
+        b.right_px,
+    )
+    mask = contact_mask(ground_truth(SEED, PERSON, 7).params)
+    x = a.image[mask].astype(np.float64) - a.image[mask].mean()
+    y = b.image[mask].astype(np.float64) - b.image[mask].mean()
+    assert (x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum()) > 0.99
+
+
+def test_trimmed_faults_raise_the_composers_error(
+    scanner: FingerprintScanner, sim: SimulatorProcess
+) -> None:
+    for fault, code in (("smeared", "smeared"), ("partial", "too_short")):
+        sim.control.present(finger=2, fault=fault)
+        with pytest.raises(RollError) as err:
+            scanner.capture_roll(2, timeout=5, pack4=True)
+        assert err.value.code == code
 
 
 def test_bad_roll_raises_the_composers_error(

@@ -364,6 +364,10 @@ def set_packet_size(size: int, address: int = DEFAULT_ADDRESS) -> bytes:
 # CaptureRoll / CaptureFlat flags.
 FLAG_PACK4 = 0x01
 """Send pixels as 4-bit values, two per byte, high nibble first."""
+FLAG_TRIM = 0x02
+"""CaptureRoll: report each frame's contact band and send only the pixels around the band
+centre that the composer uses (format-1 frames). A scanner without band reports ignores
+the bit and sends format-0 frames."""
 
 
 def capture_roll(
@@ -574,13 +578,25 @@ def unpack4(packed: bytes, count: int) -> bytes:
 #
 # A stream is a run of data packets, each starting with a 4-byte chunk header
 # (frame index u16, chunk number u16), closed by one end packet carrying the status.
-# Chunk 0 of each frame starts with the frame header.
+# A frame's body (frame header, band report when its format is 1, pixels) runs on from
+# chunk 0 through as many chunks as it needs.
 
 CHUNK_HEADER = ">HH"
 CHUNK_HEADER_SIZE = 4
 FRAME_HEADER = ">IHHHHBB"
-"""t_ms u32, x u16, y u16, width u16, height u16, bits per pixel u8, reserved u8."""
+"""t_ms u32, x u16, y u16, width u16, height u16, bits per pixel u8, format u8."""
 FRAME_HEADER_SIZE = struct.calcsize(FRAME_HEADER)
+FORMAT_WINDOW = 0
+"""Frame format 0: every pixel of the window, row by row (scanners before band reports)."""
+FORMAT_BANDED = 1
+"""Frame format 1: a band report, then only the pixels it says were sent."""
+BAND_HEADER = ">BBHH"
+"""glass grey u8 (0: no glass seen), rows per record u8, contrast u16 (1/16 grey level),
+records u16."""
+BAND_HEADER_SIZE = struct.calcsize(BAND_HEADER)
+BAND_RECORD = ">HHHH"
+"""contact left, contact right, sent left, sent right: platen columns, [left, right)."""
+BAND_RECORD_SIZE = struct.calcsize(BAND_RECORD)
 END_RECORD = ">BHI"
 """status u8, frames sent u16, duration ms u32."""
 END_RECORD_SIZE = struct.calcsize(END_RECORD)
@@ -589,6 +605,49 @@ END_RECORD_SIZE = struct.calcsize(END_RECORD)
 def frame_pixel_bytes(width: int, height: int, bits: int) -> int:
     n = width * height
     return (n + 1) // 2 if bits == 4 else n
+
+
+class BandInfo:
+    """The band report of a format-1 frame (layout in docs/protocols/fingerprint.md).
+
+    ``records`` is a list of ``(left, right, sent_left, sent_right)`` tuples, one per
+    ``block`` rows of the window from its top: where the finger touches the glass on
+    those rows, and which columns' pixels follow for them (``left == right``: none)."""
+
+    def __init__(
+        self, glass: int, block: int, contrast16: int, records: "list[tuple[int, ...]]"
+    ) -> None:
+        self.glass = glass
+        self.block = block
+        self.contrast16 = contrast16
+        self.records = records
+
+    def encode(self) -> bytes:
+        out = struct.pack(BAND_HEADER, self.glass, self.block, self.contrast16, len(self.records))
+        for rec in self.records:
+            out += struct.pack(BAND_RECORD, rec[0], rec[1], rec[2], rec[3])
+        return out
+
+    def sent_count(self, height: int) -> int:
+        """Pixels sent for a window ``height`` rows tall."""
+        n = 0
+        for i in range(len(self.records)):
+            rows = min(self.block, height - i * self.block)
+            rec = self.records[i]
+            n += rows * (rec[3] - rec[2])
+        return n
+
+    def check(self, x: int, width: int, height: int) -> bool:
+        """Does the report fit its window? (One record per ``block`` rows, spans in order,
+        sent columns inside the window.)"""
+        if self.block < 1 or len(self.records) != (height + self.block - 1) // self.block:
+            return False
+        for rec in self.records:
+            if rec[0] > rec[1] or rec[2] > rec[3]:
+                return False
+            if rec[3] > rec[2] and (rec[2] < x or rec[3] > x + width):
+                return False
+        return True
 
 
 def frame_packets(
@@ -602,11 +661,22 @@ def frame_packets(
     packet_size: int,
     bits: int = 8,
     address: int = DEFAULT_ADDRESS,
+    band: "BandInfo | None" = None,
 ) -> "list[bytes]":
-    """The data packets that carry one frame (``pixels`` already packed when bits=4)."""
-    if len(pixels) != frame_pixel_bytes(width, height, bits):
+    """The data packets that carry one frame (``pixels`` already packed when bits=4).
+    With ``band`` the frame is format 1 and ``pixels`` holds only the sent columns."""
+    if band is None:
+        count = frame_pixel_bytes(width, height, bits)
+        body = struct.pack(FRAME_HEADER, t_ms, x, y, width, height, bits, FORMAT_WINDOW)
+    else:
+        if not band.check(x, width, height):
+            raise ValueError("band report does not fit the window")
+        count = frame_pixel_bytes(band.sent_count(height), 1, bits)
+        body = struct.pack(FRAME_HEADER, t_ms, x, y, width, height, bits, FORMAT_BANDED)
+        body += band.encode()
+    if len(pixels) != count:
         raise ValueError("pixel count does not match the window size")
-    body = struct.pack(FRAME_HEADER, t_ms, x, y, width, height, bits, 0) + bytes(pixels)
+    body += bytes(pixels)
     room = packet_size - CHUNK_HEADER_SIZE
     if room <= FRAME_HEADER_SIZE:
         raise ValueError(f"packet size {packet_size} too small for streaming")
@@ -622,8 +692,9 @@ def end_packet(status: int, frames: int, duration_ms: int, address: int = DEFAUL
 
 
 class FrameRecord:
-    """One reassembled frame, row-major; ``pixels`` as sent (4-bit pairs when bits=4,
-    see :func:`unpack4`)."""
+    """One reassembled frame; ``pixels`` as sent (4-bit pairs when bits=4, see
+    :func:`unpack4`): the whole window row-major (format 0), or with ``band`` (format 1)
+    the sent columns of each row, row after row."""
 
     def __init__(
         self,
@@ -635,6 +706,7 @@ class FrameRecord:
         height: int,
         bits: int,
         pixels: bytes,
+        band: "BandInfo | None" = None,
     ) -> None:
         self.index = index
         self.t_ms = t_ms
@@ -644,6 +716,14 @@ class FrameRecord:
         self.height = height
         self.bits = bits
         self.pixels = pixels
+        self.band = band
+
+    @property
+    def pixel_count(self) -> int:
+        """Pixels the frame carries (before 4-bit packing)."""
+        if self.band is None:
+            return self.width * self.height
+        return self.band.sent_count(self.height)
 
 
 class StreamEnd:
@@ -656,8 +736,9 @@ class StreamEnd:
 class StreamAssembler:
     """Turns a stream's data and end packets into :class:`FrameRecord` / :class:`StreamEnd`.
 
-    A frame with a lost or damaged chunk is dropped whole (counted in ``dropped_frames``)
-    rather than aborting the stream: a roll survives a missing frame, not a torn one.
+    A frame with a lost or damaged chunk, or a header that makes no sense, is dropped
+    whole (counted in ``dropped_frames``) rather than aborting the stream: a roll survives
+    a missing frame, not a torn one.
     """
 
     def __init__(self) -> None:
@@ -665,6 +746,8 @@ class StreamAssembler:
         self._index = -1
         self._next_chunk = 0
         self._header: tuple[int, ...] = ()
+        self._band: BandInfo | None = None
+        self._stage = 0
         self._need = 0
         self._body = bytearray()
 
@@ -691,19 +774,12 @@ class StreamAssembler:
         if chunk == 0:
             if self._index >= 0:
                 self._drop()
-            if len(data) < FRAME_HEADER_SIZE:
-                self.dropped_frames += 1
-                return None
-            header = struct.unpack(FRAME_HEADER, bytes(data[:FRAME_HEADER_SIZE]))
-            width, height, bits = header[3], header[4], header[5]
-            if bits not in (4, 8):
-                self.dropped_frames += 1
-                return None
             self._index = index
-            self._header = header
-            self._need = frame_pixel_bytes(width, height, bits)
-            self._body = bytearray(data[FRAME_HEADER_SIZE:])
+            self._body = bytearray(data)
             self._next_chunk = 1
+            self._stage = 0
+            self._need = FRAME_HEADER_SIZE
+            self._band = None
         elif index == self._index and chunk == self._next_chunk:
             self._body.extend(data)
             self._next_chunk += 1
@@ -712,11 +788,69 @@ class StreamAssembler:
             if self._index >= 0:
                 self._drop()
             return None
-        if len(self._body) < self._need:
-            return None
-        t_ms, x, y, width, height, bits, _ = self._header
-        pixels = bytes(self._body[: self._need])
-        record = FrameRecord(self._index, t_ms, x, y, width, height, bits, pixels)
-        self._index = -1
-        self._body = bytearray()
-        return record
+        return self._advance()
+
+    def _advance(self) -> "FrameRecord | None":
+        """Parse as far as the bytes received allow; the frame once it is complete."""
+        while len(self._body) >= self._need:
+            body = self._body
+            if self._stage == 0:
+                header = struct.unpack_from(FRAME_HEADER, body, 0)
+                width, height, bits, fmt = header[3], header[4], header[5], header[6]
+                if bits not in (4, 8) or fmt not in (FORMAT_WINDOW, FORMAT_BANDED):
+                    self._drop()
+                    return None
+                self._header = header
+                if fmt == FORMAT_WINDOW:
+                    self._need = FRAME_HEADER_SIZE + frame_pixel_bytes(width, height, bits)
+                    self._stage = 3
+                else:
+                    self._need = FRAME_HEADER_SIZE + BAND_HEADER_SIZE
+                    self._stage = 1
+            elif self._stage == 1:
+                glass, block, contrast16, count = struct.unpack_from(
+                    BAND_HEADER, body, FRAME_HEADER_SIZE
+                )
+                self._band = BandInfo(glass, block, contrast16, [])
+                self._need += count * BAND_RECORD_SIZE
+                self._stage = 2
+            elif self._stage == 2:
+                band = self._band
+                if band is None:  # not reached: stage 2 follows stage 1
+                    self._drop()
+                    return None
+                start = FRAME_HEADER_SIZE + BAND_HEADER_SIZE
+                count = (self._need - start) // BAND_RECORD_SIZE
+                records = []
+                for i in range(count):
+                    records.append(
+                        struct.unpack_from(BAND_RECORD, body, start + i * BAND_RECORD_SIZE)
+                    )
+                band.records = records
+                x, width, height, bits = (
+                    self._header[1],
+                    self._header[3],
+                    self._header[4],
+                    self._header[5],
+                )
+                if not band.check(x, width, height):
+                    self._drop()
+                    return None
+                self._need += frame_pixel_bytes(band.sent_count(height), 1, bits)
+                self._stage = 3
+            else:
+                t_ms, x, y, width, height, bits, _ = self._header
+                start = self._need - (
+                    frame_pixel_bytes(width, height, bits)
+                    if self._band is None
+                    else frame_pixel_bytes(self._band.sent_count(height), 1, bits)
+                )
+                pixels = bytes(body[start : self._need])
+                record = FrameRecord(
+                    self._index, t_ms, x, y, width, height, bits, pixels, self._band
+                )
+                self._index = -1
+                self._body = bytearray()
+                self._band = None
+                return record
+        return None

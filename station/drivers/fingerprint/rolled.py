@@ -5,24 +5,31 @@ while the officer rolls the finger. :class:`RollComposer` builds the rolled imag
 frames arrive, the way rolled scanners do:
 
 1. segment each frame: 16 x 16 px blocks whose grey-level spread shows ridges are contact
-   (bare glass is flat, dry ridges are faint but still far above the sensor noise);
+   (bare glass is flat, dry ridges are faint but still far above the sensor noise). A
+   scanner that trims (:mod:`.band`) has done this itself and reports the band with the
+   frame (``RollFrame.band``), sending only the columns around its centre; a whole window
+   is measured here, with the same code;
 2. track the contact band: its centre on each block row (the band tilts with the finger
    and bows at the fingertip), its width and extent;
 3. stitch with a seam rule: every platen pixel keeps the value of the frame in which it
    was nearest the centre of contact. Nothing is averaged across frames: near the band
    edges the skin stretches a few pixels differently in every frame, and an average of
    such frames ghosts (doubled, blurred ridges);
-4. check the roll: consecutive frames must overlap (else gaps: :class:`RollTooFast`), show
-   the same skin where they overlap (phase correlation on the shared region; a jump means
-   the finger slid: :class:`SmearedRoll`), and the print must be several band widths wide
-   (else the finger was pressed, not rolled nail to nail: :class:`RollTooShort`).
+4. check the roll: consecutive frames must overlap (else gaps: :class:`RollTooFast`; with
+   trimmed frames, also no hole between the band centres that no frame sent), show the
+   same skin where they overlap (phase correlation on a patch that follows the seam; a
+   jump means the finger slid: :class:`SmearedRoll`), and the print must be several band
+   widths wide (else the finger was pressed, not rolled nail to nail:
+   :class:`RollTooShort`). The band widths come from the scanner's report when there is
+   one: a trimmed frame no longer shows its whole band.
 
 The composite does not depend on the order in which frames arrive: a pixel's owner is the
 frame nearest its centre, ties going to the lower frame index; duplicates of a frame index
 are ignored; the checks between consecutive frames run in frame-index order.
 
-Per frame the work is one block-statistics pass over the window, a masked copy into the
-canvas and one small phase correlation: about 1.3 ms per frame on one x86-64 core
+Per frame the work is one block-statistics pass over the window (none for a trimmed
+frame), a masked copy into the canvas and one small phase correlation: about 1.3 ms per
+whole window and 0.8 ms per trimmed frame on one x86-64 core
 (docs/protocols/rolled-capture.md).
 """
 
@@ -37,10 +44,18 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from station.drivers.fingerprint.band import (
+    BLOCK,
+    CONTACT_STD,
+    SEAM_OVERLAP,
+    centre_line,
+    measure,
+)
 from station.drivers.fingerprint.frames import PLATEN_HEIGHT, PLATEN_WIDTH, RollFrame
 
 __all__ = [
     "BLOCK",
+    "CONTACT_STD",
     "NoContact",
     "RollComposer",
     "RollError",
@@ -53,17 +68,6 @@ __all__ = [
 
 PPI = 500
 
-BLOCK = 16
-"""Block side (px) of the contact segmentation: about two ridge periods at 500 ppi."""
-CONTACT_STD = 10.0
-"""Grey-level standard deviation (after a 3 x 3 box) above which a block is skin. Bare
-glass with the synthetic scanner's noise measures at most 0.9 with 8-bit pixels and 3.6
-with 4-bit ones (noise flickering across a level); a roll's skin blocks a median of 29-49
-for normal skin and 16-34 for dry skin (lighter, broken ridges, but still ridges)."""
-MIN_ROW_BLOCKS = 2
-"""Contact blocks a block row needs to count (one stray block is dirt, not a finger)."""
-MIN_FRAME_BLOCKS = 8
-"""Contact blocks a frame needs to count as a frame of the roll (8 blocks = 2,048 px^2)."""
 MAX_STEP_FRACTION = 0.5
 """Largest advance of the band between consecutive frames, as a fraction of the roll's
 median (detected) band width. Normal and dry synthetic rolls (1-1.5 s at 25 fps, 60 rolls)
@@ -72,16 +76,23 @@ rolls advance 1.4-1.8. Above a half, the seam falls where the pressure has faded
 skin stretches, and the overlap left to check for slips is thin."""
 SLIP_PX = 3.0
 """Displacement (px) of the skin between consecutive frames that makes a roll smeared.
-Normal and dry synthetic rolls measure at most 0.7 px; ``smeared`` rolls 5.6-10 px."""
+Normal and dry synthetic rolls measure at most 0.3 px (48 x 128 patch, whole or trimmed
+frames, 8- or 4-bit pixels); ``smeared`` rolls 5.5-10 px."""
 SLIP_WARN_PX = 1.5
 """Displacement that is reported as a warning, not an error."""
-MIN_RESPONSE = 0.4
+MIN_RESPONSE = 0.6
 """Phase-correlation peak below which two frames do not show the same skin where they
-overlap (the finger slid further than the patch can tell). Pairs of a synthetic roll, with
-or without a slip, peak at 0.78 or more; patches of unrelated skin at 0.23 at most. A real
-scanner's pairs peak lower (pressure and moisture change): re-measure there."""
-PATCH = 128
-"""Side (px) of the patch compared between consecutive frames: about 14 ridges."""
+overlap (the finger slid further than the patch can tell). Consecutive frames of good
+synthetic rolls peak at 0.93 or more with the 48 x 128 patch; patches of unrelated skin at
+0.43 at most (the narrower patch lets chance agree more than the old 128 x 128 one did).
+A real scanner's pairs peak lower (pressure and moisture change): re-measure there."""
+PATCH_W = 48
+"""Width (px) of the patch compared between consecutive frames (about 5 ridges): it must
+fit in the columns consecutive trimmed frames share (``band.SEAM_OVERLAP``)."""
+PATCH_H = 128
+"""Height (px) of that patch: about 14 ridges along the finger."""
+if PATCH_W > SEAM_OVERLAP - 4:
+    raise ImportError("the slip-check patch must fit in the overlap of trimmed frames")
 MIN_ROLL_RATIO = 2.8
 """Rolled width over the (detected) contact band width below which the finger was not
 rolled nail to nail. A flat press is 1; full synthetic rolls (normal and dry, 8- and 4-bit
@@ -162,7 +173,8 @@ class RolledCapture:
 
 @dataclass(frozen=True)
 class _Band:
-    """What segmentation found in one frame, in platen coordinates."""
+    """The contact band of one frame, in platen coordinates: from the scanner's report, or
+    measured by the composer (the same rule, :func:`.band.measure`)."""
 
     frame: RollFrame
     rows: NDArray[np.float64]
@@ -177,69 +189,59 @@ class _Band:
     """Median band width over the rows, px."""
     contrast: float
     background: float
-    """Median grey of the glass blocks (nan when the window has none)."""
+    """Grey of the bare glass (nan when the scanner saw none)."""
+    sent: tuple[NDArray[np.int32], NDArray[np.int32]] | None
+    """Per window row, the platen columns ``[start, end)`` the scanner sent (trimmed
+    frames); None: the whole window."""
 
     def centre_at(self, y: NDArray[np.float64]) -> NDArray[np.float64]:
         out: NDArray[np.float64] = np.interp(y, self.rows, self.centres)
         return out
 
-
-def _block_stats(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Mean and standard deviation of every ``BLOCK`` x ``BLOCK`` block of the lightly
-    smoothed window (edge blocks padded by replication)."""
-    h, w = pixels.shape
-    bh, bw = -(-h // BLOCK), -(-w // BLOCK)
-    # A 3 x 3 box first: it cuts pixel noise (and the flicker of 4-bit pixels between two
-    # levels on bare glass) by 3, and ridges, 9 px apart, by much less.
-    img = np.asarray(cv2.blur(pixels.astype(np.float32), (3, 3)), np.float32)
-    if (bh * BLOCK, bw * BLOCK) != (h, w):
-        pad = (0, bh * BLOCK - h, 0, bw * BLOCK - w)
-        img = np.asarray(cv2.copyMakeBorder(img, *pad, cv2.BORDER_REPLICATE), np.float32)
-    # INTER_AREA by an integer factor is the exact block mean, and fast.
-    mean = np.asarray(cv2.resize(img, (bw, bh), interpolation=cv2.INTER_AREA), np.float32)
-    sq = np.asarray(cv2.resize(img * img, (bw, bh), interpolation=cv2.INTER_AREA), np.float32)
-    std = np.sqrt(np.maximum(sq - mean * mean, np.float32(0.0)))
-    return mean, std
-
-
-def _median3(a: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Running median of three (keeps a tilt, drops a one-row outlier)."""
-    if a.size < 3:
-        return a
-    out = a.copy()
-    out[1:-1] = np.median(np.stack([a[:-2], a[1:-1], a[2:]]), axis=0)
-    return out
+    def columns(self, ys: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The platen columns ``[start, end)`` with pixels on platen rows ``ys`` (all in
+        the window)."""
+        f = self.frame
+        if self.sent is None:
+            return np.full(ys.size, f.x, np.int64), np.full(ys.size, f.x + f.width, np.int64)
+        lo, hi = self.sent
+        return lo[ys - f.y].astype(np.int64), hi[ys - f.y].astype(np.int64)
 
 
 def _segment(frame: RollFrame) -> _Band | None:
     if frame.pixels.size == 0:
         return None
-    mean, std = _block_stats(frame.pixels)
-    skin = std > CONTACT_STD
-    if int(skin.sum()) < MIN_FRAME_BLOCKS:
+    report = frame.band
+    sent: tuple[NDArray[np.int32], NDArray[np.int32]] | None = None
+    if report is None:
+        report = measure(frame)
+    else:
+        n = -(-frame.height // report.block)
+        arrays = (report.left, report.right, report.sent_left, report.sent_right)
+        if {len(a) for a in arrays} != {n}:
+            raise ValueError(f"frame {frame.index} band report does not cover its window")
+        sent = (
+            np.repeat(report.sent_left, report.block)[: frame.height],
+            np.repeat(report.sent_right, report.block)[: frame.height],
+        )
+    line = centre_line(frame.y, report)
+    if line is None:
         return None
-    counts = skin.sum(axis=1)
-    keep = np.nonzero(counts >= MIN_ROW_BLOCKS)[0]
-    if keep.size == 0:
-        return None
-    sub = skin[keep]
-    # First and last contact block of each row (dry skin leaves holes between them).
-    first = np.argmax(sub, axis=1)
-    last = sub.shape[1] - 1 - np.argmax(sub[:, ::-1], axis=1)
-    lo = frame.x + first * BLOCK
-    hi = frame.x + (last + 1) * BLOCK
-    glass = mean[~skin]
+    rows, centres = line
+    has = np.nonzero(report.right > report.left)[0]
+    lo, hi = report.left[has], report.right[has]
     return _Band(
         frame=frame,
-        rows=(frame.y + (keep + 0.5) * BLOCK).astype(np.float64),
-        centres=_median3((lo + hi) / 2.0),
+        rows=rows,
+        centres=centres,
         left=float(lo.min()),
         right=float(hi.max()),
-        top=float(frame.y + keep[0] * BLOCK),
-        bottom=float(frame.y + (keep[-1] + 1) * BLOCK),
+        top=float(frame.y + has[0] * report.block),
+        bottom=float(frame.y + (has[-1] + 1) * report.block),
         width=float(np.median(hi - lo)),
-        contrast=float(np.median(std[skin])),
-        background=float(np.median(glass)) if glass.size else math.nan,
+        contrast=report.contrast,
+        background=math.nan if report.glass is None else float(report.glass),
+        sent=sent,
     )
 
 
@@ -264,27 +266,33 @@ class _Shift:
 
 def _displacement(a: _Band, b: _Band) -> _Shift | None:
     """How far the skin moved from frame ``a`` to frame ``b`` (phase correlation), on a
-    patch midway between their band centres, where both pressed fully and neither
-    stretched; None when they share too small a region to compare."""
-    top, bottom = max(a.top, b.top), min(a.bottom, b.bottom)
-    side_y = min(PATCH, int(bottom - top))
-    if side_y < PATCH // 2:
-        return None
-    mid = np.array([(top + bottom) / 2.0])
-    cx = float((a.centre_at(mid)[0] + b.centre_at(mid)[0]) / 2.0)
+    patch centred, row by row, midway between their band centres, where both pressed fully
+    and neither stretched (and where both trimmed frames have pixels); None when they
+    share too small a region to compare. The patch follows the band's tilt: each of its
+    rows is shifted to the midpoint on that row, the same in both frames."""
     fa, fb = a.frame, b.frame
-    # The patch must lie inside both windows and both bands.
-    x_lo = max(fa.x, fb.x, a.left, b.left)
-    x_hi = min(fa.x + fa.width, fb.x + fb.width, a.right, b.right)
-    side_x = min(PATCH, int(x_hi - x_lo))
-    if side_x < PATCH // 4:
+    top = max(a.top, b.top, fa.y, fb.y)
+    bottom = min(a.bottom, b.bottom, fa.y + fa.height, fb.y + fb.height)
+    side_y = min(PATCH_H, int(bottom - top))
+    if side_y < PATCH_H // 2:
         return None
-    x0 = int(min(max(cx - side_x / 2, x_lo), x_hi - side_x))
-    y0 = int(mid[0] - side_y / 2)
-    pa = fa.pixels[y0 - fa.y : y0 - fa.y + side_y, x0 - fa.x : x0 - fa.x + side_x]
-    pb = fb.pixels[y0 - fb.y : y0 - fb.y + side_y, x0 - fb.x : x0 - fb.x + side_x]
-    if pa.shape != (side_y, side_x) or pb.shape != (side_y, side_x):
+    y0 = int((top + bottom) / 2 - side_y / 2)
+    ys = np.arange(y0, y0 + side_y, dtype=np.int64)
+    yc = ys.astype(np.float64) + 0.5
+    mid = (a.centre_at(yc) + b.centre_at(yc)) / 2.0
+    lo_a, hi_a = a.columns(ys)
+    lo_b, hi_b = b.columns(ys)
+    lo = np.maximum(np.maximum(lo_a, lo_b), math.ceil(max(a.left, b.left)))
+    hi = np.minimum(np.minimum(hi_a, hi_b), math.floor(min(a.right, b.right)))
+    room = float(np.min(np.minimum(mid - lo, hi - mid)))
+    side_x = min(PATCH_W, 2 * math.floor(room) - 2)
+    if side_x < PATCH_W // 2:
         return None
+    x0 = np.clip(np.round(mid - side_x / 2).astype(np.int64), lo, hi - side_x)
+    cols = x0[:, None] + np.arange(side_x)[None, :]
+    rows = ys[:, None]
+    pa = fa.pixels[rows - fa.y, cols - fa.x]
+    pb = fb.pixels[rows - fb.y, cols - fb.x]
     (dx, dy), response = cv2.phaseCorrelate(
         pa.astype(np.float32), pb.astype(np.float32), _hann(side_x, side_y)
     )
@@ -351,6 +359,11 @@ class RollComposer:
         best, owner = self._dist[region], self._owner[region]
         win = dist < best
         win |= (dist == best) & (owner > f.index)
+        if band.sent is not None:
+            # A trimmed frame: only the pixels the scanner sent can win.
+            lo, hi = band.sent
+            cols = np.arange(f.x, f.x + f.width)
+            win &= (cols[None, :] >= lo[:, None]) & (cols[None, :] < hi[:, None])
         np.copyto(self._canvas[region], f.pixels, where=win)
         np.copyto(best, dist, where=win)
         owner[win] = f.index
@@ -376,6 +389,7 @@ class RollComposer:
         band_px = float(np.median([b.width for b in bands]))
         steps = self._check_steps(bands, band_px, direction, warnings)
         self._check_gaps(bands)
+        self._check_coverage(bands)
         slip = self._check_slips(bands, warnings)
 
         left = min(b.left for b in bands)
@@ -447,6 +461,12 @@ class RollComposer:
             worst = max(worst, abs(step))
             back = max(back, -step * direction)
             if abs(step) > MAX_STEP_FRACTION * band_px:
+                lost = b.frame.index - a.frame.index - 1
+                if lost > 0 and abs(step) <= (lost + 1) * MAX_STEP_FRACTION * band_px:
+                    raise RollTooFast(
+                        f"{lost} frames between frames {a.frame.index} and {b.frame.index} "
+                        "were lost on the link, leaving gaps in the print. Roll again."
+                    )
                 raise RollTooFast(
                     f"The finger moved {abs(step):.0f} px between frames {a.frame.index} and "
                     f"{b.frame.index}, leaving gaps. Roll again more slowly (1-2 s from nail "
@@ -467,6 +487,44 @@ class RollComposer:
                     "Roll again more slowly, keeping the finger on the glass."
                 )
             reach = max(reach, hi)
+
+    def _check_coverage(self, bands: list[_Band]) -> None:
+        """Pixels between the first and the last band centre of a platen row that no frame
+        sent: trimmed frames carry only the columns around their seams, so a lost frame
+        or a sudden jerk of the finger can leave a hole that the bands do not show."""
+        if all(b.sent is None for b in bands):
+            return  # full windows cover their whole band: _check_gaps has seen the holes
+        height, width = self._canvas.shape
+        lo = np.full(height, np.inf)
+        hi = np.full(height, -np.inf)
+        count = np.zeros(height, np.int32)
+        for b in bands:
+            f = b.frame
+            ys = np.arange(max(int(b.top), f.y), min(int(b.bottom), f.y + f.height))
+            c = b.centre_at(ys.astype(np.float64) + 0.5)
+            np.minimum.at(lo, ys, c)
+            np.maximum.at(hi, ys, c)
+            count[ys] += 1
+        rows = np.nonzero(count >= 2)[0]
+        if rows.size == 0:
+            return
+        cols = np.arange(width) + 0.5
+        inside = (cols[None, :] >= lo[rows, None]) & (cols[None, :] <= hi[rows, None])
+        hole = inside & (self._owner[rows] == np.iinfo(np.int32).max)
+        if not hole.any():
+            return
+        holes = np.nonzero(hole.any(axis=0))[0]
+        indices = sorted(self._seen)
+        lost = indices[-1] - indices[0] + 1 - len(indices)
+        why = (
+            f"{lost} frames were lost on the link"
+            if lost
+            else "the finger moved too far between two frames"
+        )
+        raise RollTooFast(
+            f"Columns {holes[0]}-{holes[-1]} of the print were never captured ({why}). Roll "
+            "again, slowly and steadily (1-2 s from nail to nail)."
+        )
 
     def _check_slips(self, bands: list[_Band], warnings: list[str]) -> float:
         worst = 0.0

@@ -27,6 +27,7 @@ import serial
 from numpy.typing import NDArray
 
 from station.drivers.fingerprint import protocol as p
+from station.drivers.fingerprint.band import place_sent
 from station.drivers.fingerprint.errors import (
     CaptureCancelled,
     DeviceRejected,
@@ -38,7 +39,7 @@ from station.drivers.fingerprint.errors import (
     ScannerTimeout,
     WrongPassword,
 )
-from station.drivers.fingerprint.frames import RollFrame
+from station.drivers.fingerprint.frames import BandReport, RollFrame
 from station.drivers.fingerprint.pixels import pack4 as pack_pixels
 from station.drivers.fingerprint.pixels import unpack4
 from station.drivers.fingerprint.rolled import RollComposer, RolledCapture
@@ -488,9 +489,15 @@ class FingerprintScanner:
         cancel: threading.Event | None = None,
         *,
         pack4: bool = False,
+        trim: bool = True,
     ) -> RolledCapture:
         """Roll one finger (vendor 0xA2): the scanner streams contact windows while the
         finger rolls; each goes to the composer (and ``on_frame``) as it arrives.
+
+        With ``trim`` (the default) the scanner reports each frame's contact band and sends
+        only the pixels around the band centre that the composer uses (a third of the
+        bytes or less); a scanner that cannot ignores the request and sends whole windows,
+        which the composer takes as well. ``pack4`` halves the bytes again (16 grey levels).
 
         Raises :class:`NoFinger`, :class:`CaptureCancelled` (``cancel`` set, or
         :meth:`cancel` called), or the composer's ``RollError`` for a bad roll.
@@ -503,7 +510,8 @@ class FingerprintScanner:
             if on_frame is not None:
                 on_frame(frame)
 
-        self._stream(p.CMD_CAPTURE_ROLL, finger_hint, timeout, pack4, take, cancel)
+        flags = p.FLAG_TRIM if trim else 0
+        self._stream(p.CMD_CAPTURE_ROLL, finger_hint, timeout, pack4, take, cancel, flags)
         return composer.finish()
 
     def _stream(
@@ -514,9 +522,11 @@ class FingerprintScanner:
         pack4: bool,
         take: Callable[[RollFrame], None],
         cancel: threading.Event | None,
+        flags: int = 0,
     ) -> None:
         name = "CaptureRoll" if instruction == p.CMD_CAPTURE_ROLL else "CaptureFlat"
-        flags = p.FLAG_PACK4 if pack4 else 0
+        if pack4:
+            flags |= p.FLAG_PACK4
         encode = p.capture_roll if instruction == p.CMD_CAPTURE_ROLL else p.capture_flat
         self._discard_input()
         started = time.monotonic()
@@ -623,12 +633,36 @@ class FingerprintScanner:
         result = assembler.feed(packet)
         if result is None or isinstance(result, p.StreamEnd):
             return result
-        count = result.width * result.height
-        if result.bits == 4:
-            flat = unpack4(result.pixels, count)
-        else:
-            flat = np.frombuffer(result.pixels, np.uint8, count)
-        pixels = flat.reshape(result.height, result.width)
+        return roll_frame(result)
+
+
+def roll_frame(record: p.FrameRecord) -> RollFrame:
+    """A frame off the wire as the composer takes it: 4-bit pixels scaled to 0-255; a
+    format-1 frame's sent columns put in place (the rest of its window glass) and its band
+    report attached."""
+    count = record.pixel_count
+    if record.bits == 4:
+        flat = unpack4(record.pixels, count)
+    else:
+        flat = np.frombuffer(record.pixels, np.uint8, count)
+    info = record.band
+    if info is None:
+        pixels = flat.reshape(record.height, record.width)
         return RollFrame(
-            index=result.index, t_ms=result.t_ms, x=result.x, y=result.y, pixels=pixels
+            index=record.index, t_ms=record.t_ms, x=record.x, y=record.y, pixels=pixels
         )
+    records = np.array(info.records, np.int32).reshape(-1, 4)
+    columns = [np.ascontiguousarray(records[:, i]) for i in range(4)]
+    for column in columns:
+        column.setflags(write=False)
+    report = BandReport(
+        block=info.block,
+        left=columns[0],
+        right=columns[1],
+        sent_left=columns[2],
+        sent_right=columns[3],
+        glass=info.glass or None,
+        contrast=info.contrast16 / 16,
+    )
+    pixels = place_sent(flat, report, record.x, record.height, record.width)
+    return RollFrame(record.index, record.t_ms, record.x, record.y, pixels, report)

@@ -91,3 +91,15 @@ def roll_sequence(seed: int, person: int, finger: int, fault: str, fps: float) -
     from station.drivers.fingerprint.roll_sim import roll_frames
 
     return roll_frames(seed, person, finger, ROLL_SCRIPTS.get(fault, "normal"), fps=fps)
+
+
+@lru_cache(maxsize=32)
+def trimmed_roll_sequence(
+    seed: int, person: int, finger: int, fault: str, fps: float
+) -> list[RollFrame]:
+    """The frames of one roll as a scanner that trims sends them (CaptureRoll flag trim):
+    its firmware measures each frame's contact band and keeps the columns the composer
+    uses (station.drivers.fingerprint.band.trim_roll)."""
+    from station.drivers.fingerprint.band import trim_roll
+
+    return trim_roll(roll_sequence(seed, person, finger, fault, fps))

@@ -39,9 +39,16 @@ from typing import Any
 import numpy as np
 
 from station.drivers.fingerprint import protocol as p
-from station.drivers.fingerprint.frames import PLATEN_HEIGHT, PLATEN_WIDTH
+from station.drivers.fingerprint.band import sent_pixels
+from station.drivers.fingerprint.frames import PLATEN_HEIGHT, PLATEN_WIDTH, RollFrame
 from station.drivers.fingerprint.pixels import pack4
-from station.drivers.fingerprint.sim_fingers import FAULTS, base_image, flat_image, roll_sequence
+from station.drivers.fingerprint.sim_fingers import (
+    FAULTS,
+    base_image,
+    flat_image,
+    roll_sequence,
+    trimmed_roll_sequence,
+)
 
 CDC_RATE = 1_000_000
 """Bytes per second a full-speed USB CDC-ACM link carries in practice (~8 Mbit/s)."""
@@ -140,6 +147,22 @@ class _Cancelled(Exception):  # noqa: N818 (internal control flow)
 
 def _crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def band_info(frame: RollFrame) -> p.BandInfo | None:
+    """The wire form of a frame's band report (None for a whole window)."""
+    report = frame.band
+    if report is None:
+        return None
+    records: list[tuple[int, ...]] = [
+        (int(a), int(b), int(c), int(d))
+        for a, b, c, d in zip(
+            report.left, report.right, report.sent_left, report.sent_right, strict=True
+        )
+    ]
+    glass = min(255, max(1, report.glass)) if report.glass is not None else 0
+    contrast16 = min(0xFFFF, round(report.contrast * 16))
+    return p.BandInfo(glass, report.block, contrast16, records)
 
 
 class ScannerSimulator:
@@ -596,9 +619,13 @@ class ScannerSimulator:
                 end(p.ERR_NO_FINGER)
                 return
             index = self._impression_index(pres)
-            frames = roll_sequence(
+            trim = bool(flags & p.FLAG_TRIM)
+            sequence = trimmed_roll_sequence if trim else roll_sequence
+            frames = sequence(
                 self.config.seed, pres.person, pres.finger, pres.fault, self.config.fps
             )
+            # Trimming a frame needs the next frame's band: it leaves one exposure later.
+            delay_ms = 1000.0 / self.config.fps if trim else 0.0
             t0 = time.monotonic()
             bits = 4 if flags & p.FLAG_PACK4 else 8
             for i, frame in enumerate(frames):
@@ -609,11 +636,11 @@ class ScannerSimulator:
                     self._unplug(self._replug_s(pres))
                     raise _Unplugged
                 # The camera makes frames at its own rate; a slow link only delays them.
-                due = t0 + frame.t_ms / 1000
+                due = t0 + (frame.t_ms + delay_ms) / 1000
                 if due > time.monotonic():
                     time.sleep(due - time.monotonic())
-                raw = frame.pixels.tobytes()
-                data = pack4(frame.pixels) if bits == 4 else raw
+                run = sent_pixels(frame)
+                data = pack4(run) if bits == 4 else run.tobytes()
                 for packet in p.frame_packets(
                     frame.index,
                     frame.t_ms,
@@ -625,6 +652,7 @@ class ScannerSimulator:
                     self.stream_packet_size,
                     bits,
                     self.address,
+                    band_info(frame),
                 ):
                     self._send(packet)
                 sent += 1
