@@ -20,6 +20,7 @@ from station.drivers.fingerprint import band, rolled
 from station.drivers.fingerprint.frames import RollFrame
 from station.drivers.fingerprint.roll_sim import ground_truth, roll_frames
 from station.drivers.fingerprint.rolled import (
+    FramesLost,
     RolledCapture,
     RollError,
     RollTooFast,
@@ -208,9 +209,12 @@ def test_a_lost_trimmed_frame_or_two_leave_no_hole(lost: int) -> None:
 @pytest.mark.parametrize("lost", [3, 4])
 def test_lost_trimmed_frames_that_leave_a_hole_are_reported(lost: int) -> None:
     frames = list(trimmed(SEED, 1, 7))
-    with pytest.raises(RollTooFast, match="lost on the link") as info:
+    with pytest.raises(FramesLost, match="lost on the link") as info:
         compose(frames[:14] + frames[14 + lost :])
     assert "roll again" in info.value.message.lower()
+    # a link fault, told apart from the officer's too-fast roll (still a RollTooFast)
+    assert info.value.code == "frames_lost"
+    assert isinstance(info.value, RollTooFast)
 
 
 @settings(max_examples=5, deadline=None)

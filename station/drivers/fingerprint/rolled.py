@@ -135,6 +135,13 @@ class RollTooFast(RollError):  # noqa: N818 (names the driver interface fixes)
     code = "too_fast"
 
 
+class FramesLost(RollTooFast):
+    """Frames went missing on the link and left gaps: not the officer's doing. Counted
+    apart so that a cable or port going bad shows up in the logs and the health board."""
+
+    code = "frames_lost"
+
+
 class RollTooShort(RollError):  # noqa: N818 (names the driver interface fixes)
     """Not rolled nail to nail: the print is too narrow."""
 
@@ -463,9 +470,10 @@ class RollComposer:
             if abs(step) > MAX_STEP_FRACTION * band_px:
                 lost = b.frame.index - a.frame.index - 1
                 if lost > 0 and abs(step) <= (lost + 1) * MAX_STEP_FRACTION * band_px:
-                    raise RollTooFast(
+                    raise FramesLost(
                         f"{lost} frames between frames {a.frame.index} and {b.frame.index} "
-                        "were lost on the link, leaving gaps in the print. Roll again."
+                        "were lost on the link, leaving gaps in the print. Roll again; if "
+                        "this repeats, check the scanner's cable."
                     )
                 raise RollTooFast(
                     f"The finger moved {abs(step):.0f} px between frames {a.frame.index} and "
@@ -516,14 +524,15 @@ class RollComposer:
         holes = np.nonzero(hole.any(axis=0))[0]
         indices = sorted(self._seen)
         lost = indices[-1] - indices[0] + 1 - len(indices)
-        why = (
-            f"{lost} frames were lost on the link"
-            if lost
-            else "the finger moved too far between two frames"
-        )
+        span = f"Columns {holes[0]}-{holes[-1]} of the print were never captured"
+        if lost:
+            raise FramesLost(
+                f"{span} ({lost} frames were lost on the link). Roll again; if this "
+                "repeats, check the scanner's cable."
+            )
         raise RollTooFast(
-            f"Columns {holes[0]}-{holes[-1]} of the print were never captured ({why}). Roll "
-            "again, slowly and steadily (1-2 s from nail to nail)."
+            f"{span} (the finger moved too far between two frames). Roll again, slowly and "
+            "steadily (1-2 s from nail to nail)."
         )
 
     def _check_slips(self, bands: list[_Band], warnings: list[str]) -> float:
