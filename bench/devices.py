@@ -53,6 +53,7 @@ from enrollment.icao.pki import issue_document_signer, make_csca
 from enrollment.icao.sod import from_private_key
 from station.drivers.card.bay import CardBay, PcscDaemon, pcscd_unavailable, use_pcscd
 from station.drivers.card.encoder import PersonalisationReport, VerificationReport
+from station.drivers.fingerprint.band import trim_roll
 from station.drivers.fingerprint.frames import PLATEN_HEIGHT, PLATEN_WIDTH, RollFrame
 from station.drivers.fingerprint.roll_sim import roll_frames
 from station.drivers.fingerprint.rolled import RollComposer
@@ -163,28 +164,22 @@ def transfer_rows(workdir: Path, quick: bool) -> list[TransferRow]:
                 assert scanner.last_transfer is not None
                 stats.append(scanner.last_transfer)
             rows.append(TransferRow(f"flat 400x500 {4 if pack4 else 8}-bit", CDC, stats))
-        for pack4 in (False, True):
+        for trim, pack4 in ((False, False), (False, True), (True, False), (True, True)):
             stats = []
             roll_ms = []
             for finger in range(1, reps + 1):
                 sim.control.present(finger=finger)
                 last: list[RollFrame] = []
-                scanner.capture_roll(finger, timeout=30.0, on_frame=last.append, pack4=pack4)
+                scanner.capture_roll(
+                    finger, timeout=30.0, on_frame=last.append, pack4=pack4, trim=trim
+                )
                 assert scanner.last_transfer is not None
                 stats.append(scanner.last_transfer)
                 roll_ms.append(float(last[-1].t_ms))
-            rows.append(
-                TransferRow(
-                    f"roll stream {4 if pack4 else 8}-bit",
-                    CDC,
-                    stats,
-                    roll_ms=statistics.median(roll_ms),
-                )
-            )
-            print(
-                f"  CDC: roll {4 if pack4 else 8}-bit"
-                f" {statistics.median(s.seconds for s in stats):.2f} s"
-            )
+            what = f"roll {'trimmed' if trim else 'whole windows'} {4 if pack4 else 8}-bit"
+            rows.append(TransferRow(what, CDC, stats, roll_ms=statistics.median(roll_ms)))
+            took = statistics.median(s.seconds for s in stats)
+            print(f"  CDC: {what} {took:.2f} s")
     return rows
 
 
@@ -228,7 +223,8 @@ def print_transfers(rows: list[TransferRow]) -> None:
 
 
 def paste_baseline(frames: list[RollFrame]) -> NDArray[np.uint8]:
-    """The least a composer can do: copy each window onto the platen."""
+    """The least a composer can do: copy each window onto the platen (a trimmed frame's
+    window includes the columns it did not send, so this bounds its cost from above)."""
     canvas = np.full((PLATEN_HEIGHT, PLATEN_WIDTH), 255, np.uint8)
     for f in frames:
         canvas[f.y : f.y + f.height, f.x : f.x + f.width] = f.pixels
@@ -244,43 +240,44 @@ def cpu_ms(fn: Callable[[], object]) -> float:
 def compose_table(quick: bool) -> None:
     rolls = [(p, f) for p in range(2 if quick else 4) for f in (1, 2, 7)]
     print(f"  rendering {len(rolls)} synthetic rolls ...", flush=True)
-    streams = [roll_frames(21, p, f) for p, f in rolls]
-    per_frame: list[float] = []
-    finish: list[float] = []
-    whole: list[float] = []
-    base: list[float] = []
+    whole_streams = [roll_frames(21, p, f) for p, f in rolls]
+    streams = {"whole windows": whole_streams, "trimmed": [trim_roll(s) for s in whole_streams]}
     repeat = 2 if quick else 3
-    for _ in range(repeat):
-        for frames in streams:
-            composer = RollComposer()
-            t0 = time.process_time()
-            for frame in frames:
+    n_frames = [len(s) for s in whole_streams]
+    print(
+        f"\n{len(rolls)} rolls x {repeat} runs, {min(n_frames)}-{max(n_frames)} frames a roll;"
+        " CPU ms, one thread\n"
+    )
+    print("| stream | step | median | p95 | max |\n|---|---|---:|---:|---:|")
+    ratios = {}
+    for label, group in streams.items():
+        per_frame: list[float] = []
+        finish: list[float] = []
+        whole: list[float] = []
+        base: list[float] = []
+        for _ in range(repeat):
+            for frames in group:
+                composer = RollComposer()
+                t0 = time.process_time()
+                for frame in frames:
+                    t = time.process_time()
+                    composer.add(frame)
+                    per_frame.append((time.process_time() - t) * 1000)
                 t = time.process_time()
-                composer.add(frame)
-                per_frame.append((time.process_time() - t) * 1000)
-            t = time.process_time()
-            composer.finish()
-            finish.append((time.process_time() - t) * 1000)
-            whole.append((time.process_time() - t0) * 1000)
-            base.append(cpu_ms(lambda frames=frames: paste_baseline(frames)))  # type: ignore[misc]
-    n_frames = [len(s) for s in streams]
-    window = [f.width * f.height for s in streams for f in s]
-    print(
-        f"\n{len(streams)} rolls x {repeat} runs, {min(n_frames)}-{max(n_frames)} frames a roll,"
-        f" window median {statistics.median(window) / 1000:.0f} kpx; CPU ms, one thread\n"
-    )
-    print("| step | median | p95 | max |\n|---|---:|---:|---:|")
-    for name, xs in (
-        ("add() per frame", per_frame),
-        ("finish()", finish),
-        ("whole roll", whole),
-        ("baseline: paste windows", base),
-    ):
-        q = statistics.quantiles(xs, n=20)[-1]
-        print(f"| {name} | {statistics.median(xs):.2f} | {q:.2f} | {max(xs):.2f} |")
-    print(
-        f"\nwhole roll / paste baseline: {statistics.median(whole) / statistics.median(base):.1f}x"
-    )
+                composer.finish()
+                finish.append((time.process_time() - t) * 1000)
+                whole.append((time.process_time() - t0) * 1000)
+                base.append(cpu_ms(lambda frames=frames: paste_baseline(frames)))  # type: ignore[misc]
+        for name, xs in (
+            ("add() per frame", per_frame),
+            ("finish()", finish),
+            ("whole roll", whole),
+            ("baseline: paste windows", base),
+        ):
+            q = statistics.quantiles(xs, n=20)[-1]
+            print(f"| {label} | {name} | {statistics.median(xs):.2f} | {q:.2f} | {max(xs):.2f} |")
+        ratios[label] = statistics.median(whole) / statistics.median(base)
+    print("\nwhole roll / paste baseline: " + ", ".join(f"{k} {v:.0f}x" for k, v in ratios.items()))
 
 
 # --- card ----------------------------------------------------------------------------------
