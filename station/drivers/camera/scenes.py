@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Scene(StrEnum):
-    GOOD = "good"  # steady, frontal, at the capture distance
+    GOOD = "good"  # steady, frontal, at the capture distance, neutral expression
+    SMILE = "smile"  # as good, with the source photo's own expression (teeth, talking)
     WALK_IN = "walk_in"  # the face grows from far away to the capture distance
     TURN_HEAD = "turn_head"  # yaw to one side, the other, and back to frontal
     EYES_CLOSING = "eyes_closing"  # eyes close, stay closed, open again
@@ -74,6 +75,7 @@ class SceneState:
     dy: float = 0.0
     yaw: float = 0.0  # degrees; > 0 turns toward the subject's left
     closure: float = 0.0  # eyelids: 0 open, 1 closed
+    smile: bool = False  # the photo's own expression instead of a closed mouth
     backlight: float = 1.0  # background radiance multiplier
     blur: float = 0.0  # Gaussian sigma, px at 480 lines
 
@@ -110,6 +112,8 @@ def scene_state(scene: Scene, t: float, seconds: float, side: float = 1.0) -> Sc
         settle = max(0.0, 1.0 - p / BLUR_SETTLE)
         shake = 0.01 * settle * math.sin(2 * math.pi * 3.0 * t)  # the hand-held wobble
         return SceneState(scene, blur=BLUR_SIGMA * settle, dx=sway_x + shake, dy=sway_y)
+    if scene is Scene.SMILE:
+        return SceneState(scene, smile=True, dx=sway_x, dy=sway_y)
     return SceneState(scene, dx=sway_x, dy=sway_y)
 
 

@@ -6,10 +6,15 @@ placed in a landscape frame the way a station camera sees someone standing in fr
 it. Frames follow a :class:`~.scenes.SceneScript` and are paced by the monotonic clock
 at the configured rate; the frame for a sequence number is the same every time.
 
+The person sits as a citizen is asked to at the station (``sitter``): the photo's own
+head turn undone and the mouth closed (``mouth``), the photo's expression kept only for
+the ``smile`` scene; preparing that runs the face models a few times, once per person.
+
 Cost: a base render of the person (pose, eyelids) is the expensive part (2-7 ms, the head
-turn's warp most), so renders are cached per whole degree of yaw and tenth of eyelid
-closure; a frame is then one affine warp, a lookup table for exposure and white balance
-and the synthetic mark (docs/protocols/camera.md has the measured rates).
+turn's warp most), so renders are cached per whole degree of yaw, tenth of eyelid
+closure and expression; a frame is then one affine warp (by whole pixels at the capture
+distance), a lookup table for exposure and white balance and the synthetic mark
+(docs/protocols/camera.md has the measured rates).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from station.drivers.camera.scenes import (
     Segment,
     scene_state,
 )
+from station.drivers.camera.sitter import Sitter, face_analyzer, sitter_for
 from station.drivers.health import HealthCell
 
 DEFAULT_ASSETS = Path(__file__).resolve().parents[3] / "data" / "assets"
@@ -61,8 +67,6 @@ Mask = NDArray[np.uint8]
 @functools.lru_cache(maxsize=len(faces.SOURCE_PHOTOS))
 def studio_person(name: str, folder: str) -> faces.SourceFace:
     """The studio source made from photo ``name`` in ``folder`` (prepared once per run)."""
-    from biometrics.face.pipeline import FaceAnalyzer  # loads the face models
-
     path = Path(folder) / name
     if not path.is_file():
         raise CameraNotFound(
@@ -70,7 +74,7 @@ def studio_person(name: str, folder: str) -> faces.SourceFace:
             "(run `.venv/bin/python scripts/fetch_assets.py`, or set the camera's assets folder)"
         )
     photo = np.asarray(Image.open(path).convert("RGB"))
-    return faces.studio_source(name, faces.SOURCE_PHOTOS[name], photo, FaceAnalyzer())
+    return faces.studio_source(name, faces.SOURCE_PHOTOS[name], photo, face_analyzer())
 
 
 def person_for(seed: int, assets: Path = DEFAULT_ASSETS) -> faces.SourceFace:
@@ -96,6 +100,7 @@ class SceneRenderer:
         seed: int,
     ) -> None:
         self.source = source
+        self.sitter: Sitter = sitter_for(source)  # neutral, frontal
         self.script = script
         self.width, self.height, self.fps = width, height, fps
         # The person's look at this sitting: small roll and framing jitter, maybe mirrored.
@@ -105,26 +110,28 @@ class SceneRenderer:
         self.backdrop = tuple(int(c * self.look.gain + 0.5) for c in faces.BACKDROP)
         ph, pw = source.image.shape[:2]
         self.portrait_size = (round(pw * height / ph), height)  # (w, h) at capture distance
-        self._cache: OrderedDict[tuple[int, int], tuple[RGBImage, Mask]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int, bool], tuple[RGBImage, Mask]] = OrderedDict()
         self._lock = threading.Lock()
         self._ae_target: float | None = None
 
     # --- the person -----------------------------------------------------------------
 
-    def appearance(self, yaw: float, closure: float) -> tuple[RGBImage, Mask]:
-        """The person at capture distance with this head turn and lid closure (quantised
-        to 1 degree and 0.1), and where the backdrop shows (255)."""
-        key = (round(yaw), round(closure * 10))
+    def appearance(self, yaw: float, closure: float, smile: bool = False) -> tuple[RGBImage, Mask]:
+        """The person at capture distance with this head turn from frontal and lid
+        closure (quantised to 1 degree and 0.1), mouth closed unless ``smile``, and where
+        the backdrop shows (255)."""
+        key = (round(yaw), round(closure * 10), smile)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        image = close_eyes(self.source, key[1] / 10)
+        sitter = self.sitter.smiling if smile else self.sitter.neutral
+        image = close_eyes(sitter, key[1] / 10)
         if key[0]:
-            # Signed turns both ways; the synth's own "yaw" capture picks its side itself.
-            image = faces._yaw_warp(image, self.source.points, float(key[0]))
-        portrait = faces.render(replace(self.source, image=image), self.look)
+            # Signed turns both ways, from the sitter's frontal pose.
+            image = faces.turn_warp(image, sitter.points, float(key[0]))[0]
+        portrait = faces.render(replace(sitter, image=image), self.look)
         portrait = np.asarray(
             cv2.resize(portrait, self.portrait_size, interpolation=cv2.INTER_AREA), np.uint8
         )
@@ -144,12 +151,16 @@ class SceneRenderer:
             canvas = np.empty((h, w, 3), np.uint8)
             canvas[:] = self.backdrop
             return canvas, np.full((h, w), 255, np.uint8)
-        portrait, mask = self.appearance(state.yaw, state.closure)
+        portrait, mask = self.appearance(state.yaw, state.closure, state.smile)
         pw, ph = self.portrait_size
         s = state.scale
         ax, ay = ANCHOR
         tx = w / 2 + state.dx * w - s * ax * pw
         ty = ay * h + state.dy * h - s * ay * ph
+        if s == 1.0:
+            # At capture distance the face moves by whole pixels: a sub-pixel shift would
+            # resample (blur) every frame by about a tenth of its sharpness.
+            tx, ty = round(tx), round(ty)
         m = np.array([[s, 0.0, tx], [0.0, s, ty]])
         canvas = np.asarray(
             cv2.warpAffine(portrait, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=self.backdrop),
