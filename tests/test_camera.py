@@ -646,3 +646,39 @@ def test_picamera2_not_found_and_disconnected(
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(CameraNotFound, match="apt install python3-picamera2"):
         Picamera2Camera().open()
+
+
+def _read_for(camera: Camera, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        camera.read(timeout=1.0)
+
+
+@pytest.mark.timeout(30)
+def test_unplugged_camera_fails_clearly_and_recovers_after_replug(
+    person: faces.SourceFace,
+) -> None:
+    """The script pulls the cable: reads end in CameraDisconnected, opening fails with
+    CameraNotFound while it is out, and once it is back the camera opens and streams."""
+    camera = simulated(person, "good:0.4, unplugged:1.5, good:30")
+    camera.open()
+    try:
+        with pytest.raises(CameraDisconnected, match="cable"):
+            _read_for(camera, 5.0)
+        assert not camera.health.snapshot().present
+        camera.close()
+        with pytest.raises(CameraNotFound, match="unplugged"):
+            camera.open()
+        deadline = time.monotonic() + 5.0
+        while True:  # a technician replugs it; the station retries opening
+            try:
+                camera.open()
+                break
+            except CameraNotFound:
+                assert time.monotonic() < deadline, "the camera never came back"
+                time.sleep(0.1)
+        frame = camera.read(timeout=2.0)
+        assert frame.metadata.get("scene") == "good"
+        assert camera.health.snapshot().ok
+    finally:
+        camera.close()

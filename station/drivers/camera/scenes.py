@@ -25,6 +25,7 @@ class Scene(StrEnum):
     BACKLIGHT = "backlight"  # a bright window behind: auto exposure darkens the face
     BLUR = "blur"  # defocus / shake that settles to sharp
     EMPTY = "empty"  # no one there
+    UNPLUGGED = "unplugged"  # the cable is pulled: reads fail, opening fails until it ends
 
 
 class Segment(BaseModel):
@@ -87,7 +88,7 @@ def scene_state(scene: Scene, t: float, seconds: float, side: float = 1.0) -> Sc
     # A person standing still still sways a little (never exactly the same frame twice).
     sway_x = 0.004 * math.sin(2 * math.pi * t / 2.7)
     sway_y = 0.003 * math.sin(2 * math.pi * t / 3.3)
-    if scene is Scene.EMPTY:
+    if scene in (Scene.EMPTY, Scene.UNPLUGGED):
         return SceneState(scene, present=False)
     if scene is Scene.WALK_IN:
         left = (1.0 - p) ** 2  # ease out: slows down on arrival

@@ -36,7 +36,7 @@ from PIL import Image
 from biometrics.synth import faces
 from station.drivers.camera.base import Camera
 from station.drivers.camera.controls import ALL_CONTROLS, Control, Exposure, WhiteBalance
-from station.drivers.camera.errors import CameraNotFound
+from station.drivers.camera.errors import CameraDisconnected, CameraNotFound
 from station.drivers.camera.eyelids import close_eyes
 from station.drivers.camera.frame import Frame, RGBImage
 from station.drivers.camera.optics import (
@@ -251,6 +251,8 @@ class SimulatedCamera(Camera):
         self._renderer: SceneRenderer | None = None
         self._t0 = 0.0
         self._next = 0
+        self._replug = False
+        """Set when the script unplugged the camera: the next open continues the script."""
 
     def controls(self) -> frozenset[Control]:
         return ALL_CONTROLS
@@ -276,10 +278,21 @@ class SimulatedCamera(Camera):
         image, metadata = out
         return Frame(image, self._t0 + index / self._fps, index, metadata)
 
+    def _unplugged_now(self) -> bool:
+        state = self.renderer.state_at(int((time.monotonic() - self._t0) * self._fps))
+        return state is not None and state.scene is Scene.UNPLUGGED
+
     def _open_device(self) -> None:
         renderer = self.renderer
-        self._t0 = time.monotonic()
-        self._next = 0
+        if self._replug:
+            # Reopened after an unplug: the script's clock kept running, as the world does;
+            # the camera is back only once the unplugged segment is over.
+            if self._unplugged_now():
+                raise CameraNotFound("the simulated camera is unplugged (scene script)")
+            self._replug = False
+        else:
+            self._t0 = time.monotonic()
+            self._next = 0
         self.health.present(
             model="simulated camera",
             serial=serial_for(self.seed),
@@ -296,6 +309,15 @@ class SimulatedCamera(Camera):
         index = self._next
         # Running late (a busy machine): skip to the frame due now, as a sensor would.
         index = max(index, int((time.monotonic() - self._t0) / period))
+        state = self.renderer.state_at(index)
+        if state is not None and state.scene is Scene.UNPLUGGED:
+            # The cable goes at that frame's time, not when it is rendered ahead.
+            if self._stop.wait(max(0.0, self._t0 + index * period - time.monotonic())):
+                return None
+            self._replug = True
+            raise CameraDisconnected(
+                "the camera stopped sending frames: check its cable, then reopen it"
+            )
         frame = self.render(index)  # rendered ahead of its due time
         if frame is None:
             return None
