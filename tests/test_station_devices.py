@@ -202,3 +202,26 @@ def test_self_check_command_with_every_backend_simulated(tmp_path: Path) -> None
     assert all(r["ok"] for r in rows.values())
     assert rows["card_encoder"]["backend"] == "simulated"
     assert rows["fingerprint"]["serial"]
+
+
+@pytest.mark.timeout(180)
+def test_the_devices_demo_runs() -> None:
+    """`make demo`'s second half, as a stranger runs it."""
+    ensure_face_assets()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PCSCLITE_CSOCK_NAME", "STATION_CONFIG")
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo_devices.py")],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passive authentication OK" in proc.stdout or "card: skipped" in proc.stdout
+    if not cardkit.pcscd_unavailable():
+        assert "active authentication OK" in proc.stdout
+    assert "status light: ready" in proc.stdout
