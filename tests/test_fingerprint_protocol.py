@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from station.drivers.fingerprint import pixels
 from station.drivers.fingerprint import protocol as p
+from tests.micropython.subset import runtime_gaps
 
 CORE = Path(p.__file__)
 
@@ -453,6 +454,8 @@ def micropython_violations(source: str) -> list[str]:
         if re.search(r"\{[^{}]*=\s*(![rsa])?(:[^{}]*)?\}", m.group(0)):
             line = source.count("\n", 0, m.start()) + 1
             problems.append(f"{line}: f-string '='")
+    # Methods and idioms the real MicroPython was seen to lack (tests/micropython/subset.py).
+    problems += [f"{line}: {what}" for line, what in runtime_gaps(tree)]
     return problems
 
 
@@ -473,6 +476,12 @@ def test_core_is_micropython_subset() -> None:
         "s = f'{x=}'",
         "class A:\n    __slots__ = ('a',)",
         "@functools.lru_cache\ndef f(): pass",
+        "n = k.bit_length()",
+        "s = payload.hex()",
+        "class E(Exception):\n    def __init__(self):\n        Exception.__init__(self)",
+        "raw = text.encode('latin-1')",
+        "ok = isinstance(x, bytes | bytearray)",
+        "s = str(n).zfill(3)",
     ],
 )
 def test_subset_check_catches(snippet: str) -> None:

@@ -65,6 +65,11 @@ def describe_sw(sw: int) -> str:
     return f"{sw:04X} {meaning}"
 
 
+def hex_text(data: bytes) -> str:
+    """``data.hex()``, also on MicroPython, whose ``b"".hex()`` gives b'' instead of ''."""
+    return bytes(data).hex() if data else ""
+
+
 class ApduError(ValueError):
     """Bytes that are not a well-formed APDU."""
 
@@ -162,7 +167,7 @@ class Command:
 
     def __repr__(self) -> str:
         header = f"{self.cla:02X} {self.ins:02X} {self.p1:02X} {self.p2:02X}"
-        return f"Command({header}, data={self.data.hex()}, le={self.le!r})"
+        return f"Command({header}, data={hex_text(self.data)}, le={self.le!r})"
 
 
 class Response:
@@ -199,4 +204,4 @@ class Response:
         return hash((self.data, self.sw))
 
     def __repr__(self) -> str:
-        return f"Response({self.data.hex()}, {self.sw:04X})"
+        return f"Response({hex_text(self.data)}, {self.sw:04X})"

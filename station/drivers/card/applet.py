@@ -87,7 +87,9 @@ class CardError(Exception):
     """Ends a command with a status word (raised inside the applet only)."""
 
     def __init__(self, sw: int) -> None:
-        Exception.__init__(self, sw)
+        # super(), not Exception.__init__(self, sw): MicroPython's built-in exception types
+        # have no __init__ attribute to call.
+        super().__init__(sw)
         self.sw = sw
 
 
@@ -310,7 +312,8 @@ class EmrtdApplet(Card):
     def _fid_for_sfi(self, sfi: int) -> int:
         if not self.app_selected:
             raise CardError(SW_FILE_NOT_FOUND)
-        for fid in self.files:
+        # In FID order, not dict order: MicroPython's dicts do not keep insertion order.
+        for fid in sorted(self.files):
             if fid & 0x1F == sfi and fid >> 8 == 0x01:
                 return fid
         raise CardError(SW_FILE_NOT_FOUND)

@@ -1,8 +1,14 @@
 """Elliptic-curve arithmetic over the PACE standardized domain parameters, in plain
 integers: PACE's generic mapping needs point addition on a mapped generator, which no
 host crypto API offers. Affine coordinates; fine for a handful of scalar multiplications
-per session. MicroPython-compatible (arbitrary-precision ints, three-argument pow).
+per session. MicroPython-compatible (arbitrary-precision ints, three-argument pow; no
+``int.bit_length``, see :func:`bit_length`).
 """
+
+
+def bit_length(n: int) -> int:
+    """``n.bit_length()``: MicroPython's int has no such method."""
+    return len(bin(n).lstrip("-0b"))
 
 
 class EcError(ValueError):
@@ -19,7 +25,7 @@ class Curve:
         self.b = b
         self.g = (gx, gy)
         self.n = n
-        self.size = (p.bit_length() + 7) // 8
+        self.size = (bit_length(p) + 7) // 8
 
     def contains(self, point: tuple[int, int]) -> bool:
         x, y = point
@@ -52,7 +58,7 @@ class Curve:
         if k == 0:
             raise EcError("scalar multiple is the point at infinity")
         x, y, z = 1, 1, 0  # infinity
-        for i in range(k.bit_length() - 1, -1, -1):
+        for i in range(bit_length(k) - 1, -1, -1):
             if z:  # double
                 yy = y * y % p
                 zz = z * z % p

@@ -10,7 +10,8 @@ address is not covered. PIDs: 0x01 command, 0x02 data, 0x07 acknowledge, 0x08 en
 This module is shared by the station driver, the simulator and (some day) the scanner's
 own microcontroller firmware, so it keeps to the Python that MicroPython also has: plain
 classes, bytes, ints, lists, dicts, tuples, ``struct``; no dataclasses, enums, typing at
-runtime or f-strings (``tests/test_fingerprint_protocol.py`` checks this with an AST scan).
+runtime or self-documenting f-strings (``tests/test_fingerprint_protocol.py`` checks this
+with an AST scan, ``tests/test_micropython_cores.py`` runs the module on MicroPython).
 Vendor extensions for ten-print enrollment (0xA0-0xAF) are specified in
 ``docs/protocols/fingerprint.md``.
 """
