@@ -108,24 +108,28 @@ class TransferRow:
     what: str
     link: Link
     stats: list[TransferStats]
-    roll_ms: float = 0.0
-    """For rolls: how long the finger took to roll (the scanner's last frame time)."""
+    roll_ms: tuple[float, ...] = ()
+    """For rolls, per run: how long the finger took to roll (the last frame's time)."""
 
     def cells(self) -> list[str]:
-        seconds = [s.seconds for s in self.stats]
-        size = self.stats[0].bytes
-        wire = size / self.link.rate
-        med = statistics.median(seconds)
-        lag = f"{max(0.0, med - self.roll_ms / 1000):7.2f}" if self.roll_ms else "      -"
+        # Rolls of different fingers differ in size: take each run's own ratio and rate.
+        med = statistics.median
+        size = med(s.bytes for s in self.stats)
+        took = med(s.seconds for s in self.stats)
+        ratio = med(s.seconds / (s.bytes / self.link.rate) for s in self.stats)
+        rate = med(s.bytes / s.seconds for s in self.stats)
+        runs = zip(self.stats, self.roll_ms, strict=True) if self.roll_ms else ()
+        lags = [max(0.0, s.seconds - ms / 1000) for s, ms in runs]
+        lag = f"{med(lags):7.2f}" if lags else "      -"
         return [
             f"{self.what:<26}",
             f"{self.link.label:<13}",
-            f"{size:>10,}",
-            f"{self.stats[0].packets:>7,}",
-            f"{wire:8.2f}",
-            f"{med:8.2f}",
-            f"{med / wire:6.2f}",
-            f"{size / med / 1000:8.1f}",
+            f"{size:>10,.0f}",
+            f"{med(s.packets for s in self.stats):>7,.0f}",
+            f"{size / self.link.rate:8.2f}",
+            f"{took:8.2f}",
+            f"{ratio:6.2f}",
+            f"{rate / 1000:8.1f}",
             lag,
         ]
 
@@ -177,7 +181,7 @@ def transfer_rows(workdir: Path, quick: bool) -> list[TransferRow]:
                 stats.append(scanner.last_transfer)
                 roll_ms.append(float(last[-1].t_ms))
             what = f"roll {'trimmed' if trim else 'whole windows'} {4 if pack4 else 8}-bit"
-            rows.append(TransferRow(what, CDC, stats, roll_ms=statistics.median(roll_ms)))
+            rows.append(TransferRow(what, CDC, stats, roll_ms=tuple(roll_ms)))
             took = statistics.median(s.seconds for s in stats)
             print(f"  CDC: {what} {took:.2f} s")
     return rows
@@ -214,8 +218,8 @@ def print_transfers(rows: list[TransferRow]) -> None:
     for row in rows:
         print(f"| {' | '.join(c.strip() for c in row.cells())} |")
     print(
-        "\nwire s = bytes / nominal link rate; ratio = took / wire; lag = what the officer"
-        " waits after the finger stops rolling (rolls only)."
+        "\nmedians over the runs; wire s = bytes / nominal link rate; ratio = took / wire, per"
+        " run; lag = what the officer waits after the finger stops rolling (rolls only)."
     )
 
 
