@@ -608,3 +608,19 @@ def test_damaged_sod_fails_passive_authentication_cleanly(at: float, xor: int) -
 )
 def test_card_validity(born: date, issued: date, expiry: date | None) -> None:
     assert cccd_expiry(born, issued) == expiry
+
+
+def test_a_sod_whose_signer_certificate_breaks_rfc5280_is_refused() -> None:
+    """A non-positive certificate serial number (RFC 5280 forbids it; cryptography will
+    refuse it one day): refused now, with a reason, and no warning leaks out."""
+    from asn1crypto import cms
+
+    chip, pki = _fuzz_chip(), _fuzz_pki()
+    info = cms.ContentInfo.load(cms_of(chip.sod))
+    cert = info["content"]["certificates"][0].chosen
+    cert["tbs_certificate"]["serial_number"] = -5
+    forged = tlv.tlv(0x77, info.dump(force=True))
+    with pytest.raises(LdsError, match="malformed certificate"):
+        parse_sod(forged)
+    with pytest.raises(PassiveAuthError):
+        verify_passive(forged, chip.data_groups(), [pki.csca])

@@ -9,6 +9,7 @@ so a key in an HSM (``enrollment.keys.pkcs11``) plugs in through :func:`from_sig
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.utils import CryptographyDeprecationWarning
 
 from enrollment.icao import asn1
 from enrollment.icao.errors import LdsError
@@ -176,6 +178,19 @@ class SodContents:
     signer_key_id: bytes | None
 
 
+def _certificate(der: bytes) -> x509.Certificate:
+    """A certificate from the SOD; one that RFC 5280 forbids (a serial number that is not
+    positive) is refused now rather than when cryptography starts refusing it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            cert.serial_number  # noqa: B018 (parsed lazily: force it inside the filter)
+        except CryptographyDeprecationWarning as exc:
+            raise LdsError(f"EF.SOD carries a malformed certificate: {exc}") from None
+    return cert
+
+
 def parse_sod(sod: bytes) -> SodContents:
     """Read EF.SOD's structure; raises :class:`LdsError` if it is not a one-signer SOD."""
     try:
@@ -228,7 +243,7 @@ def parse_sod(sod: bytes) -> SodContents:
             elif kind == "signing_time":
                 signing_time = values[0].native
         certs = tuple(
-            x509.load_der_x509_certificate(c.chosen.dump())
+            _certificate(c.chosen.dump())
             for c in (sd["certificates"] or [])
             if c.name == "certificate"
         )
