@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 from numpy.typing import NDArray
 from timing import timed
 
@@ -49,8 +48,7 @@ from enrollment import images
 from enrollment.icao.chip import ChipContents, ChipSecrets, build_chip
 from enrollment.icao.lds import FaceImage, FingerImage
 from enrollment.icao.mrz import cccd_td1
-from enrollment.icao.pki import issue_document_signer, make_csca
-from enrollment.icao.sod import from_private_key
+from enrollment.icao.pki import SoftwarePki
 from station.drivers.card.bay import CardBay, PcscDaemon, pcscd_unavailable, use_pcscd
 from station.drivers.card.encoder import PersonalisationReport, VerificationReport
 from station.drivers.fingerprint.band import trim_roll
@@ -314,10 +312,8 @@ def rolled_wsq(finger: int) -> bytes:
 
 def chip_cases(quick: bool) -> tuple[list[ChipCase], x509.Certificate]:
     now = datetime.now(UTC)
-    csca_key = ec.generate_private_key(ec.SECP256R1())
-    csca = make_csca(csca_key, now=now)
-    ds_key = ec.generate_private_key(ec.SECP256R1())
-    ds = issue_document_signer(csca_key, csca, ds_key.public_key(), now=now)
+    pki = SoftwarePki.generate(now=now)
+    csca = pki.csca
     td1 = cccd_td1(
         personal_number="001090012345",
         full_name="Nguyễn Văn Đức",
@@ -335,8 +331,8 @@ def chip_cases(quick: bool) -> tuple[list[ChipCase], x509.Certificate]:
             td1=td1,
             faces=[FaceImage(jpeg, 480, 640, gender=1)],
             fingers=fingers if with_fingers else [],
-            document_signer=ds,
-            sign=from_private_key(ds_key),
+            document_signer=pki.ds,
+            sign=pki.sign,
             signing_time=now - timedelta(minutes=1),
         )
         size = sum(len(b) for b in chip.files.values())

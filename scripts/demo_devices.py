@@ -15,16 +15,13 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from biometrics.face.crop import Portrait
 from biometrics.face.pipeline import FaceAnalyzer
 from enrollment import images
 from enrollment.icao.chip import build_chip
 from enrollment.icao.lds import FaceImage, FingerImage
 from enrollment.icao.mrz import cccd_td1
-from enrollment.icao.pki import issue_document_signer, make_csca
-from enrollment.icao.sod import from_private_key
+from enrollment.icao.pki import SoftwarePki
 from station.config import StationSettings
 from station.devices import StationDevices
 from station.drivers.camera import Camera
@@ -100,10 +97,8 @@ def main() -> int:
             else:
                 print("9. card: personalise a blank chip, lock, read back under PACE, verify")
                 now = datetime.now(UTC)
-                csca_key = ec.generate_private_key(ec.SECP256R1())
-                csca = make_csca(csca_key, now=now)
-                ds_key = ec.generate_private_key(ec.SECP256R1())
-                ds = issue_document_signer(csca_key, csca, ds_key.public_key(), now=now)
+                pki = SoftwarePki.generate(now=now)
+                csca = pki.csca
                 h, w = portrait.image.shape[:2]
                 chip, secrets = build_chip(
                     td1=cccd_td1(
@@ -115,8 +110,8 @@ def main() -> int:
                     ),
                     faces=[FaceImage(images.encode_jpeg(portrait.image, 80), w, h, gender=1)],
                     fingers=[FingerImage(images.encode_wsq(img), f) for f, img in rolled.items()],
-                    document_signer=ds,
-                    sign=from_private_key(ds_key),
+                    document_signer=pki.ds,
+                    sign=pki.sign,
                     signing_time=now - timedelta(minutes=1),
                 )
                 card = devices.card_bay.card("demo")

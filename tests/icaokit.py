@@ -4,45 +4,27 @@ Signer, small real images, and a complete signed chip for a sample citizen."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
-
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from biometrics.placeholder import face_image, finger_image
 from enrollment import images
 from enrollment.icao.chip import ChipContents, ChipSecrets, build_chip
 from enrollment.icao.lds import FaceImage, FingerImage, NationalData
 from enrollment.icao.mrz import Td1, cccd_td1
-from enrollment.icao.pki import issue_document_signer, make_csca
-from enrollment.icao.sod import SodSigner, from_private_key
+from enrollment.icao.pki import SoftwarePki
 
 FACE_SIZE = (120, 160)
 FINGER_SIZE = (200, 240)
 PERSONAL_NUMBER = "001090012345"  # Ha Noi, male born in the 20th century, 1990
 
 
-@dataclass(frozen=True)
-class IcaoPki:
-    csca_key: ec.EllipticCurvePrivateKey
-    csca: x509.Certificate
-    ds_key: ec.EllipticCurvePrivateKey
-    ds: x509.Certificate
-
-    @property
-    def sign(self) -> SodSigner:
-        return from_private_key(self.ds_key)
+IcaoPki = SoftwarePki
+"""A CSCA + Document Signer with software keys (enrollment.icao.pki.SoftwarePki)."""
 
 
 def make_pki(*, now: datetime | None = None, ds_not_after: datetime | None = None) -> IcaoPki:
-    now = now or datetime.now(UTC)
-    csca_key = ec.generate_private_key(ec.SECP256R1())
-    csca = make_csca(csca_key, now=now)
-    ds_key = ec.generate_private_key(ec.SECP256R1())
-    ds = issue_document_signer(csca_key, csca, ds_key.public_key(), now=now, not_after=ds_not_after)
-    return IcaoPki(csca_key, csca, ds_key, ds)
+    return SoftwarePki.generate(now=now, ds_not_after=ds_not_after)
 
 
 @cache

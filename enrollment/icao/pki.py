@@ -9,6 +9,7 @@ and lists the document types it may sign (DocumentTypeList, "ID").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -17,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from enrollment.icao import asn1
+from enrollment.icao.sod import SodSigner, from_private_key
 from enrollment.pki import key_usage, subject_name
 
-__all__ = ["DOCUMENT_TYPE_LIST", "issue_document_signer", "make_csca"]
+__all__ = ["DOCUMENT_TYPE_LIST", "SoftwarePki", "issue_document_signer", "make_csca"]
 
 DOCUMENT_TYPE_LIST = ObjectIdentifier("2.23.136.1.1.6.2")  # id-icao-mrtd-security-extensions
 
@@ -111,3 +113,32 @@ def issue_document_signer(
         )
         .sign(csca_key, hashes.SHA256())
     )
+
+
+@dataclass(frozen=True)
+class SoftwarePki:
+    """A CSCA and a Document Signer with their keys in memory: for development, the demo,
+    benchmarks and tests. In production the DS key lives in the registry's HSM and signs
+    through :func:`enrollment.icao.sod.from_signer`."""
+
+    csca_key: ec.EllipticCurvePrivateKey
+    csca: x509.Certificate
+    ds_key: ec.EllipticCurvePrivateKey
+    ds: x509.Certificate
+
+    @classmethod
+    def generate(
+        cls, *, now: datetime | None = None, ds_not_after: datetime | None = None
+    ) -> SoftwarePki:
+        now = now or datetime.now(UTC)
+        csca_key = ec.generate_private_key(ec.SECP256R1())
+        csca = make_csca(csca_key, now=now)
+        ds_key = ec.generate_private_key(ec.SECP256R1())
+        ds = issue_document_signer(
+            csca_key, csca, ds_key.public_key(), now=now, not_after=ds_not_after
+        )
+        return cls(csca_key, csca, ds_key, ds)
+
+    @property
+    def sign(self) -> SodSigner:
+        return from_private_key(self.ds_key)
