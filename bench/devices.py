@@ -341,11 +341,21 @@ def chip_cases(quick: bool) -> tuple[list[ChipCase], x509.Certificate]:
     return cases, csca
 
 
-def card_table(work: Path, quick: bool) -> None:
+@dataclass(frozen=True)
+class CardPoint:
+    """One chip through one APDU mode: what the plot draws."""
+
+    chip_bytes: int
+    mode: str
+    personalise_ms: float
+    read_ms: float
+
+
+def card_table(work: Path, quick: bool) -> list[CardPoint]:
     reason = pcscd_unavailable()
     if reason:
         print(f"skipped: {reason}")
-        return
+        return []
     print("  building chips (synthetic portrait and rolled fingers, WSQ) ...", flush=True)
     cases, csca = chip_cases(quick)
     daemon = PcscDaemon(work / "pcscd")
@@ -353,13 +363,15 @@ def card_table(work: Path, quick: bool) -> None:
     use_pcscd(daemon)
     bay = CardBay(daemon, work)
     try:
-        card_rows(bay, cases, csca, 3 if quick else 5)
+        return card_rows(bay, cases, csca, 3 if quick else 5)
     finally:
         bay.close()
         daemon.stop()
 
 
-def card_rows(bay: CardBay, cases: list[ChipCase], csca: x509.Certificate, reps: int) -> None:
+def card_rows(
+    bay: CardBay, cases: list[ChipCase], csca: x509.Certificate, reps: int
+) -> list[CardPoint]:
     modes = {
         "short APDUs": {},
         "extended (4 kB)": {"extended_length": True, "write_chunk": 4096, "read_chunk": 4096},
@@ -380,6 +392,7 @@ def card_rows(bay: CardBay, cases: list[ChipCase], csca: x509.Certificate, reps:
     head = "| chip | mode | step | APDUs | kB sent | kB received | ms | ratio |"
     print(head + "\n|---|---|---|---:|---:|---:|---:|---:|")
     n = 0
+    points = []
     for case in cases:
         for mode, settings in modes.items():
             pers: list[PersonalisationReport] = []
@@ -407,11 +420,61 @@ def card_rows(bay: CardBay, cases: list[ChipCase], csca: x509.Certificate, reps:
                 f" | {r.bytes_sent / 1000:.1f} | {r.bytes_received / 1000:.1f} | {v_ms:.1f}"
                 f" | {v_ms / base:.0f} |"
             )
+            size = sum(len(b) for b in case.chip.files.values())
+            points.append(CardPoint(size, mode, p_ms, v_ms))
     print(
         "\nratio = ms / baseline round trip. Personalisation includes the plain read-back of"
         " DG3 before the lock; read back includes Active Authentication. A contact or"
         " contactless reader adds its own transfer time (90 kB at 424 kbit/s is ~1.7 s)."
     )
+    return points
+
+
+def plot(path: Path, rows: list[TransferRow], points: list[CardPoint]) -> None:
+    """Cost curves at a glance: link time against bytes (left), card time against chip
+    size (right); whichever sections ran."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in ("link", "card") if (rows if p == "link" else points)]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 5.0), dpi=110,
+                             squeeze=False)  # fmt: skip
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "link":
+            links = [UART_57600, UART_115200, CDC]
+            xs = np.logspace(4, 7.2, 50)
+            for i, link in enumerate(links):
+                ax.plot(xs, xs / link.rate, ":", color=f"C{i}", lw=1)
+                mine = [r for r in rows if r.link == link]
+                size = [statistics.median(s.bytes for s in r.stats) for r in mine]
+                took = [statistics.median(s.seconds for s in r.stats) for r in mine]
+                ax.scatter(size, took, color=f"C{i}", label=f"{link.label} (dotted: wire)")
+                for r, x, y in zip(mine, size, took, strict=True):
+                    if r.what.startswith("roll"):
+                        ax.annotate(r.what.removeprefix("roll "), (x, y), fontsize=7,
+                                    xytext=(4, -10), textcoords="offset points")  # fmt: skip
+            ax.set(xscale="log", yscale="log", xlabel="bytes on the link",
+                   ylabel="transfer time, s", title="Scanner link: time against bytes")  # fmt: skip
+        else:
+            for i, mode in enumerate(sorted({p.mode for p in points})):
+                pts = sorted((p for p in points if p.mode == mode), key=lambda p: p.chip_bytes)
+                kb = [p.chip_bytes / 1000 for p in pts]
+                ax.plot(kb, [p.personalise_ms for p in pts], "o-", color=f"C{i}",
+                        label=f"personalise, {mode}")  # fmt: skip
+                ax.plot(kb, [p.read_ms for p in pts], "s--", color=f"C{i}",
+                        label=f"read back + PA + AA, {mode}")  # fmt: skip
+            ax.set(xlabel="chip contents, kB", ylabel="ms (pcscd + vpcd + emulator)",
+                   title="Card: time against chip size")  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    print(f"\nplot: {path}")
 
 
 # --- main --------------------------------------------------------------------------------
@@ -421,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="scanner,compose,card")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--plot", type=Path, help="write the cost-curve plot (PNG) here")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     print(
@@ -428,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         f" {platform.processor() or platform.machine()}, CPython {platform.python_version()},"
         f" load {os.getloadavg()[0]:.1f}"
     )
+    rows: list[TransferRow] = []
+    points: list[CardPoint] = []
     with tempfile.TemporaryDirectory(prefix="bench-devices-") as tmp:
         work = Path(tmp)
         if "scanner" in only:
@@ -441,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
             compose_table(args.quick)
         if "card" in only:
             print("\n## Card personalisation (pcscd + vpcd + emulator)\n", flush=True)
-            card_table(work, args.quick)
+            points = card_table(work, args.quick)
+    if args.plot:
+        plot(args.plot, rows, points)
     return 0
 
 
