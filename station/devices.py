@@ -58,25 +58,40 @@ class StationDevices:
     # --- lifecycle -----------------------------------------------------------------------
 
     def open(self) -> StationDevices:
-        """Open every device; failures are recorded in the health board, not raised."""
+        """Open every device; failures are recorded in the health board, not raised.
+        Should anything escape anyway, whatever was started is stopped first."""
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._open_gpio()
-        self._open_scanner()
-        self._open_camera()
-        self._open_card()
+        try:
+            self._open_each(everything=True)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def retry(self) -> None:
         """Try again the devices that are not open (after a replug, say)."""
-        if self._gpio is None:
-            self._open_gpio()
-        if self._scanner is None or not self._scanner.is_open:
-            self._open_scanner()
-        if self._camera is None:
-            self._open_camera()
-        if self._encoder is None:
-            self._open_card()
+        self._open_each(everything=False)
+
+    def _open_each(self, *, everything: bool) -> None:
+        steps = (
+            ("gpio", DeviceKind.GPIO, self.settings.gpio.backend, self._open_gpio,
+             self._gpio is None),
+            ("fingerprint", DeviceKind.FINGERPRINT, self.settings.scanner.backend,
+             self._open_scanner, self._scanner is None or not self._scanner.is_open),
+            ("camera", DeviceKind.CAMERA, self.settings.camera.backend, self._open_camera,
+             self._camera is None or not self._camera.is_open),
+            ("card_encoder", DeviceKind.CARD_ENCODER, self.settings.card.backend,
+             self._open_card, self._encoder is None),
+        )  # fmt: skip
+        for name, kind, backend, opener, needed in steps:
+            if not (everything or needed):
+                continue
+            try:
+                opener()
+            except Exception as exc:  # a library error a backend does not translate
+                log.exception("opening the %s failed", name)
+                self._absent(name, kind, backend, f"could not open: {exc!r}")
 
     def close(self) -> None:
         """Close everything, simulators last; safe to call twice."""
@@ -105,7 +120,8 @@ class StationDevices:
 
     @property
     def camera(self) -> Camera:
-        return self._need(self._camera, "camera")
+        camera = self._camera
+        return self._need(camera if camera is not None and camera.is_open else None, "camera")
 
     @property
     def encoder(self) -> CardEncoder:
@@ -130,10 +146,13 @@ class StationDevices:
         return device
 
     def _absent(self, name: str, kind: DeviceKind, backend: str, reason: str) -> None:
-        """Record a device whose driver could not even be built (its simulator or its
-        daemon failed to start): a stand-in cell, so the board still lists it."""
-        self.board.unregister(name)
-        self.board.register(HealthCell(name, kind, backend)).absent(reason)
+        """Record a device that could not be opened: on its driver's own cell when the
+        driver was built, else on a stand-in so that the board still lists it."""
+        try:
+            cell = self.board.cell(name)
+        except KeyError:
+            cell = self.board.register(HealthCell(name, kind, backend))
+        cell.absent(reason)
 
     # --- GPIO ----------------------------------------------------------------------------
 
@@ -205,15 +224,14 @@ class StationDevices:
     # --- camera --------------------------------------------------------------------------
 
     def _open_camera(self) -> None:
-        self.board.unregister("camera")
-        camera = make_camera(self.settings.camera, self.board)
+        if self._camera is None:
+            self.board.unregister("camera")
+            self._camera = make_camera(self.settings.camera, self.board)
         try:
-            camera.open()
+            self._camera.open()  # also reopens one whose stream ended (unplugged)
         except (CameraError, OSError, ImportError) as exc:
             log.warning("camera unavailable: %s", exc)
-            camera.health.absent(str(exc))
-            return
-        self._camera = camera
+            self._camera.health.absent(str(exc))
 
     def _close_camera(self) -> None:
         camera, self._camera = self._camera, None
@@ -261,11 +279,13 @@ class StationDevices:
         if encoder is not None:
             encoder.close()
         bay, self.card_bay = self.card_bay, None
-        if bay is not None:
-            bay.close()
         daemon, self.pcscd = self.pcscd, None
-        if daemon is not None:
-            daemon.stop()
+        try:
+            if bay is not None:
+                bay.close()
+        finally:
+            if daemon is not None:
+                daemon.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -657,7 +657,7 @@ def test_unplugged_camera_fails_clearly_and_recovers_after_replug(
         with pytest.raises(CameraDisconnected, match="cable"):
             _read_for(camera, 5.0)
         assert not camera.health.snapshot().present
-        camera.close()
+        assert not camera.is_open  # the stream is over: open() starts a new one
         with pytest.raises(CameraNotFound, match="unplugged"):
             camera.open()
         deadline = time.monotonic() + 5.0

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,9 @@ from enrollment.icao.mrz import cccd_td1
 from enrollment.icao.pki import SoftwarePki
 from station.config import StationSettings
 from station.devices import DeviceUnavailableError, StationDevices
+from station.drivers.camera import CameraDisconnected, SimulatedCamera, parse_script
 from station.drivers.fingerprint.roll_sim import ground_truth
+from station.drivers.fingerprint.sim_control import SimulatorProcess
 from station.drivers.gpio import MockFactory
 from tests import cardkit
 from tests.cardkit import CardBay, PcscDaemon
@@ -221,3 +224,85 @@ def test_the_devices_demo_runs() -> None:
     if not cardkit.pcscd_unavailable():
         assert "active authentication OK" in proc.stdout
     assert "status light: ready" in proc.stdout
+
+
+def _simulated_only(tmp: Path) -> StationSettings:
+    return _settings(tmp, "^no such reader$")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_an_error_a_backend_does_not_translate_is_recorded_and_the_rest_work(
+    tmp_path: Path, pcscd: PcscDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensure_face_assets()
+
+    def busy(self: object) -> None:
+        raise RuntimeError("Camera __init__ sequence did not complete (device busy)")
+
+    monkeypatch.setattr(SimulatedCamera, "_open_device", busy)
+    with StationDevices(_simulated_only(tmp_path)) as devices:
+        camera = devices.board.get("camera")
+        assert not camera.present
+        assert "device busy" in (camera.last_error or "")
+        with pytest.raises(DeviceUnavailableError, match="device busy"):
+            _ = devices.camera
+        assert devices.scanner.health.snapshot().ok  # the others are unaffected
+        sim = devices.scanner_simulator
+        assert sim is not None
+        process = sim._process
+        assert process is not None
+    assert _gone(process.pid)
+
+
+def test_whatever_escapes_open_stops_what_was_started(
+    tmp_path: Path, pcscd: PcscDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensure_face_assets()
+    started: list[int] = []
+    real_start = SimulatorProcess.start
+
+    def start(self: SimulatorProcess) -> SimulatorProcess:
+        out = real_start(self)
+        assert self._process is not None
+        started.append(self._process.pid)
+        return out
+
+    def interrupted(self: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SimulatorProcess, "start", start)
+    monkeypatch.setattr(SimulatedCamera, "_open_device", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        StationDevices(_simulated_only(tmp_path)).open()
+    assert started
+    assert all(_gone(pid) for pid in started)
+
+
+def _read_until_it_fails(devices: StationDevices) -> None:
+    for _ in range(100):
+        devices.camera.read(timeout=2.0)
+
+
+@pytest.mark.timeout(60)
+def test_retry_reopens_a_camera_after_it_was_unplugged(tmp_path: Path, pcscd: PcscDaemon) -> None:
+    ensure_face_assets()
+    script = tuple(parse_script("good:0.3, unplugged:0.6, good:60"))
+    camera = StationSettings().camera.model_copy(update={"seed": 3, "scene_script": script})
+    settings = _simulated_only(tmp_path).model_copy(update={"camera": camera})
+    with StationDevices(settings) as devices:
+        with pytest.raises(CameraDisconnected):
+            _read_until_it_fails(devices)
+        assert not devices.board.get("camera").present
+        deadline = time.monotonic() + 10
+        while not devices.board.get("camera").ok:
+            assert time.monotonic() < deadline, devices.board.get("camera")
+            time.sleep(0.2)
+            devices.retry()
+        assert devices.camera.read(timeout=2.0).metadata.get("scene") == "good"

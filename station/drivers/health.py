@@ -137,6 +137,14 @@ class DeviceHealthBoard:
         with self._lock:
             self._cells.pop(name, None)
 
+    def cell(self, name: str) -> HealthCell:
+        """The live cell of ``name`` (to record a fault its driver could not)."""
+        with self._lock:
+            cell = self._cells.get(name)
+        if cell is None:
+            raise KeyError(f"no device named {name!r}")
+        return cell
+
     def get(self, name: str) -> DeviceHealth:
         with self._lock:
             cell = self._cells.get(name)

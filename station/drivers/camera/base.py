@@ -62,6 +62,8 @@ class Camera(ABC):
         self._slot = LatestFrame()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stuck: threading.Thread | None = None
+        """A reader that did not stop at close(): the device stays with it, no reopen."""
         self._lifecycle = threading.Lock()
         # Controls set so far, re-applied on every open (they may be set before it).
         self._exposure: Exposure | None = None
@@ -81,7 +83,8 @@ class Camera(ABC):
 
     @property
     def is_open(self) -> bool:
-        return self._thread is not None
+        """Open and streaming: False again once the stream ended or the device vanished."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def dropped(self) -> int:
@@ -98,7 +101,16 @@ class Camera(ABC):
         """Open the device and start capturing; raises :class:`CameraNotFound`."""
         with self._lifecycle:
             if self._thread is not None:
-                return
+                if self._thread.is_alive():
+                    return
+                # The stream ended or the device vanished: release it, then open afresh.
+                self._thread = None
+                self._close_device()
+            if self._stuck is not None and self._stuck.is_alive():
+                raise CameraError(
+                    "the camera's previous reader is still stuck in the device; "
+                    "unplug and replug the camera, or restart the station"
+                )
             try:
                 self._open_device()
             except CameraNotFound as exc:
@@ -129,6 +141,7 @@ class Camera(ABC):
             thread.join(timeout=STOP_TIMEOUT_S)
             if thread.is_alive():
                 # Releasing a device a thread is blocked in can crash the library: leak it.
+                self._stuck = thread
                 self.health.error("the camera did not stop within 3 s; not released")
                 return
             self._close_device()
