@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from station.drivers.card import profile
@@ -53,10 +53,56 @@ def test_apdu_round_trip(ins: int, p2: int, data: bytes, le: int | None, extende
     assert decoded == command
 
 
+# The short/extended boundaries: byte 5 = 00 announces extended length, which needs at
+# least 7 bytes (a 6-byte APDU with a 00 fifth byte used to raise IndexError).
+APDU_BOUNDARIES = (
+    bytes(4),
+    bytes(5),
+    bytes(6),
+    H("00a404000001"),
+    H("00a4040000ff"),
+    bytes(7),
+    H("00a40400000001"),
+    bytes(8),
+    H("00a404000000012a"),
+    H("00a404000000012a00"),
+    H("00a404000000012a0000"),
+    H("00a404000000012a000000"),
+    H("00a40400012a"),
+    H("00a40400012a00"),
+    H("00a40400012a0000"),
+    H("00a40400ff") + bytes(255),
+    H("00a4040000ffff"),
+)
+
+
 @given(st.binary(max_size=12))
+@example(bytes(6))
+@example(H("00a404000001"))
+@example(H("0000000000ff"))
+@example(H("00000000000000ff"))
 def test_apdu_decode_never_crashes_otherwise(raw: bytes) -> None:
     with contextlib.suppress(ApduError):
         Command.decode(raw)
+
+
+@pytest.mark.parametrize("raw", APDU_BOUNDARIES, ids=lambda raw: raw.hex() or "empty")
+def test_apdu_decode_at_the_length_boundaries(raw: bytes) -> None:
+    """A well-formed case decodes and encodes back to itself; anything else is ApduError."""
+    try:
+        command = Command.decode(raw)
+    except ApduError:
+        return
+    assert command.encode(extended=len(raw) > 5 and raw[4] == 0) == raw
+
+
+def test_apdu_decode_refuses_six_bytes_with_an_extended_marker() -> None:
+    with pytest.raises(ApduError):
+        Command.decode(bytes(6))
+    with pytest.raises(ApduError):
+        Command.decode(H("00a404000001"))
+    assert Command.decode(H("00a40400000001")).le == 1  # 7 bytes: case 2E
+    assert Command.decode(H("00a40400012a")).data == b"\x2a"  # 6 bytes, Lc 1: case 3S
 
 
 def test_response_and_status_words() -> None:

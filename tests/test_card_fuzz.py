@@ -4,13 +4,19 @@ keeps working; nothing escapes but the codecs' own, documented errors."""
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
+from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from station.drivers.card import profile
 from station.drivers.card.apdu import Command, Response
+from station.drivers.card.applet import EmrtdApplet
+from station.drivers.card.emulator import CardEmulator
+from station.drivers.card.hostcrypto import HostCrypto
 from station.drivers.card.tlv import TlvError, parse
 from station.drivers.card.vpcd import CardSlot, Deframer, VpcdError, frame
 from tests.test_card_applet import MRZ_INFO, bac, personalised, sm_send
@@ -25,8 +31,23 @@ def _status(raw: bytes) -> int:
     return (raw[-2] << 8) | raw[-1]
 
 
+# Around the short/extended boundary: byte 5 = 00 announces extended length (7+ bytes).
+BOUNDARY_APDUS = [
+    bytes(6),
+    bytes.fromhex("00a404000001"),
+    bytes.fromhex("0cb0000000"),
+    bytes.fromhex("0cb000000000"),
+    bytes.fromhex("0cb00000000001"),
+    bytes.fromhex("00a4040000000100"),
+    bytes.fromhex("00a404000100"),
+]
+
+
 @FUZZ
 @given(st.lists(st.binary(max_size=300), max_size=8), st.booleans())
+@example(BOUNDARY_APDUS, True)
+@example(BOUNDARY_APDUS, False)
+@example([bytes(6)], True)
 def test_random_apdus_get_a_status_word_and_the_card_still_works(
     apdus: list[bytes], lock: bool
 ) -> None:
@@ -76,6 +97,10 @@ def test_vpcd_deframer_never_raises_and_keeps_frames_whole(noise: bytes, cuts: l
 
 @FUZZ
 @given(st.binary(min_size=1, max_size=300))
+@example(bytes(6))
+@example(bytes.fromhex("00a404000001"))
+@example(bytes.fromhex("00a40400000001"))
+@example(bytes(5))
 def test_vpcd_slot_answers_or_refuses_cleanly(payload: bytes) -> None:
     slot = CardSlot(personalised(lock=True))
     try:
@@ -93,3 +118,61 @@ def test_vpcd_slot_answers_or_refuses_cleanly(payload: bytes) -> None:
 def test_tlv_parse_raises_only_tlv_errors(data: bytes) -> None:
     with contextlib.suppress(TlvError):
         parse(data)
+
+
+def test_an_error_inside_the_applet_is_answered_6f00_and_ends_the_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defence in depth: whatever a bug in the core raises, the chip answers a status word
+    (6F00, no precise diagnosis) and drops the session instead of killing its host."""
+    card = personalised(lock=True)
+    sm, _ = bac(card)
+    assert sm is not None
+
+    def broken(command: Command, secure: bool) -> Response:
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(card, "_handle", broken)
+    assert _status(card.process(sm.protect(profile.select_ef(0x0101)).encode())) == 0x6F00
+    assert _status(card.process(profile.select_aid().encode())) == 0x6F00
+    monkeypatch.undo()
+    assert sm_send(card, sm, profile.select_ef(0x0101)).sw in (0x6987, 0x6988)
+    sm, _ = bac(card)
+    assert sm is not None
+    assert sm_send(card, sm, profile.select_ef(0x0101)).ok
+
+
+def test_the_emulator_survives_an_unknown_control_byte_and_a_short_apdu(
+    tmp_path: Path,
+) -> None:
+    """The serving thread answers what it can and keeps going: an unknown vpcd control
+    byte is logged and skipped, a 6-byte APDU with a 00 fifth byte is answered 6700."""
+    emulator = CardEmulator(0, tmp_path / "card.json")
+    with socket.create_server(("127.0.0.1", 0)) as server:  # TCP, as vpcd's link is
+        ours = socket.create_connection(server.getsockname()[:2])
+        theirs, _ = server.accept()
+    card = EmrtdApplet(HostCrypto())
+    thread = threading.Thread(target=emulator._serve, args=(theirs, card), daemon=True)
+    thread.start()
+    deframer = Deframer()
+
+    def exchange(payload: bytes) -> bytes:
+        ours.sendall(frame(payload))
+        got: list[bytes] = []
+        while not got:
+            data = ours.recv(65536)
+            assert data, "the emulator hung up"
+            got = deframer.feed(data)
+        return got[0]
+
+    try:
+        ours.settimeout(5)
+        ours.sendall(frame(b"\x09"))  # unknown control byte: no answer
+        assert exchange(bytes(6)) == bytes.fromhex("6700")
+        assert exchange(bytes.fromhex("00a404000001")) == bytes.fromhex("6700")
+        assert exchange(profile.select_aid().encode()) == bytes.fromhex("9000")
+        assert thread.is_alive()
+    finally:
+        ours.close()
+        thread.join(5)
+    assert not thread.is_alive()

@@ -420,7 +420,17 @@ def card_codecs():
         if back == command or (le == 256 and back.le == 256):
             agree += 1
     out("random round trips", agree)
-    for raw in ("00", "0084", "00a40c", "00a4020c03011e", "00b0000000000100", "00b0000000"):
+    for raw in (
+        "00",
+        "0084",
+        "00a40c",
+        "00a4020c03011e",
+        "00b0000000000100",
+        "00b0000000",
+        "000000000000",
+        "00a404000001",
+        "00a40400000001",
+    ):
         attempt("decode " + raw, lambda raw=raw: repr(apdu.Command.decode(bytes.fromhex(raw))))
     attempt("bad header", lambda: apdu.Command(256, 0, 0, 0))
     attempt("bad le", lambda: apdu.Command(0, 0, 0, 0, b"", 0))
@@ -694,6 +704,7 @@ def card_applet():
     card = applet.EmrtdApplet(crypto)
     out(" atr", hx(card.atr))
     send(card, b"\x00", "too short")
+    send(card, bytes(6), "six bytes, extended marker")
     send(card, apdu.Command(0x80, 0xCA, 0, 0), "proprietary class")
     send(card, apdu.Command(0x00, 0xB0, 0, 0, b"", 4), "read before select")
     send(card, profile.create_ef(0x0101, 4), "create before select")

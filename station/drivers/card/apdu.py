@@ -136,7 +136,9 @@ class Command:
             if n == 6 + lc:
                 return Command(cla, ins, p1, p2, raw[5 : 5 + lc], raw[5 + lc] or 256)
             raise ApduError("Lc does not match the APDU length")
-        # extended
+        # extended: 00, then Le (2 bytes) or Lc (2 bytes) data [Le (2 bytes)]
+        if n < 7:
+            raise ApduError("extended-length APDU shorter than 7 bytes")
         if n == 7:
             le = (raw[5] << 8) | raw[6]
             return Command(cla, ins, p1, p2, b"", le or 65536)

@@ -20,6 +20,7 @@ from .apdu import (
     SW_REFERENCED_DATA_NOT_FOUND,
     SW_SECURITY_NOT_SATISFIED,
     SW_SM_INCORRECT,
+    SW_UNKNOWN,
     SW_VERIFICATION_FAILED,
     SW_WARNING_EOF,
     SW_WRONG_DATA,
@@ -157,17 +158,33 @@ class EmrtdApplet(Card):
         self.pace = None  # type: PaceChip | None
 
     def process(self, raw: bytes) -> bytes:
+        """One command APDU in, one response APDU out; never raises.
+
+        Whatever the bytes, the answer is a status word: a malformed APDU gets 6700, and an
+        error this core did not foresee (a bug) gets 6F00 "no precise diagnosis" and ends
+        any secure-messaging session, as a card OS does, instead of killing its host.
+        """
+        try:
+            return self._process(raw).encode()
+        except Exception:
+            self.sm = None
+            self.bac = None
+            self.pace = None
+            return Response(b"", SW_UNKNOWN).encode()
+
+    def _process(self, raw: bytes) -> Response:
         try:
             command = Command.decode(raw)
         except ApduError:
-            return Response(b"", SW_WRONG_LENGTH).encode()
+            self.sm = None  # answered in plain: a secure-messaging session is over
+            return Response(b"", SW_WRONG_LENGTH)
         if command.cla & 0x0C == 0x0C:
-            return self._process_protected(command).encode()
-        if command.cla != 0x00 and not (command.cla == 0x10 and command.ins == 0x86):
-            return Response(b"", SW_CLA_NOT_SUPPORTED).encode()
+            return self._process_protected(command)
         # A plain command ends any secure-messaging session (ICAO 9303-11 9.8.6).
         self.sm = None
-        return self._dispatch(command, False).encode()
+        if command.cla != 0x00 and not (command.cla == 0x10 and command.ins == 0x86):
+            return Response(b"", SW_CLA_NOT_SUPPORTED)
+        return self._dispatch(command, False)
 
     def _process_protected(self, command: Command) -> Response:
         sm = self.sm

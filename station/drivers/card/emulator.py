@@ -19,6 +19,7 @@ import argparse
 import base64
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -30,7 +31,9 @@ from types import FrameType
 
 from .applet import Card, EmrtdApplet, ForeignApplet
 from .hostcrypto import HostCrypto
-from .vpcd import CardSlot, Deframer, frame
+from .vpcd import CardSlot, Deframer, VpcdError, frame
+
+log = logging.getLogger(__name__)
 
 CARD_TYPES = ("emrtd", "wrong")
 STATE_FORMAT = 1
@@ -199,7 +202,11 @@ class CardEmulator:
                     return
                 for payload in deframer.feed(data):
                     before = card.writes
-                    reply = slot.handle(payload)
+                    try:
+                        reply = slot.handle(payload)
+                    except VpcdError as exc:  # a control byte we do not know: skip it
+                        log.warning("vpcd sent %s: %s; ignored", payload.hex(), exc)
+                        continue
                     self.apdus = slot.apdus
                     if card.writes != before:
                         self._save(card)
