@@ -17,6 +17,7 @@ from biometrics.fingerprint.synth import contact_mask
 from station.drivers.fingerprint.errors import (
     CaptureCancelled,
     NoFinger,
+    ProtocolFault,
     ScannerDisconnected,
     ScannerNotFound,
     ScannerTimeout,
@@ -486,3 +487,28 @@ def test_a_failing_frame_consumer_stops_the_scanner(
         scanner.capture_roll(3, timeout=5, on_frame=broken)
     # The roll was cancelled and drained: the line is clean for the next command.
     assert scanner.read_system_parameters().packet_size == 128
+
+
+def test_a_frame_off_the_platen_is_a_protocol_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scanner whose firmware places a window past the platen's edge: the officer gets
+    a clear ProtocolFault to retry, not a bare ValueError from deep in the composer."""
+    import station.drivers.fingerprint.simulator as simulator_module
+
+    def off_the_edge(
+        seed: int, person: int, finger: int, fault: str, fps: float
+    ) -> list[RollFrame]:
+        pixels = np.full((100, 120), 200, np.uint8)
+        return [RollFrame(0, 0, 760, 0, pixels)]  # 760 + 120 > 800
+
+    monkeypatch.setattr(simulator_module, "roll_sequence", off_the_edge)
+    config = SimConfig(tmp_path / "ttyFP4", seed=3, person=1, pace=False)
+    sim = ScannerSimulator(config).start()
+    try:
+        with FingerprintScanner(str(config.link), timeout=1.0) as scanner:
+            with pytest.raises(ProtocolFault, match="cannot place"):
+                scanner.capture_roll(1, timeout=5, trim=False)
+            assert scanner.read_system_parameters()  # and the scanner still answers
+    finally:
+        sim.stop()

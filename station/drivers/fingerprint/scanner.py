@@ -506,7 +506,13 @@ class FingerprintScanner:
         composer = RollComposer()
 
         def take(frame: RollFrame) -> None:
-            composer.add(frame)
+            try:
+                composer.add(frame)
+            except ValueError as exc:  # a window off the platen: the scanner's fault
+                raise ProtocolFault(
+                    f"The scanner sent a frame the composer cannot place ({exc}); retry the "
+                    "capture, and report the scanner if it repeats."
+                ) from None
             if on_frame is not None:
                 on_frame(frame)
 

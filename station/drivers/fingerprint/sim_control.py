@@ -132,6 +132,15 @@ class SimulatorProcess:
             self._process = subprocess.Popen(
                 self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # never leave a half-started simulator behind
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -139,11 +148,10 @@ class SimulatorProcess:
             if self.link.exists() and self.control_path.exists():
                 try:
                     self.control.send(cmd="ping")
-                    return self
-                except OSError:
+                    return
+                except (OSError, ValueError):  # not listening yet, or closed mid-reply
                     pass
             time.sleep(0.05)
-        self.stop()
         raise RuntimeError(f"simulator did not come up in {self.startup_timeout} s; see {self.log}")
 
     def stop(self, timeout: float = 10.0) -> None:
