@@ -126,6 +126,26 @@ def test_tampered_response_and_command_fail_their_mac() -> None:
         sm2.unprotect(Response.decode(flipped))
 
 
+@pytest.mark.parametrize(
+    "sw", [0x6982, 0x6A82, 0x6300, 0x6985, 0x6700, 0x6F00, 0x6282], ids=lambda sw: f"{sw:04X}"
+)
+def test_an_unmacd_status_word_other_than_6987_6988_is_refused(sw: int) -> None:
+    """ICAO 9303-11 9.8: under SM only 6987/6988 may come back plain; anything else
+    without a MAC could have been injected on the link (a plain 6982 would pass a card
+    whose data groups cannot be read)."""
+    sm, _ = _sessions()
+    with pytest.raises(SmError, match="without secure messaging"):
+        sm.unprotect(Response(b"", sw))
+    with pytest.raises(SmError):
+        sm.unprotect(Response(b"", 0x9000))
+
+
+@pytest.mark.parametrize("sw", [0x6987, 0x6988], ids=lambda sw: f"{sw:04X}")
+def test_a_plain_sm_error_ends_the_session_on_the_terminal_side(sw: int) -> None:
+    sm, _ = _sessions()
+    assert sm.unprotect(Response(b"", sw)) == Response(b"", sw)
+
+
 def test_odd_ins_and_extended_length_round_trip() -> None:
     sm, chip = _sessions()
     command = Command(0x00, 0xB1, 0x00, 0x00, H("5403008000"), 1000)

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from enrollment.icao.chip import ChipContents, ChipSecrets
-from station.drivers.card import profile
+from station.drivers.card import applet, profile
 from station.drivers.card.apdu import Response
 from station.drivers.card.emulator import Faults
 from station.drivers.card.encoder import CardEncoder, EncoderSettings
@@ -80,6 +80,25 @@ def test_personalise_lock_read_back_and_verify(card_bay: CardBay, chip: Chip) ->
     health = encoder.health.snapshot()
     assert health.ok
     assert health.details["reader"] == card_bay.reader
+
+
+def test_verify_fails_when_an_ordinary_data_group_cannot_be_read(
+    card_bay: CardBay, chip: Chip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only DG3/DG4 may be refused under BAC/PACE (they need EAC): a chip that refuses DG2
+    does not hold a readable card, whatever passive authentication says of the rest."""
+    contents, pki, secrets = chip
+    monkeypatch.setattr(applet, "EAC_PROTECTED", (0x0102, 0x0103, 0x0104))  # the emulator's
+    card_bay.card().insert()
+    encoder = card_bay.encoder()
+    encoder.wait_for_card(5)
+    encoder.personalise(contents, secrets)
+    read = encoder.read_back_report(contents.mrz_information, sorted(contents.files))
+    assert read.refused == (0x0102, 0x0103)
+    with pytest.raises(VerificationFailed, match=r"refused.*0102") as failed:
+        encoder.verify(contents, [pki.csca])
+    assert "0103" not in str(failed.value).split("refused")[1]  # DG3 is expected (EAC)
+    assert encoder.health.snapshot().last_error is not None
 
 
 def test_extended_length_apdus_cut_the_exchange(card_bay: CardBay, chip: Chip) -> None:

@@ -176,3 +176,30 @@ def test_the_emulator_survives_an_unknown_control_byte_and_a_short_apdu(
         ours.close()
         thread.join(5)
     assert not thread.is_alive()
+
+
+@FUZZ
+@given(
+    st.sampled_from([0xA4, 0xB0, 0xB1, 0xD6, 0xE0, 0xE4, 0xDA, 0x44, 0x84, 0x82, 0x22, 0x86, 0x88])
+    | st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.binary(max_size=64),
+    st.one_of(st.none(), st.integers(1, 256)),
+)
+@example(0xA4, 0x02, 0x0C, b"\x01\x03", None)  # DG3: 6982
+@example(0xA4, 0x02, 0x0C, b"\x01\x09", None)  # not on the card: 6A82
+@example(0xB0, 0x00, 0x00, b"", 4)  # no current EF: 6986
+@example(0xD6, 0x00, 0x00, b"x", None)  # write after lock: 6985
+@example(0x88, 0x00, 0x00, b"\x01" * 8, 256)  # no AA key: 6A88
+@example(0x2A, 0x00, 0x00, b"", None)  # unknown instruction: 6D00
+def test_every_answer_to_a_protected_command_is_protected(
+    ins: int, p1: int, p2: int, data: bytes, le: int | None
+) -> None:
+    """Errors under secure messaging come back MACed, so the terminal can trust them;
+    a terminal that accepts only 6987/6988 in plain (ICAO 9303-11 9.8) meets no other."""
+    card = personalised(lock=True)
+    sm, _ = bac(card)
+    assert sm is not None
+    reply = sm_send(card, sm, Command(0x00, ins, p1, p2, data, le))  # raises SmError if not
+    assert reply.sw not in (0x6987, 0x6988)

@@ -582,6 +582,8 @@ def card_bac_and_sm():
     )
     attempt("terminal: plain 9000", lambda: terminal_sm.unprotect(apdu.Response(b"", 0x9000)))
     attempt("terminal: plain 6988", lambda: repr(terminal_sm.unprotect(apdu.Response(b"", 0x6988))))
+    attempt("terminal: plain 6987", lambda: repr(terminal_sm.unprotect(apdu.Response(b"", 0x6987))))
+    attempt("terminal: plain 6982", lambda: terminal_sm.unprotect(apdu.Response(b"", 0x6982)))
     attempt("terminal: no 99", lambda: terminal_sm.unprotect(apdu.Response(tlv.tlv(0x8E, b""), 0)))
     attempt("terminal: junk", lambda: terminal_sm.unprotect(apdu.Response(b"\x99\x05", 0x9000)))
     attempt("sm: key sizes", lambda: sm.SecureMessaging(crypto, b"", b"", b""))

@@ -560,10 +560,14 @@ class CardEncoder:
             for fid, data in read.files.items()
             if not hmac.compare_digest(data, bytes(chip.files[fid]))
         ]
-        if different or read.missing:
+        # Only the EAC-protected groups (DG3/DG4) may be refused under BAC/PACE; any
+        # other refusal means the card cannot give what it should.
+        refused = [fid for fid in read.refused if fid not in profile.EAC_PROTECTED]
+        if different or read.missing or refused:
             error = VerificationFailed(
                 "the card does not hold what was written "
-                f"(different: {_fid_list(different)}; missing: {_fid_list(read.missing)}); "
+                f"(different: {_fid_list(different)}; missing: {_fid_list(read.missing)}; "
+                f"refused under {read.access.upper()}: {_fid_list(refused)}); "
                 "personalise a new card"
             )
             raise self._guard(error)

@@ -7,9 +7,12 @@ before each command and each response; with AES it also gives the IV, E(KSenc, S
 Sans-I/O and MicroPython-compatible; crypto is injected.
 """
 
-from .apdu import Command, Response
+from .apdu import SW_SM_INCORRECT, SW_SM_MISSING, Command, Response, describe_sw
 from .cardcrypto import CardCrypto, pad, unpad
 from .tlv import TlvError, encode_length, parse, tlv
+
+# The only status words a chip may answer in plain during a session (ICAO 9303-11 9.8).
+PLAIN_SM_ERRORS = (SW_SM_MISSING, SW_SM_INCORRECT)
 
 
 class SmError(Exception):
@@ -95,13 +98,15 @@ class SecureMessaging:
     def unprotect(self, response: Response) -> Response:
         """Check and unwrap the chip's response (increments the SSC).
 
-        A response without SM objects (the chip reporting an SM error such as 6987/6988
-        in plain) is returned as is: the session is then over.
+        Only 6987 and 6988 (the chip reporting an SM error, ICAO 9303-11 9.8) may come
+        back plain; they are returned as is, and the session is then over. Any other
+        status word without SM objects raises SmError: nothing vouches for it, so a faulty
+        link or a man in the middle could have put it there.
         """
         if not response.data:
-            if response.ok:
-                raise SmError("9000 without secure-messaging objects")
-            return response
+            if response.sw in PLAIN_SM_ERRORS:
+                return response
+            raise SmError(f"{describe_sw(response.sw)} without secure messaging")
         try:
             objects = parse(response.data)
         except TlvError as exc:
