@@ -17,7 +17,8 @@ pcscd serves a whole process (:func:`start_private_pcscd` before any PC/SC call)
 
 from __future__ import annotations
 
-import ctypes
+import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -47,11 +48,25 @@ def _port_listening(port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the test process dies, even by SIGKILL,
-    so a killed test run leaves no pcscd behind (Linux prctl PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+# Run by ``unshare --mount sh -c``: $1 the directory to bind over /run/pcscd, $2 the
+# reader configuration. pcscd runs in the background and the shell waits for it, so the
+# shell's exit says pcscd ended. A watcher reads the shell's stdin, a pipe whose write end
+# only the starting process holds: end of file comes when that process closes it (stop())
+# or ends in any way, SIGKILL included, and the watcher then sends SIGTERM to the whole
+# process group (the session start_new_session gave it). The shell ignores SIGTERM (set
+# after pcscd started, so pcscd does not inherit it) and reaps pcscd before it exits: no
+# orphan is left for init. A background job's stdin is /dev/null in a non-interactive
+# shell, hence the pipe moves to fd 3.
+_SCRIPT = """
+mkdir -p /run/pcscd && mount --bind "$1" /run/pcscd || exit 1
+exec 3<&0 </dev/null
+pcscd --foreground --config "$2" 3<&- &
+pcscd=$!
+trap '' TERM
+(cat <&3 >/dev/null; kill -TERM 0) &
+exec 3<&-
+wait "$pcscd"
+"""
 
 
 def _free_port_pair() -> int:
@@ -81,6 +96,12 @@ class PcscDaemon:
         self.socket_path = self.run_dir / "pcscd.comm"
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._lifeline: int | None = None  # write end of the watcher's pipe
+
+    @property
+    def running(self) -> bool:
+        process = self._process
+        return process is not None and process.poll() is None
 
     def reader_name(self, slot: int = 0) -> str:
         return f"Virtual PCD 00 {slot:02d}"
@@ -89,9 +110,17 @@ class PcscDaemon:
         return self.port + slot
 
     def start(self, timeout: float = 15.0) -> None:
+        """Start pcscd and wait until its socket and both vpcd ports are up.
+
+        From any thread: pcscd lives until :meth:`stop`, the interpreter's exit (an
+        atexit hook), or the end of this process however it ends (SIGKILL included).
+        """
+        if self._process is not None:
+            raise RuntimeError("this pcscd is already started")
         for _attempt in range(3):
             self.port = _free_port_pair()
             if self._try_start(timeout):
+                atexit.register(self.stop)
                 return
         raise RuntimeError(f"pcscd did not start; see {self.log_path}")
 
@@ -102,42 +131,59 @@ class PcscDaemon:
             f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:{self.port}\n'
             f"LIBPATH {VPCD_DRIVER}\nCHANNELID {self.port}\n"
         )
-        script = (
-            'mkdir -p /run/pcscd && mount --bind "$1" /run/pcscd && '
-            'exec pcscd --foreground --config "$2"'
-        )
-        with self.log_path.open("ab") as log:
-            process = subprocess.Popen(
-                ["unshare", "--mount", "sh", "-c", script, "pcscd", self.run_dir, self.conf_dir],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
+        # Not prctl(PR_SET_PDEATHSIG): it fires when the THREAD that started the child
+        # exits (prctl(2)), so a pcscd started from a worker thread died with it.
+        lifeline_in, lifeline = os.pipe()
+        try:
+            with self.log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    [
+                        *("unshare", "--mount", "sh", "-c", _SCRIPT, "pcscd"),
+                        *(str(self.run_dir), str(self.conf_dir)),
+                    ],
+                    stdin=lifeline_in,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except BaseException:
+            os.close(lifeline)
+            raise
+        finally:
+            os.close(lifeline_in)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                return False
+                break
             if self.socket_path.exists() and all(
                 _port_listening(self.slot_port(s)) for s in (0, 1)
             ):
                 self._process = process
+                self._lifeline = lifeline
                 return True
             time.sleep(0.02)
-        process.kill()
-        process.wait(5)
+        _end(process, lifeline, 5.0)
         return False
 
     def stop(self) -> None:
+        """Stop pcscd and wait for it (idempotent)."""
+        atexit.unregister(self.stop)
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        lifeline, self._lifeline = self._lifeline, None
+        if process is not None and lifeline is not None:
+            _end(process, lifeline, 10.0)
+
+
+def _end(process: subprocess.Popen[bytes], lifeline: int, timeout: float) -> None:
+    """Close the lifeline (the watcher then stops the group) and reap the shell; kill the
+    group if that takes longer than ``timeout`` seconds."""
+    os.close(lifeline)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
 
 
 def pcscd_unavailable() -> str | None:
