@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from station.drivers.card.bay import PcscDaemon, pcscd_unavailable
+from station.drivers.card.bay import PcscDaemon, pcscd_unavailable, private_pcscd
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -122,3 +122,41 @@ def test_the_process_ending_takes_its_pcscd_along(tmp_path: Path, end: str) -> N
             process.kill()
             process.wait()
     assert wait_until_gone(workdir) == [], "pcscd outlived the process that started it"
+
+
+def test_private_pcscd_starts_points_the_process_at_it_and_always_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PCSCLITE_CSOCK_NAME", raising=False)
+    seen: list[PcscDaemon] = []
+
+    def use_and_fail() -> None:
+        with private_pcscd() as daemon:
+            seen.append(daemon)
+            assert daemon.running
+            assert os.environ["PCSCLITE_CSOCK_NAME"] == str(daemon.socket_path)
+            assert len(pcscd_pids(daemon.workdir)) == 1
+            raise KeyError("the caller fails half way")
+
+    with pytest.raises(KeyError):
+        use_and_fail()
+    (daemon,) = seen
+    assert not daemon.running
+    assert wait_until_gone(daemon.workdir, 1.0) == []
+    assert "PCSCLITE_CSOCK_NAME" not in os.environ
+    assert not daemon.workdir.exists()  # its temporary directory went with it
+
+
+def test_private_pcscd_refuses_a_second_daemon_and_leaves_none_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PCSCLITE_CSOCK_NAME", "/elsewhere/pcscd.comm")
+
+    def enter() -> None:
+        with private_pcscd(tmp_path / "p"):
+            pytest.fail("entered")
+
+    with pytest.raises(RuntimeError, match="another pcscd"):
+        enter()
+    assert wait_until_gone(tmp_path / "p", 1.0) == []
+    assert os.environ["PCSCLITE_CSOCK_NAME"] == "/elsewhere/pcscd.comm"

@@ -12,7 +12,11 @@ directory, and this process points pyscard at it with PCSCLITE_CSOCK_NAME. The v
 reader listens on a free port pair (vpcd opens one port per slot, two slots).
 
 pcsc-lite's client caches the socket path at the first PC/SC call of a process, so one
-pcscd serves a whole process (:func:`start_private_pcscd` before any PC/SC call).
+pcscd serves a whole process: enter :func:`private_pcscd` before any PC/SC call::
+
+    with private_pcscd(run_dir / "pcscd") as daemon:
+        bay = CardBay(daemon, run_dir)
+        ...
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from station.drivers.card.emulator import CardEmulator, Faults
@@ -248,3 +254,29 @@ def use_pcscd(daemon: PcscDaemon) -> None:
     if previous and previous != str(daemon.socket_path):
         raise RuntimeError("this process already talks to another pcscd")
     os.environ["PCSCLITE_CSOCK_NAME"] = str(daemon.socket_path)
+
+
+@contextlib.contextmanager
+def private_pcscd(workdir: Path | None = None, timeout: float = 15.0) -> Iterator[PcscDaemon]:
+    """Start a private pcscd, point this process's PC/SC client at it, and stop it on the
+    way out whatever happens (``PCSCLITE_CSOCK_NAME`` is put back as it was).
+
+    ``workdir`` holds its socket, configuration and log; without one, a temporary
+    directory removed afterwards. RuntimeError when pcscd does not start or this process
+    already talks to another pcscd (nothing is left running then either).
+    """
+    path = Path(tempfile.mkdtemp(prefix="pcscd-")) if workdir is None else workdir
+    daemon = PcscDaemon(path)
+    previous = os.environ.get("PCSCLITE_CSOCK_NAME")
+    try:
+        daemon.start(timeout)
+        use_pcscd(daemon)
+        yield daemon
+    finally:
+        daemon.stop()
+        if previous is None:
+            os.environ.pop("PCSCLITE_CSOCK_NAME", None)
+        else:
+            os.environ["PCSCLITE_CSOCK_NAME"] = previous
+        if workdir is None:
+            shutil.rmtree(path, ignore_errors=True)
