@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from station.drivers.card import profile
+from station.drivers.card import cardcrypto, profile
 from station.drivers.card.apdu import ApduError, Command, Response, describe_sw
 from station.drivers.card.applet import EmrtdApplet
 from station.drivers.card.hostcrypto import HostCrypto
@@ -241,3 +241,61 @@ def test_core_imports_only_other_cores(module: str) -> None:
     assert imported <= set(CORE_MODULES), imported - set(CORE_MODULES)
     plain = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert plain == set()
+
+
+# --- MACs, tokens and nonces are compared in constant time ---------------------------------
+
+SECRET_WORDS = ("mac", "token", "rnd")
+
+
+def _secret_operand(node: ast.expr) -> bool:
+    """A comparison operand that holds a MAC, an authentication token or a nonce."""
+    for sub in ast.walk(node):
+        name = sub.id if isinstance(sub, ast.Name) else getattr(sub, "attr", "")
+        if any(word in name.lower() for word in SECRET_WORDS):
+            return True
+    return False
+
+
+def _plain_secret_comparisons(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
+        ):
+            operands = [node.left, *node.comparators]
+            if any(_secret_operand(o) for o in operands) and not any(
+                isinstance(o, ast.Constant) or (isinstance(o, ast.Call) and _is_len(o))
+                for o in operands
+            ):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def _is_len(call: ast.Call) -> bool:
+    return isinstance(call.func, ast.Name) and call.func.id == "len"
+
+
+@pytest.mark.parametrize("module", ["sm", "bac", "pace"])
+def test_macs_tokens_and_nonces_are_compared_in_constant_time(module: str) -> None:
+    """`a != b` on bytes stops at the first difference: a timing oracle for a forger.
+    The cores compare with cardcrypto.constant_time_equal (MicroPython has no hmac)."""
+    assert _plain_secret_comparisons(CARD_DIR / f"{module}.py") == []
+
+
+def test_the_comparison_checker_catches_what_it_should(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("if self._mac(x) != mac:\n    pass\nok = len(mac) == 8\n")
+    assert len(_plain_secret_comparisons(bad)) == 1
+
+
+@given(st.binary(max_size=20), st.binary(max_size=20))
+@example(b"", b"")
+@example(b"\x00" * 8, b"\x00" * 8)
+@example(b"\x00" * 8, b"\x00" * 7 + b"\x01")
+@example(b"\x01" + b"\x00" * 7, b"\x00" * 8)
+@example(b"abc", b"abcd")
+def test_constant_time_equal_is_equality(a: bytes, b: bytes) -> None:
+    assert cardcrypto.constant_time_equal(a, b) is (a == b)
+    assert cardcrypto.constant_time_equal(a, a) is True
+    assert cardcrypto.constant_time_equal(bytearray(a), a) is True

@@ -468,6 +468,14 @@ def card_codecs():
         attempt("unpad " + raw, lambda raw=raw: cardcrypto.unpad(bytes.fromhex(raw)))
     out("xor", hx(cardcrypto.xor(b"\x0f\xf0", b"\xff\xff")))
     attempt("xor lengths", lambda: cardcrypto.xor(b"\x00", b""))
+    for a, b in (
+        (b"", b""),
+        (b"\x01\x02", b"\x01\x02"),
+        (b"\x01\x02", b"\x01\x03"),
+        (b"\x01", b""),
+    ):
+        out("equal", hx(a), hx(b), cardcrypto.constant_time_equal(a, b))
+    out("equal bytearray", cardcrypto.constant_time_equal(bytearray(b"\xff" * 8), b"\xff" * 8))
     base = cardcrypto.CardCrypto()
     attempt("interface", lambda: base.sha1(b""))
 

@@ -4,7 +4,7 @@ authentication, for the terminal (the encoder) and for the chip (our emulator).
 Sans-I/O and MicroPython-compatible; crypto is injected (:class:`CardCrypto`).
 """
 
-from .cardcrypto import CardCrypto, xor
+from .cardcrypto import CardCrypto, constant_time_equal, xor
 from .sm import SecureMessaging
 
 ENC = 1
@@ -108,10 +108,12 @@ class BacTerminal:
         if len(response_data) != 40:
             raise BacError("MUTUAL AUTHENTICATE answer must be 40 bytes")
         e_ic = response_data[:32]
-        if self.crypto.retail_mac(self.k_mac, _pad32(e_ic)) != response_data[32:]:
+        if not constant_time_equal(
+            self.crypto.retail_mac(self.k_mac, _pad32(e_ic)), response_data[32:]
+        ):
             raise BacError("the chip's MAC does not verify")
         r = self.crypto.tdes_cbc_decrypt(self.k_enc, e_ic)
-        if r[:8] != self._rnd_ic or r[8:16] != self._rnd_ifd:
+        if not constant_time_equal(r[:16], self._rnd_ic + self._rnd_ifd):
             raise BacError("the chip did not return our nonces")
         return _session(self.crypto, self._k_ifd, r[16:], self._rnd_ic, self._rnd_ifd)
 
@@ -137,10 +139,12 @@ class BacChip:
         if len(command_data) != 40:
             raise BacError("MUTUAL AUTHENTICATE data must be 40 bytes")
         e_ifd = command_data[:32]
-        if self.crypto.retail_mac(self.k_mac, _pad32(e_ifd)) != command_data[32:]:
+        if not constant_time_equal(
+            self.crypto.retail_mac(self.k_mac, _pad32(e_ifd)), command_data[32:]
+        ):
             raise BacError("the terminal's MAC does not verify")
         s = self.crypto.tdes_cbc_decrypt(self.k_enc, e_ifd)
-        if s[8:16] != rnd_ic:
+        if not constant_time_equal(s[8:16], rnd_ic):
             raise BacError("the terminal did not return our challenge")
         rnd_ifd = s[:8]
         k_ic = bytes(k_ic) or self.crypto.random(16)

@@ -69,3 +69,16 @@ def xor(a: bytes, b: bytes) -> bytes:
     if len(a) != len(b):
         raise ValueError("xor of unequal lengths")
     return bytes([a[i] ^ b[i] for i in range(len(a))])
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """``a == b`` in a time that does not depend on where they differ, for MACs,
+    authentication tokens and nonces (``==`` stops at the first difference: a timing
+    oracle for a forger). MicroPython has no ``hmac.compare_digest``, hence this loop.
+    Lengths are not secret: unequal lengths are unequal at once."""
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= a[i] ^ b[i]
+    return diff == 0

@@ -11,7 +11,7 @@ Sans-I/O and MicroPython-compatible; AES, CMAC and SHA-1 come from the injected 
 """
 
 from .apdu import Command
-from .cardcrypto import CardCrypto
+from .cardcrypto import CardCrypto, constant_time_equal
 from .ec import STANDARD_CURVES, Curve, EcError
 from .sm import AesSecureMessaging
 from .tlv import TlvError, find, parse, tlv
@@ -173,7 +173,7 @@ class PaceTerminal(_Side):
 
     def finish(self, chip_token: bytes) -> AesSecureMessaging:
         expected = _token(self.crypto, self.ks_mac, self.curve, self.pk_eph)
-        if chip_token != expected:
+        if not constant_time_equal(chip_token, expected):
             raise PaceError("the chip's authentication token does not verify")
         return self.session()
 
@@ -214,7 +214,8 @@ class PaceChip(_Side):
             out = tlv(0x84, self.curve.encode(self.pk_eph))
         elif self.step == 4:
             token = find(objects, 0x85)
-            if token != _token(self.crypto, self.ks_mac, self.curve, self.pk_eph):
+            expected = _token(self.crypto, self.ks_mac, self.curve, self.pk_eph)
+            if token is None or not constant_time_equal(token, expected):
                 raise PaceError("the terminal's authentication token does not verify")
             out = tlv(0x86, _token(self.crypto, self.ks_mac, self.curve, self.peer_eph))
         else:

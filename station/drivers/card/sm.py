@@ -8,7 +8,7 @@ Sans-I/O and MicroPython-compatible; crypto is injected.
 """
 
 from .apdu import SW_SM_INCORRECT, SW_SM_MISSING, Command, Response, describe_sw
-from .cardcrypto import CardCrypto, pad, unpad
+from .cardcrypto import CardCrypto, constant_time_equal, pad, unpad
 from .tlv import TlvError, encode_length, parse, tlv
 
 # The only status words a chip may answer in plain during a session (ICAO 9303-11 9.8).
@@ -129,7 +129,7 @@ class SecureMessaging:
         if mac is None or status is None or len(status) != 2:
             raise SmError("response lacks DO'99' or DO'8E'")
         ssc = self._next_ssc()
-        if self._mac(ssc + covered) != mac:
+        if not constant_time_equal(self._mac(ssc + covered), mac):
             raise SmError("response MAC does not verify")
         data = b""
         if encrypted is not None:
@@ -167,7 +167,7 @@ class SecureMessaging:
         if mac is None:
             raise SmError("command lacks DO'8E'")
         ssc = self._next_ssc()
-        if self._mac(ssc + header + covered) != mac:
+        if not constant_time_equal(self._mac(ssc + header + covered), mac):
             raise SmError("command MAC does not verify")
         data = b""
         if encrypted is not None:
