@@ -18,7 +18,7 @@ from station.drivers.card.pace import (
     password_key,
 )
 from station.drivers.card.sm import SecureMessaging
-from station.drivers.card.tlv import tlv
+from station.drivers.card.tlv import find, parse, tlv
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -122,6 +122,63 @@ def test_after_lock_writes_and_plain_reads_are_refused() -> None:
     sm, _ = bac(card)
     assert sm is not None
     assert sm_send(card, sm, profile.update_binary(0, b"x")).sw == 0x6985
+
+
+def test_plain_commands_after_lock_answer_as_card_md_says() -> None:
+    """docs/protocols/card.md, "Anything plain once locked": what a plain command gets."""
+    card = personalised()
+    read4 = profile.read_binary(0, 4)
+    mf = Command(0x00, 0xA4, 0x00, 0x0C)
+    assert send(card, mf).sw == 0x9000  # SELECT MF: always
+    assert send(card, read4).sw == 0x6986  # no current EF
+    assert send(card, profile.select_ef(0x0101)).sw == 0x6A82  # application not selected
+    assert send(card, Command(0x00, 0xB0, 0x81, 0x00, b"", 4)).sw == 0x6A82  # SFI, same
+    assert send(card, profile.select_ef(profile.FID_CARD_ACCESS)).sw == 0x6A82  # none here
+    assert send(card, profile.select_aid()).sw == 0x9000
+    assert send(card, read4).sw == 0x6986
+    assert send(card, profile.select_ef(0x0101)).sw == 0x6982
+    assert send(card, profile.select_ef(0x0109)).sw == 0x6982  # absent, but refused first
+    assert send(card, Command(0x00, 0xB0, 0x81, 0x00, b"", 4)).sw == 0x6982
+    assert send(card, profile.internal_authenticate(bytes(8))).sw == 0x6982
+    for write in (
+        profile.create_ef(0x0105, 4),
+        profile.update_binary(0, b"x"),
+        profile.delete_ef(0x0101),
+        profile.put_bac_keys(bytes(16), bytes(16)),
+        profile.activate(),
+    ):
+        assert send(card, write).sw == 0x6985, write
+    assert send(card, profile.get_challenge()).ok
+    assert send(card, Command(0x00, 0x2A, 0x00, 0x00)).sw == 0x6D00
+    assert send(card, Command(0x80, 0xB0, 0x00, 0x00, b"", 4)).sw == 0x6E00
+    # a current EF chosen under secure messaging stays current, but not readable in plain
+    sm, _ = bac(card)
+    assert sm is not None
+    assert sm_send(card, sm, profile.select_ef(0x0101)).ok
+    assert send(card, read4).sw == 0x6982
+
+
+def test_the_failure_count_is_shown_after_lock_only_under_secure_messaging() -> None:
+    """C2 in the FCP: while personalising no authentication can fail, so it is 0; once
+    locked it counts, and only a reader that authenticated (knows the MRZ) is told: a
+    count anyone could read would tell cards apart."""
+    card = personalised(lock=False)
+    info = profile.ApplicationInfo.parse(send(card, profile.select_aid(fcp=True)).data)
+    assert info.bac_failures == 0
+    assert send(card, profile.activate()).ok
+    for _ in range(2):
+        sm, answer = bac(card, "L898902C<369080619406237")
+        assert sm is None
+        assert answer.sw == 0x6300
+    plain = send(card, profile.select_aid(fcp=True))
+    assert plain.ok
+    assert find(parse(find(parse(plain.data), 0x62) or b""), 0xA5) is None
+    sm, _ = bac(card)
+    assert sm is not None
+    protected = sm_send(card, sm, profile.select_aid(fcp=True))
+    assert protected.ok
+    info = profile.ApplicationInfo.parse(protected.data)
+    assert (info.locked, info.bac_failures, info.fids) == (True, 2, [])
 
 
 def test_bac_read_back_all_but_dg3() -> None:

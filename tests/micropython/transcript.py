@@ -508,8 +508,8 @@ def card_codecs():
     writes = profile.write_commands(profile.FID_DG1, content, 231)
     out("write_commands", len(writes), digest(b"".join([c.encode() for c in writes])))
     out("last writes", hx(writes[-2].encode()[:16]), hx(writes[-1].encode()[:16]))
-    for full in (True, False):
-        fcp = profile.application_fcp(profile.LC_OPERATIONAL, [0x011E, 0x0101], 3, full)
+    for full, counted in ((True, False), (False, False), (False, True)):
+        fcp = profile.application_fcp(profile.LC_OPERATIONAL, [0x011E, 0x0101], 3, full, counted)
         info = profile.ApplicationInfo.parse(fcp)
         out("fcp", hx(fcp), info.lifecycle, info.locked, info.fids, info.bac_failures)
     attempt("fcp not", lambda: profile.ApplicationInfo.parse(tlv.tlv(0x6F, b"")))

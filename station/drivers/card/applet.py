@@ -278,7 +278,10 @@ class EmrtdApplet(Card):
             if not fcp_wanted:
                 return Response(b"", SW_OK)
             fids = sorted(self.files)
-            fcp = application_fcp(self.lifecycle, fids, self.bac_failures, not self.operational)
+            # The failure count once locked: only to a reader that authenticated.
+            fcp = application_fcp(
+                self.lifecycle, fids, self.bac_failures, not self.operational, secure
+            )
             return Response(fcp, SW_OK)
         if c.p1 not in (0x00, 0x02) or len(c.data) not in (0, 2):
             raise CardError(SW_WRONG_P1P2)

@@ -27,7 +27,7 @@ TAG_PACE_SECRET = 0x00C3  # PUT DATA P1-P2: SHA-1 of the MRZ information (20 byt
 TAG_AA_KEY = 0x00C4  # PUT DATA P1-P2: Active Authentication P-256 private scalar (32 bytes)
 FID_DG15 = 0x010F
 TAG_FIDS_PRESENT = 0xC1  # in the FCP's A5 template: the EF identifiers, 2 bytes each
-TAG_BAC_FAILURES = 0xC2  # in the FCP's A5 template: failed MUTUAL AUTHENTICATE count
+TAG_BAC_FAILURES = 0xC2  # in the FCP's A5 template: failed BAC/PACE count (see card.md)
 
 # ICAO 9303-10 table: DG3 (fingerprints) and DG4 (iris) need Extended Access Control.
 EAC_PROTECTED = (0x0103, 0x0104)
@@ -182,13 +182,18 @@ class ApplicationInfo:
         return ApplicationInfo(lifecycle, fids, failures)
 
 
-def application_fcp(lifecycle: int, fids: list[int], bac_failures: int, full: bool) -> bytes:
-    """The application's FCP; the proprietary A5 part only while personalising."""
+def application_fcp(
+    lifecycle: int, fids: list[int], bac_failures: int, full: bool, counted: bool = False
+) -> bytes:
+    """The application's FCP. The proprietary A5 part: the EFs present and the failure
+    count while personalising (``full``); the failure count alone when ``counted`` (once
+    locked, to a reader under secure messaging); otherwise none."""
     body = tlv(0x84, AID_EMRTD) + tlv(0x8A, bytes([lifecycle]))
-    if full:
-        listed = b"".join([f.to_bytes(2, "big") for f in fids])
-        body += tlv(
-            0xA5,
-            tlv(TAG_FIDS_PRESENT, listed) + tlv(TAG_BAC_FAILURES, bac_failures.to_bytes(2, "big")),
-        )
+    if full or counted:
+        proprietary = b""
+        if full:
+            listed = b"".join([f.to_bytes(2, "big") for f in fids])
+            proprietary += tlv(TAG_FIDS_PRESENT, listed)
+        proprietary += tlv(TAG_BAC_FAILURES, bac_failures.to_bytes(2, "big"))
+        body += tlv(0xA5, proprietary)
     return tlv(0x62, body)
