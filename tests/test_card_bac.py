@@ -1,7 +1,11 @@
 """BAC and secure messaging against the worked example of ICAO 9303-11 Appendix D."""
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from enrollment.icao import mrz as icao_mrz
+from enrollment.icao.errors import LdsError
 from station.drivers.card.apdu import Command, Response
 from station.drivers.card.bac import (
     BacChip,
@@ -165,3 +169,47 @@ def test_padding_method_2() -> None:
     assert unpad(pad(b"abc")) == b"abc"
     with pytest.raises(ValueError, match="padding"):
         unpad(bytes(8))
+
+
+# --- the MRZ helpers: the core's copy (MicroPython) and enrollment.icao's must agree -------
+
+MRZ_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ<"
+mrz_text = st.text(alphabet=MRZ_ALPHABET, max_size=14)
+dates = st.text(alphabet="0123456789", min_size=6, max_size=6)
+
+
+@given(mrz_text)
+@example("")
+@example("L898902C3")
+@example("<<<<<<<<<")
+def test_check_digit_equals_enrollment_icao(text: str) -> None:
+    assert check_digit(text) == icao_mrz.check_digit(text)
+
+
+@given(st.text(alphabet=MRZ_ALPHABET, max_size=9), dates, dates)
+@example("L898902C", "690806", "940623")
+@example("", "000101", "991231")
+@example("C11T002JM", "960220", "310101")
+def test_mrz_information_equals_enrollment_icao(number: str, birth: str, expiry: str) -> None:
+    """The encoder derives the chip's keys from enrollment.icao's string; a card core
+    that disagreed would lock the chip with keys no reader could match."""
+    assert mrz_information(number, birth, expiry) == icao_mrz.mrz_information(number, birth, expiry)
+
+
+@given(
+    st.text(max_size=9).filter(lambda t: any(c not in MRZ_ALPHABET for c in t)),
+    st.sampled_from(["number", "birth", "expiry"]),
+)
+@example("l898902c", "number")
+@example("L898902c", "number")
+@example("ab", "birth")
+def test_both_refuse_what_is_not_mrz_text(bad: str, where: str) -> None:
+    """Lower case included: MRZ text is upper case, and quietly upper-casing it would
+    accept an MRZ that is not the one the chip was written with."""
+    fields = {"number": "L898902C", "birth": "690806", "expiry": "940623"}
+    fields[where] = bad
+    args = (fields["number"], fields["birth"], fields["expiry"])
+    with pytest.raises(LdsError):
+        icao_mrz.mrz_information(*args)
+    with pytest.raises(ValueError, match="not an MRZ character"):
+        mrz_information(*args)

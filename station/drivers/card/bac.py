@@ -27,15 +27,20 @@ def check_digit(text: str) -> str:
         elif ch == "<":
             value = 0
         else:
-            raise ValueError(f"not an MRZ character: {ch!r}")
+            raise ValueError(f"not an MRZ character: {ch!r} (MRZ text is A-Z, 0-9 and <)")
         total += value * _WEIGHTS[i % 3]
     return str(total % 10)
 
 
 def mrz_information(document_number: str, birth_date: str, expiry_date: str) -> str:
     """The BAC seed string: document number (padded to 9), birth and expiry dates (YYMMDD),
-    each followed by its check digit."""
-    number = document_number.upper()
+    each followed by its check digit.
+
+    The fields are MRZ text as printed: anything else, lower case included, raises
+    ValueError (as :func:`enrollment.icao.mrz.mrz_information` raises LdsError). Quietly
+    upper-casing would accept an MRZ other than the one the chip's keys came from.
+    """
+    number = document_number
     if len(number) < 9:
         number = number + "<" * (9 - len(number))
     out = ""
