@@ -49,7 +49,7 @@ from enrollment.icao.chip import ChipContents, ChipSecrets, build_chip
 from enrollment.icao.lds import FaceImage, FingerImage
 from enrollment.icao.mrz import cccd_td1
 from enrollment.icao.pki import SoftwarePki
-from station.drivers.card.bay import CardBay, PcscDaemon, pcscd_unavailable, use_pcscd
+from station.drivers.card.bay import CardBay, pcscd_unavailable, private_pcscd
 from station.drivers.card.encoder import PersonalisationReport, VerificationReport
 from station.drivers.fingerprint.band import trim_roll
 from station.drivers.fingerprint.frames import PLATEN_HEIGHT, PLATEN_WIDTH, RollFrame
@@ -358,15 +358,12 @@ def card_table(work: Path, quick: bool) -> list[CardPoint]:
         return []
     print("  building chips (synthetic portrait and rolled fingers, WSQ) ...", flush=True)
     cases, csca = chip_cases(quick)
-    daemon = PcscDaemon(work / "pcscd")
-    daemon.start()
-    use_pcscd(daemon)
-    bay = CardBay(daemon, work)
-    try:
-        return card_rows(bay, cases, csca, 3 if quick else 5)
-    finally:
-        bay.close()
-        daemon.stop()
+    with private_pcscd(work / "pcscd") as daemon:
+        bay = CardBay(daemon, work)
+        try:
+            return card_rows(bay, cases, csca, 3 if quick else 5)
+        finally:
+            bay.close()
 
 
 def card_rows(
