@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 # Debian packages: the Python build chain, and the real key stores the tests start
 # (SoftHSM2 for PKCS#11, swtpm for TPM 2.0; libtss2-dev lets tpm2-pytss build), and the
 # PC/SC stack the card encoder talks to (pcscd + the vpcd virtual reader; pyscard builds
-# against libpcsclite-dev).
+# against libpcsclite-dev), and PostgreSQL, which the registry tests start on their own.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc make pkg-config openssl
               libtss2-dev softhsm2 swtpm swtpm-tools
-              pcscd libpcsclite-dev vsmartcard-vpcd)
+              pcscd libpcsclite-dev vsmartcard-vpcd postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
