@@ -1,0 +1,231 @@
+"""The operations whose safety rests on the database's locking, written once for both
+backends.
+
+How concurrent callers are kept apart:
+
+- PostgreSQL (READ COMMITTED): row locks. ``SELECT ... FOR UPDATE`` on the sequence row
+  makes a second allocator for the same prefix wait until the first commits or rolls back;
+  it then reads the committed value. The job queue's ``FOR UPDATE SKIP LOCKED`` lets each
+  worker pass over rows another worker is claiming instead of waiting for them.
+- SQLite: one writer at a time. The engine (``central.db.engine``) starts every transaction
+  with ``BEGIN IMMEDIATE``, which takes the database's write lock before the first read;
+  a second writer waits (busy timeout) until the first commits. ``FOR UPDATE`` is not
+  rendered on SQLite; the write lock already gives the same guarantee.
+
+None of these functions commits: the caller commits the whole unit of work, so that (for
+example) a sequence number and the person who receives it are written together or not at
+all. A rolled-back allocation leaves no gap: the number was never given to anyone and the
+next allocation gets it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from central.db.engine import holds_write_lock
+from central.db.models import EnrollmentToken, Job, JobState, PersonalNumberSequence, Station
+
+SEQUENCE_MAX = 999_999
+_PREFIX = re.compile(r"^[0-9]{6}$")
+
+
+class RegistryDbError(Exception):
+    """Base of this module's refusals."""
+
+
+class TokenRefused(RegistryDbError):  # noqa: N818 (a verdict on the token)
+    """The enrollment token is unknown, expired or already used."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"enrollment token refused: {reason}")
+        self.reason = reason
+
+
+class SequenceExhaustedError(RegistryDbError):
+    """All 999,999 numbers of a prefix are issued."""
+
+
+def _require_write_lock(session: Session, what: str) -> None:
+    if not holds_write_lock(session):
+        raise RuntimeError(
+            f"{what} needs a writing transaction: on SQLite use an engine without "
+            "sqlite_begin='DEFERRED' (central.db.engine)"
+        )
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def use_token(session: Session, token: str, now: datetime) -> Station:
+    """Mark a one-time enrollment token used and return its station.
+
+    One conditional UPDATE (unused and unexpired) decides atomically: of two concurrent
+    callers with the same token, exactly one changes the row; the other is refused.
+    """
+    digest = token_sha256(token)
+    result = session.execute(
+        update(EnrollmentToken)
+        .where(
+            EnrollmentToken.token_sha256 == digest,
+            EnrollmentToken.used_at.is_(None),
+            EnrollmentToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(EnrollmentToken.station_id)
+        .execution_options(synchronize_session=False)
+    )
+    station_id = result.scalar_one_or_none()
+    if station_id is None:
+        row = session.execute(
+            select(EnrollmentToken.used_at, EnrollmentToken.expires_at).where(
+                EnrollmentToken.token_sha256 == digest
+            )
+        ).one_or_none()
+        if row is None:
+            raise TokenRefused("unknown token")
+        if row.used_at is not None:
+            raise TokenRefused("already used")
+        raise TokenRefused("expired")
+    return session.get_one(Station, station_id)
+
+
+def allocate_sequence(session: Session, prefix: str) -> int:
+    """The next 6-digit sequence number (1..999999) for a personal-number prefix.
+
+    ``prefix`` is the first six digits: 3-digit province code, century/sex digit, 2-digit
+    birth year. Consecutive, never repeated among committed transactions.
+    """
+    if not _PREFIX.match(prefix):
+        raise ValueError(f"personal-number prefix {prefix!r} is not six digits")
+    _require_write_lock(session, "allocate_sequence")
+    locked = (
+        select(PersonalNumberSequence.next_value)
+        .where(PersonalNumberSequence.prefix == prefix)
+        .with_for_update()
+    )
+    value = session.execute(locked).scalar_one_or_none()
+    if value is None:
+        # First number of this prefix: create the row unless a concurrent transaction just
+        # did (then the INSERT waits for it and does nothing), and lock it.
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(
+            insert(PersonalNumberSequence)
+            .values(prefix=prefix, next_value=1)
+            .on_conflict_do_nothing()
+        )
+        value = session.execute(locked).scalar_one()
+    if value > SEQUENCE_MAX:
+        raise SequenceExhaustedError(f"prefix {prefix} has issued all {SEQUENCE_MAX} numbers")
+    session.execute(
+        update(PersonalNumberSequence)
+        .where(PersonalNumberSequence.prefix == prefix)
+        .values(next_value=value + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return int(value)
+
+
+def format_personal_number(prefix: str, sequence: int) -> str:
+    """The 12-digit personal number: prefix + zero-padded 6-digit sequence."""
+    if not _PREFIX.match(prefix) or not 1 <= sequence <= SEQUENCE_MAX:
+        raise ValueError(f"no personal number for prefix {prefix!r}, sequence {sequence}")
+    return f"{prefix}{sequence:06d}"
+
+
+def enqueue_job(session: Session, kind: str, package_id: uuid.UUID | None, now: datetime) -> Job:
+    """Add a pending job, due now. (One job per kind and package: a unique constraint.)"""
+    job = Job(
+        kind=kind,
+        package_id=package_id,
+        state=JobState.pending,
+        attempts=0,
+        not_before=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def claim_next_job(session: Session, worker_id: str, now: datetime, lease: timedelta) -> Job | None:
+    """Claim the job due first, for ``lease``; None when nothing is due.
+
+    Due: pending with ``not_before <= now``, or running with an expired lease (its worker
+    stopped without finishing; the claim counts as a new attempt). Commit right after
+    claiming: the lease is what keeps other workers away once the row lock is gone.
+    """
+    _require_write_lock(session, "claim_next_job")
+    due = or_(
+        and_(Job.state == JobState.pending, Job.not_before <= now),
+        and_(Job.state == JobState.running, Job.locked_until <= now),
+    )
+    job = session.execute(
+        select(Job)
+        .where(due)
+        .order_by(Job.not_before, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if job is None:
+        return None
+    job.state = JobState.running
+    job.locked_by = worker_id
+    job.locked_until = now + lease
+    job.attempts += 1
+    job.updated_at = now
+    session.flush()
+    return job
+
+
+def _finish(session: Session, job: Job, worker_id: str, now: datetime, **values: object) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.state == JobState.running, Job.locked_by == worker_id)
+        .values(updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(job)
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def complete_job(session: Session, job: Job, worker_id: str, now: datetime) -> bool:
+    """Mark a claimed job done. False when this worker no longer holds it (its lease expired
+    and another worker claimed it): the caller must then drop its result."""
+    return _finish(
+        session, job, worker_id, now, state=JobState.done, locked_by=None, locked_until=None
+    )
+
+
+def retry_job(
+    session: Session,
+    job: Job,
+    worker_id: str,
+    now: datetime,
+    error: str,
+    *,
+    max_attempts: int = 8,
+    base_delay: timedelta = timedelta(seconds=10),
+) -> bool:
+    """Record a failed attempt: pending again after an exponential backoff
+    (``base_delay * 2**(attempts-1)``), or failed for good after ``max_attempts``."""
+    if job.attempts >= max_attempts:
+        values: dict[str, object] = {"state": JobState.failed}
+    else:
+        values = {
+            "state": JobState.pending,
+            "not_before": now + base_delay * 2 ** max(job.attempts - 1, 0),
+        }
+    return _finish(
+        session, job, worker_id, now, locked_by=None, locked_until=None, last_error=error, **values
+    )
