@@ -14,6 +14,9 @@ from typing import NamedTuple
 import pkcs11
 import pytest
 
+# The PostgreSQL fixtures (postgres_url, postgres_db) for every test module.
+pytest_plugins = ["tests.pgkit"]
+
 # --- Slow suites: run in CI only when RUN_SLOW=1 (make test-all) -------------------------
 
 
