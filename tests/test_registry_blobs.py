@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from central.blobs import (
@@ -485,6 +486,29 @@ def test_s3_if_none_match_refuses_overwrite_server_side(s3_server: S3Server, big
     with pytest.raises(BlobConflict):
         store.put("pkg", PatternStream(BIG) if big else b"ours")  # type: ignore[arg-type]
     assert store.get("pkg") == b"theirs"
+    assert leftovers(store) == ["packages/pkg"]
+
+
+@pytest.mark.parametrize("answer", ["NoSuchUpload", "PreconditionFailed"])
+def test_s3_complete_that_went_through_but_answered_an_error(
+    s3_server: S3Server, answer: str
+) -> None:
+    # The first CompleteMultipartUpload stored the object but its answer was lost; the retry
+    # is answered NoSuchUpload (or 412 under If-None-Match). The put must report success.
+    # (moto answers a repeated complete with 200, so the hook raises what S3 may answer.)
+    store = make_s3_store(s3_server)
+    other = s3_server.client()
+
+    def went_through_then_error(params: dict[str, Any], **_: Any) -> None:
+        other.complete_multipart_upload(**params)
+        raise ClientError({"Error": {"Code": answer}}, "CompleteMultipartUpload")
+
+    store.client.meta.events.register(
+        "before-parameter-build.s3.CompleteMultipartUpload", went_through_then_error
+    )
+    info = store.put("pkg", PatternStream(BIG))
+    assert info == store.info("pkg")
+    assert info.sha256 == PatternStream.digest(BIG)
     assert leftovers(store) == ["packages/pkg"]
 
 

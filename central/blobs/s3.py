@@ -247,6 +247,11 @@ class S3BlobStore(BlobStore):
                         self._put_single(object_key, spool, size, actual)
                 except ClientError as exc:
                     code = _error_code(exc)
+                    if code == "NoSuchUpload":
+                        # A retried CompleteMultipartUpload whose first try went through.
+                        stored = self.info(key)
+                        if stored is not None:
+                            return self._settle(key, stored, actual, size)
                     if code not in {"PreconditionFailed", "ConditionalRequestConflict"}:
                         raise
                     # The key exists (412) or another write to it is in flight (409).
