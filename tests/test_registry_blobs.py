@@ -214,6 +214,27 @@ def test_sha256_mismatch_refused_and_nothing_left(store: BlobStore, big: bool) -
     assert leftovers(store) == []
 
 
+class BrokenStream(PatternStream):
+    """A station upload that drops after ``fail_at`` bytes."""
+
+    def __init__(self, size: int, fail_at: int) -> None:
+        super().__init__(size)
+        self.fail_at = fail_at
+
+    def readinto(self, buffer: Any) -> int:
+        if self.pos >= self.fail_at:
+            raise ConnectionResetError("upload dropped")
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize("fail_at", [100_000, BIG - 1000], ids=["early", "late"])
+def test_source_failing_mid_stream_leaves_nothing(store: BlobStore, fail_at: int) -> None:
+    with pytest.raises(ConnectionResetError, match="upload dropped"):
+        store.put("pkg", BrokenStream(BIG, fail_at))  # type: ignore[arg-type]
+    assert store.info("pkg") is None
+    assert leftovers(store) == []
+
+
 def test_sha256_given_in_upper_case_is_accepted(store: BlobStore) -> None:
     data = b"abc"
     assert store.put("pkg", data, sha256=sha(data).upper()).sha256 == sha(data)
