@@ -17,12 +17,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.db import migrate
-from central.db.engine import make_engine, session_factory
+from central.db.engine import (
+    DatabaseSettings,
+    engine_from_settings,
+    make_engine,
+    session_factory,
+)
 from central.db.models import (
     Base,
     EnrollmentToken,
@@ -144,6 +150,30 @@ def test_migrations_apply_from_empty_and_are_idempotent(db_url: str) -> None:
     finally:
         engine.dispose()
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
+
+
+def test_migrations_go_down_and_up_again(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    migrate.downgrade(db_url, "base")
+    assert migrate.current(db_url) is None
+    engine = make_engine(db_url)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
+    migrate.upgrade(db_url)
+    assert migrate.schema_differences(db_url) == []
+
+
+def test_settings_make_an_engine(tmp_path: Path) -> None:
+    settings = DatabaseSettings(url=SecretStr(f"sqlite:///{tmp_path / 'var' / 'registry.db'}"))
+    assert "registry.db" not in repr(settings)  # the URL may hold a password
+    engine = engine_from_settings(settings)
+    try:
+        migrate.upgrade(settings.url.get_secret_value())
+        assert (tmp_path / "var" / "registry.db").exists()  # its folder made on the way
+    finally:
+        engine.dispose()
 
 
 def test_migrations_from_several_processes_at_once(db_url: str) -> None:
@@ -355,7 +385,12 @@ def test_concurrent_workers_get_consecutive_numbers(sessions: sessionmaker[Sessi
 _ALLOCATOR = """
 import sys, uuid
 from datetime import UTC, datetime
-from central.db.engine import make_engine, session_factory
+from central.db.engine import (
+    DatabaseSettings,
+    engine_from_settings,
+    make_engine,
+    session_factory,
+)
 from central.db.models import Person
 from central.db.ops import allocate_sequence, format_personal_number
 url, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -16,14 +16,41 @@ in all), pre-ping so that a restarted server does not fail the first request.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+
+
+class DatabaseSettings(BaseModel):
+    """The ``database`` section of the registry's settings.
+
+    ``url``: ``sqlite:///var/registry.db`` (the embedded default, relative to the working
+    directory) or ``postgresql+psycopg://user:password@host/db``. A secret, since a
+    PostgreSQL URL may carry a password: set it through the settings environment.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: SecretStr = SecretStr("sqlite:///var/registry.db")
+    pool_size: int = Field(5, ge=1)
+    max_overflow: int = Field(5, ge=0)
+    echo: bool = False
+
+
+def engine_from_settings(settings: DatabaseSettings) -> Engine:
+    return make_engine(
+        settings.url.get_secret_value(),
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        echo=settings.echo,
+    )
 
 
 def make_engine(
@@ -35,6 +62,8 @@ def make_engine(
     if backend == "sqlite":
         if parsed.get_driver_name() != "pysqlite":
             raise ValueError(f"SQLite through pysqlite only, not {parsed.drivername!r}")
+        if parsed.database and parsed.database != ":memory:" and "mode=memory" not in url:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, echo=echo)
         _configure_sqlite(engine)
         return engine

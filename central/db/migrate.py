@@ -72,6 +72,13 @@ def upgrade(url: str, revision: str = "head") -> None:
         command.upgrade(make_config(connection), revision)
 
 
+def downgrade(url: str, revision: str) -> None:
+    """Take the database at ``url`` back to ``revision`` ("base": empty). Development and
+    tests only: a production registry moves forward."""
+    with _migration_connection(url) as connection:
+        command.downgrade(make_config(connection), revision)
+
+
 def current(url: str) -> str | None:
     """The revision the database at ``url`` is at; None for an empty database."""
     engine = make_engine(url)
