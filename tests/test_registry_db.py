@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Engine, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
+from central.audit_chain import ChainBroken, verify_chain
 from central.db import migrate
 from central.db.engine import (
     DatabaseSettings,
@@ -30,6 +31,7 @@ from central.db.engine import (
     session_factory,
 )
 from central.db.models import (
+    AuditEntry,
     Base,
     EnrollmentToken,
     Job,
@@ -44,6 +46,8 @@ from central.db.models import (
 from central.db.ops import (
     TokenRefused,
     allocate_sequence,
+    append_audit,
+    audit_entries,
     claim_next_job,
     complete_job,
     enqueue_job,
@@ -551,6 +555,33 @@ def test_one_job_of_a_kind_per_package(sessions: sessionmaker[Session]) -> None:
         enqueue_job(session, "verify", package.package_id, T0)
     with sessions() as session:
         assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 1
+
+
+# --- The audit log -------------------------------------------------------------------------
+
+
+def test_concurrent_audit_appends_make_one_chain(sessions: sessionmaker[Session]) -> None:
+    def writer(index: int) -> None:
+        for n in range(5):
+            with sessions.begin() as session:
+                append_audit(
+                    session,
+                    T0 + timedelta(seconds=n),
+                    f"worker:w{index}",
+                    "package.verified",
+                    str(uuid.uuid4()),
+                    {"n": n, "note": "Đã xác minh"},
+                )
+
+    _run_threads(4, writer)
+    with sessions() as session:
+        entries = list(audit_entries(session))
+        assert verify_chain(entries) == 20
+        assert [e.seq for e in entries] == list(range(1, 21))
+        session.execute(update(AuditEntry).where(AuditEntry.seq == 7).values(details={"n": 99}))
+        with pytest.raises(ChainBroken, match="entry 7"):
+            verify_chain(audit_entries(session))
+        session.rollback()
 
 
 # --- The test cluster itself --------------------------------------------------------------

@@ -23,16 +23,27 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from central.audit_chain import ChainEntry, next_entry
 from central.db.engine import holds_write_lock
-from central.db.models import EnrollmentToken, Job, JobState, PersonalNumberSequence, Station
+from central.db.models import (
+    AuditEntry,
+    EnrollmentToken,
+    Job,
+    JobState,
+    PersonalNumberSequence,
+    Station,
+)
 
 SEQUENCE_MAX = 999_999
+_AUDIT_LOCK = 0x61_75_64_69_74  # "audit": PostgreSQL advisory lock key of the chain's head
 _PREFIX = re.compile(r"^[0-9]{6}$")
 
 
@@ -229,3 +240,57 @@ def retry_job(
     return _finish(
         session, job, worker_id, now, locked_by=None, locked_until=None, last_error=error, **values
     )
+
+
+def _chain_entry(row: AuditEntry) -> ChainEntry:
+    return ChainEntry(
+        row.seq, row.at, row.actor, row.action, row.subject, row.details, row.prev_hash, row.hash
+    )
+
+
+def append_audit(
+    session: Session,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    details: Mapping[str, Any] | None = None,
+) -> AuditEntry:
+    """Append one entry to the hash-chained audit log (``central.audit_chain``).
+
+    Appenders are serialised so that each links to the true last entry: on PostgreSQL by
+    a transaction-level advisory lock (a row lock on the last entry would not do: a
+    waiter would then link to an entry that is no longer last), on SQLite by the write
+    lock. The unique ``prev_hash`` refuses a fork should anything bypass this.
+    """
+    _require_write_lock(session, "append_audit")
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+    last = session.execute(
+        select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)
+    ).scalar_one_or_none()
+    entry = next_entry(
+        None if last is None else _chain_entry(last), at, actor, action, subject, details
+    )
+    row = AuditEntry(
+        seq=entry.seq,
+        at=entry.at,
+        actor=entry.actor,
+        action=entry.action,
+        subject=entry.subject,
+        details=dict(entry.details),
+        prev_hash=entry.prev_hash,
+        hash=entry.hash,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def audit_entries(session: Session, after_seq: int = 0) -> Iterator[ChainEntry]:
+    """The audit log in order (from ``after_seq + 1``), for ``audit_chain.verify_chain``."""
+    rows = session.execute(
+        select(AuditEntry).where(AuditEntry.seq > after_seq).order_by(AuditEntry.seq)
+    ).scalars()
+    for row in rows:
+        yield _chain_entry(row)
