@@ -122,7 +122,11 @@ class PgCluster:
         raise RuntimeError("PostgreSQL did not start:\n" + "\n---\n".join(failures))
 
     def _try_start(self, timeout: float) -> str | None:
-        base = Path(tempfile.mkdtemp(prefix="vn-eid-pg-"))
+        # /tmp, not $TMPDIR: the postgres user must reach it, and the unix socket's path
+        # must stay under 108 bytes.
+        base = Path(
+            tempfile.mkdtemp(prefix="vn-eid-pg-", dir="/tmp" if Path("/tmp").is_dir() else None)
+        )
         user: int | None = None
         group: int | None = None
         extra_groups: list[int] | None = None
