@@ -51,12 +51,12 @@ from central.db.ops import (
     claim_next_job,
     complete_job,
     enqueue_job,
-    format_personal_number,
     retry_job,
     token_sha256,
     use_token,
 )
 from enrollment.ids import new_package_id
+from enrollment.personal_number import compose
 from tests.pgkit import ENV_URL, PgCluster, postgres_unavailable
 
 T0 = datetime(2021, 3, 1, 8, 0, tzinfo=UTC)
@@ -341,7 +341,7 @@ def _issue(sessions: sessionmaker[Session], prefix: str, roll_back: bool = False
         sequence = allocate_sequence(session, prefix)
         session.add(
             Person(
-                personal_number=format_personal_number(prefix, sequence),
+                personal_number=compose(prefix, sequence),
                 created_from_package_id=uuid.uuid4(),
                 created_at=T0,
             )
@@ -382,7 +382,7 @@ def test_concurrent_workers_get_consecutive_numbers(sessions: sessionmaker[Sessi
     assert sorted(issued) == list(range(1, len(issued) + 1))
     with sessions() as session:
         numbers = session.execute(select(Person.personal_number)).scalars().all()
-    assert sorted(numbers) == [format_personal_number(PREFIX, s) for s in range(1, len(issued) + 1)]
+    assert sorted(numbers) == [compose(PREFIX, s) for s in range(1, len(issued) + 1)]
 
 
 # A worker process: connects, says "ready", waits for "go", allocates, prints its numbers.
@@ -396,7 +396,8 @@ from central.db.engine import (
     session_factory,
 )
 from central.db.models import Person
-from central.db.ops import allocate_sequence, format_personal_number
+from central.db.ops import allocate_sequence
+from enrollment.personal_number import compose
 url, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sessions = session_factory(make_engine(url))
 with sessions() as session:
@@ -406,7 +407,7 @@ sys.stdin.readline()
 for _ in range(count):
     with sessions.begin() as session:
         value = allocate_sequence(session, prefix)
-        session.add(Person(personal_number=format_personal_number(prefix, value),
+        session.add(Person(personal_number=compose(prefix, value),
                            created_from_package_id=uuid.uuid4(), created_at=datetime.now(UTC)))
     print(value, flush=True)
 """

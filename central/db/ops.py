@@ -145,13 +145,6 @@ def allocate_sequence(session: Session, prefix: str) -> int:
     return int(value)
 
 
-def format_personal_number(prefix: str, sequence: int) -> str:
-    """The 12-digit personal number: prefix + zero-padded 6-digit sequence."""
-    if not _PREFIX.match(prefix) or not 1 <= sequence <= SEQUENCE_MAX:
-        raise ValueError(f"no personal number for prefix {prefix!r}, sequence {sequence}")
-    return f"{prefix}{sequence:06d}"
-
-
 def enqueue_job(session: Session, kind: str, package_id: uuid.UUID | None, now: datetime) -> Job:
     """Add a pending job, due now. (One job per kind and package: a unique constraint.)"""
     job = Job(
