@@ -512,3 +512,41 @@ def test_a_frame_off_the_platen_is_a_protocol_fault(
             assert scanner.read_system_parameters()  # and the scanner still answers
     finally:
         sim.stop()
+
+
+def test_a_killed_parent_takes_its_simulator_with_it(tmp_path: Path) -> None:
+    """A test run or a station killed with SIGKILL cannot stop its simulator; the
+    simulator notices it was orphaned and stops, so no stray pty server lingers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    link = tmp_path / "ttyFP9"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from station.drivers.fingerprint.sim_control import SimulatorProcess\n"
+        f"sim = SimulatorProcess(Path({str(link)!r}), pace=False).start()\n"
+        "print(sim._process.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert link.exists()
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the simulator outlived its killed parent")
+    assert not link.exists()  # it cleaned up its pty link on the way out

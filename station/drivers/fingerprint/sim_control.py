@@ -116,6 +116,8 @@ class SimulatorProcess:
             str(stream_packet_size),
             "--fps",
             str(fps),
+            "--parent-pid",
+            str(os.getpid()),
         ]
         if not pace:
             args.append("--no-pace")

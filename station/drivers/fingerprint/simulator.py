@@ -827,6 +827,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--script", type=Path, help="presentations (JSON)")
     parser.add_argument("--control", type=Path, help="Unix socket for control commands")
+    parser.add_argument(
+        "--parent-pid", type=int, help="stop when this process is gone (the one that started us)"
+    )
     args = parser.parse_args(argv)
     config = SimConfig(
         args.link,
@@ -845,9 +848,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim = ScannerSimulator(config)
     signal.signal(signal.SIGTERM, lambda *_: sim.request_stop())
     signal.signal(signal.SIGINT, lambda *_: sim.request_stop())
+    if args.parent_pid:
+        _stop_when_orphaned(args.parent_pid, sim)
     print(f"fingerprint scanner on {config.link}", file=sys.stderr, flush=True)
     sim.serve()
     return 0
+
+
+def _stop_when_orphaned(parent: int, sim: ScannerSimulator) -> None:
+    """A test run or station killed with SIGKILL cannot stop its simulator: notice that
+    our parent is gone (we are re-parented) and stop, so no stray pty server lingers."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        sim.request_stop()
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 if __name__ == "__main__":
