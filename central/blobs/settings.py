@@ -26,7 +26,7 @@ class BlobSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["local", "s3"] = "local"
-    path: Path = Path("var/blobs")
+    path: Path = Path("data/registry/blobs")
     bucket: str | None = None
     prefix: str = ""
     endpoint_url: str | None = None

@@ -31,14 +31,14 @@ SQLITE_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 class DatabaseSettings(BaseModel):
     """The ``database`` section of the registry's settings.
 
-    ``url``: ``sqlite:///var/registry.db`` (the embedded default, relative to the working
+    ``url``: ``sqlite:///data/registry/registry.db`` (the embedded default, relative to the working
     directory) or ``postgresql+psycopg://user:password@host/db``. A secret, since a
     PostgreSQL URL may carry a password: set it through the settings environment.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: SecretStr = SecretStr("sqlite:///var/registry.db")
+    url: SecretStr = SecretStr("sqlite:///data/registry/registry.db")
     pool_size: int = Field(5, ge=1)
     max_overflow: int = Field(5, ge=0)
     echo: bool = False
