@@ -15,32 +15,17 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from biometrics.face.crop import Portrait
 from biometrics.face.pipeline import FaceAnalyzer
 from enrollment import images
 from enrollment.icao.chip import build_chip
 from enrollment.icao.lds import FaceImage, FingerImage
 from enrollment.icao.mrz import cccd_td1
 from enrollment.icao.pki import SoftwarePki
+from station.capture.portrait import first_good_portrait
 from station.config import StationSettings
 from station.devices import StationDevices
-from station.drivers.camera import Camera
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def good_portrait(camera: Camera, analyzer: FaceAnalyzer, timeout: float) -> Portrait | None:
-    """The first frame whose ICAO portrait crop passes the quality gate (the station's
-    auto-capture, with its live hints to the citizen, is the capture workflow's job)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        frame = camera.read(timeout=2.0)
-        analysis = analyzer.analyze(frame.image)
-        if analysis.found:
-            portrait = analyzer.portrait(frame.image, analysis)
-            if analyzer.analyze(portrait.image).passed:
-                return portrait
-    return None
 
 
 def main() -> int:
@@ -84,7 +69,7 @@ def main() -> int:
 
             print("8. face: frames until the ICAO portrait passes the quality gate")
             t = time.perf_counter()
-            portrait = good_portrait(devices.camera, FaceAnalyzer(), timeout=20.0)
+            portrait = first_good_portrait(devices.camera, FaceAnalyzer(), timeout=20.0)
             if portrait is None:
                 print("   no frame passed within 20 s")
                 return 1

@@ -27,6 +27,7 @@ from enrollment.icao.chip import build_chip
 from enrollment.icao.lds import FaceImage, FingerImage, parse_dg2
 from enrollment.icao.mrz import cccd_td1
 from enrollment.icao.pki import SoftwarePki
+from station.capture.portrait import first_good_portrait
 from station.config import StationSettings
 from station.devices import DeviceUnavailableError, StationDevices
 from station.drivers.camera import CameraDisconnected, SimulatedCamera, parse_script
@@ -94,17 +95,7 @@ def test_one_citizen_through_every_device(devices: StationDevices, card_bay: Car
 
     # A face: frames until one, cropped to the ICAO portrait, passes the quality gate (the
     # gate's geometry is that of the portrait, not of the wider camera frame).
-    analyzer = FaceAnalyzer()
-    portrait = None
-    for _ in range(30):
-        frame = devices.camera.read(timeout=2.0)
-        analysis = analyzer.analyze(frame.image)
-        if not analysis.found:
-            continue
-        candidate = analyzer.portrait(frame.image, analysis)
-        if analyzer.analyze(candidate.image).passed:
-            portrait = candidate
-            break
+    portrait = first_good_portrait(devices.camera, FaceAnalyzer(), timeout=60.0)
     assert portrait is not None, "no frame of a steady frontal face passed the quality gate"
     assert portrait.coverage > 0.9
     jpeg = images.encode_jpeg(portrait.image, quality=80)
