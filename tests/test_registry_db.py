@@ -106,8 +106,10 @@ def _station(sessions: sessionmaker[Session], station_id: str = "HN-BD-001") -> 
 
 
 def _package(station_id: str, package_id: str | None = None) -> Package:
+    pid = uuid.UUID(package_id or new_package_id())
     return Package(
-        package_id=uuid.UUID(package_id or new_package_id()),
+        package_id=pid,
+        receipt_number=pid.hex[:16],
         station_id=station_id,
         body_sha256="ab" * 32,
         size=123_456,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -111,6 +112,31 @@ class PackageState(enum.StrEnum):
     issued = "issued"
     card_encoded = "card_encoded"
     rejected = "rejected"
+
+
+class UserRole(enum.StrEnum):
+    """Roles of the registry's people (OAuth2 password flow); a user may hold several."""
+
+    admin = "admin"  # offices, stations, tokens, operators, users, keys
+    supervisor = "supervisor"  # oversees the pipeline: packages, stations' activity
+    adjudicator = "adjudicator"  # decides dedup cases
+    auditor = "auditor"  # reads the audit log and everything else, changes nothing
+    reporting = "reporting"  # reads progress reports and exports
+
+
+class CaseState(enum.StrEnum):
+    open = "open"
+    decided = "decided"
+
+
+class CaseDecision(enum.StrEnum):
+    same = "same"  # the enrollment is linked to the candidate's existing number
+    different = "different"  # a different person: continues to issuance
+
+
+class SignerKind(enum.StrEnum):
+    csca = "csca"  # Country Signing CA (ICAO 9303-12)
+    ds = "ds"  # Document Signer: signs each chip's EF.SOD
 
 
 class JobState(enum.StrEnum):
@@ -234,6 +260,17 @@ class Package(Base):
     reject_code: Mapped[str | None] = mapped_column(String(64))
     reject_text: Mapped[str | None] = mapped_column(Text)
     person_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("person.id"), index=True)
+    # The acknowledgement the station keeps (printed on the citizen's slip).
+    receipt_number: Mapped[str] = mapped_column(String(32), unique=True)
+    # Filled by the verify stage from the decrypted record (reporting, the demographic
+    # pre-check and the adjudicator's view; the body itself stays encrypted in the store).
+    office_id: Mapped[int | None] = mapped_column(ForeignKey("office.id"), index=True)
+    name_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    date_of_birth: Mapped[str | None] = mapped_column(String(10))
+    sex: Mapped[str | None] = mapped_column(String(1))
+    place_code: Mapped[str | None] = mapped_column(String(5))
+    # Recapture reasons (quality stage) and other per-stage findings, as JSON.
+    findings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Job(Base):
@@ -290,3 +327,180 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class User(Base):
+    """A person who uses the registry's API (not a station operator): OAuth2 password flow.
+
+    ``password_hash`` is an Argon2id PHC string; ``roles`` a list of :class:`UserRole`."""
+
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+
+class RequestNonce(Base):
+    """Nonces of station-signed requests seen recently: a replayed request is refused.
+
+    Rows older than the signature's accepted age can be deleted (nothing older is accepted).
+    """
+
+    __tablename__ = "request_nonce"
+
+    station_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Upload(Base):
+    """A resumable upload in progress (ranged PUTs): chunks wait in the blob store under
+    ``uploads/<package id>/<offset>`` until the last one arrives."""
+
+    __tablename__ = "upload"
+
+    package_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("station.id"), index=True)
+    total_size: Mapped[int] = mapped_column(BigInteger)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The whole body's SHA-256 as the station declared it (Repr-Digest), hex.
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class GalleryEntry(Base):
+    """One enrollment in the dedup gallery: its templates (``BiometricTemplate``) and,
+    once known, the person it belongs to. Gallery labels are this table's ids."""
+
+    __tablename__ = "gallery_entry"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    package_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("package.package_id"), unique=True)
+    person_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("person.id"), index=True)
+    inserted_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+
+
+class BiometricTemplate(Base):
+    """A template of one gallery entry: a finger (position 1-10) or the face (position 0).
+    ``model`` names the extractor and its version: templates of different models are never
+    compared."""
+
+    __tablename__ = "biometric_template"
+    __table_args__ = (UniqueConstraint("entry_id", "modality", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("gallery_entry.id"), index=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(100))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class GalleryChange(Base):
+    """The gallery's change log: every process holding a gallery replays the rows after
+    the last ``seq`` it applied, so all copies stay in step with the database."""
+
+    __tablename__ = "gallery_change"
+    __table_args__ = (CheckConstraint("op IN ('insert', 'delete', 'link')", name="op"),)
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("gallery_entry.id"), index=True)
+    op: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime]
+
+
+class DedupLock(Base):
+    """A single row that dedup holds (``FOR UPDATE``) while it identifies a probe and
+    inserts it, so that two enrollments of one person processed at once still meet."""
+
+    __tablename__ = "dedup_lock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AdjudicationCase(Base):
+    """A probe with candidates above the review threshold, waiting for a person's decision.
+
+    ``candidates``: the ranked list the ABIS returned (entry ids, person ids, fused and
+    per-finger scores, face score, demographic agreement)."""
+
+    __tablename__ = "adjudication_case"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("package.package_id"), unique=True)
+    state: Mapped[CaseState] = mapped_column(_enum(CaseState, "case_state"), index=True)
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    opened_at: Mapped[datetime]
+    decision: Mapped[CaseDecision | None] = mapped_column(_enum(CaseDecision, "case_decision"))
+    # For "same": the existing person the enrollment is linked to.
+    decided_person_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("person.id"))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Issuance(Base):
+    """The chip data issued for one enrollment (package): the number it carries, the
+    encoded LDS files as CBOR, which Document Signer signed them, and the card once the
+    station has encoded it."""
+
+    __tablename__ = "issuance"
+
+    package_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("package.package_id"), primary_key=True
+    )
+    person_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("person.id"), index=True)
+    personal_number: Mapped[str] = mapped_column(String(12), index=True)
+    document_number: Mapped[str] = mapped_column(String(12), unique=True)
+    chip: Mapped[bytes] = mapped_column(LargeBinary)
+    signer_id: Mapped[int] = mapped_column(ForeignKey("signer_certificate.id"))
+    issued_at: Mapped[datetime]
+    card_serial: Mapped[str | None] = mapped_column(String(64), unique=True)
+    card_encoded_at: Mapped[datetime | None]
+
+
+class SignerCertificate(Base):
+    """CSCA and Document Signer certificates, with where their private key lives
+    (``key_ref``: a PKCS#11 key label or a key file name). Rotation adds a row; the newest
+    unretired DS within its private-key usage period signs."""
+
+    __tablename__ = "signer_certificate"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[SignerKind] = mapped_column(_enum(SignerKind, "signer_kind"))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    key_ref: Mapped[str] = mapped_column(String(200))
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    # The DS's private-key usage period ends long before its certificate expires: cards
+    # it signed stay verifiable for their whole validity (ICAO 9303-12 section 5).
+    signs_until: Mapped[datetime]
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+
+
+class Quota(Base):
+    """An area's enrollment target over a period (imported from CSV): province (2-digit
+    code), district (3) or commune (5), pre-2025 structure as offices use."""
+
+    __tablename__ = "quota"
+    __table_args__ = (
+        UniqueConstraint("level", "area_code", "period_start"),
+        CheckConstraint("level IN ('province', 'district', 'commune')", name="level"),
+        CheckConstraint("target >= 0", name="target"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level: Mapped[str] = mapped_column(String(8))
+    area_code: Mapped[str] = mapped_column(String(5))
+    period_start: Mapped[date]
+    period_end: Mapped[date]
+    target: Mapped[int] = mapped_column(Integer)
