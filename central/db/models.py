@@ -459,7 +459,9 @@ class Issuance(Base):
     )
     person_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("person.id"), index=True)
     personal_number: Mapped[str] = mapped_column(String(12), index=True)
-    document_number: Mapped[str] = mapped_column(String(12), unique=True)
+    # The MRZ's document number (the CCCD's: the personal number's last 9 digits), shared
+    # by every card of one person.
+    document_number: Mapped[str] = mapped_column(String(12))
     chip: Mapped[bytes] = mapped_column(LargeBinary)
     signer_id: Mapped[int] = mapped_column(ForeignKey("signer_certificate.id"))
     issued_at: Mapped[datetime]

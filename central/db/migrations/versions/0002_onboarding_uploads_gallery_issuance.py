@@ -205,7 +205,6 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("package_id", name=op.f("pk_issuance")),
         sa.UniqueConstraint("card_serial", name=op.f("uq_issuance_card_serial")),
-        sa.UniqueConstraint("document_number", name=op.f("uq_issuance_document_number")),
     )
     with op.batch_alter_table("issuance", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_issuance_person_id"), ["person_id"], unique=False)
