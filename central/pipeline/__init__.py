@@ -1,0 +1,1 @@
+"""The registry's processing pipeline: stages over a database work queue."""
