@@ -9,8 +9,8 @@ The router is built by :func:`reports_router`, given the dependency that checks 
 caller's role and the one that opens a database session, so the app decides both.
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": FastAPI must see the route signatures' real
+# types, including the session dependency built inside reports_router.
 import csv
 import dataclasses
 import enum

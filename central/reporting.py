@@ -442,16 +442,18 @@ class StateCount:
 def pipeline_states(session: Session) -> list[StateCount]:
     """Packages per pipeline state (every state listed), with the oldest state change of
     the unfinished ones (a stuck stage shows as an old timestamp)."""
-    counts = dict(
-        session.execute(select(Package.state, func.count()).group_by(Package.state)).tuples()
-    )
-    oldest = dict(
-        session.execute(
+    counts = {
+        state: n
+        for state, n in session.execute(select(Package.state, func.count()).group_by(Package.state))
+    }
+    oldest = {
+        state: at
+        for state, at in session.execute(
             select(Package.state, func.min(Package.state_changed_at))
             .where(Package.state.in_(OPEN_STATES))
             .group_by(Package.state)
-        ).tuples()
-    )
+        )
+    }
     return [
         StateCount(state, int(counts.get(state, 0)), _as_utc(oldest.get(state)))
         for state in PackageState
