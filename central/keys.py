@@ -17,7 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Self
@@ -198,8 +198,9 @@ def _station_ca(
 def _public_key_from_request(data: bytes) -> ec.EllipticCurvePublicKey:
     """The key of a CSR (its self-signature checked: proof the station holds the private
     key) or of a bare SubjectPublicKeyInfo, PEM or DER."""
-    stripped = data.strip()
-    pem = stripped.startswith(b"-----")
+    # Only PEM may be trimmed: a DER encoding can end in a byte that looks like white space.
+    pem = data.lstrip().startswith(b"-----")
+    stripped = data.strip() if pem else data
     if not pem or stripped.startswith(b"-----BEGIN CERTIFICATE REQUEST-----"):
         try:
             csr = x509.load_pem_x509_csr(stripped) if pem else x509.load_der_x509_csr(stripped)
@@ -270,7 +271,9 @@ class RegistryKeys:
             decryptor = _package_key(directory)
             ca_key, ca_cert = _station_ca(directory, settings, now)
         keyring = settings.keyring()
-        with session_factory(engine).begin() as session:
+        # With rotation left to people (auto_rotate off) an expired DS must not stop the
+        # start: they need this to rotate, and issuance says what to do until they have.
+        with session_factory(engine).begin() as session, suppress(NoDocumentSignerError):
             ensure_signers(session, keyring, settings.policy(), now, actor=actor)
         return cls(settings, engine, decryptor, ca_key, ca_cert, keyring)
 

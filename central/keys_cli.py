@@ -21,7 +21,12 @@ from central.db.engine import DatabaseSettings, engine_from_settings, session_fa
 from central.db.migrate import upgrade
 from central.db.models import SignerCertificate
 from central.keys import KeySettings, RegistryKeys
-from central.signers import HierarchyError, fingerprint
+from central.signers import (
+    HierarchyError,
+    NoDocumentSignerError,
+    current_document_signer,
+    fingerprint,
+)
 from enrollment.errors import KeyProviderError
 from enrollment.keys import key_id
 
@@ -65,10 +70,11 @@ def add_keys_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     export.add_argument("out", type=Path, help="directory to write the PEM files into")
 
 
-def _open(settings: KeysCommandSettings) -> RegistryKeys:
+def _open(settings: KeysCommandSettings, now: datetime) -> RegistryKeys:
     if settings.migrate_on_start:
         upgrade(settings.database.url.get_secret_value())
-    return RegistryKeys.open_or_create(settings.keys, engine_from_settings(settings.database))
+    engine = engine_from_settings(settings.database)
+    return RegistryKeys.open_or_create(settings.keys, engine, now=now, actor="keys command")
 
 
 def _describe(cert: x509.Certificate) -> str:
@@ -88,12 +94,16 @@ def _show(keys: RegistryKeys, out: TextIO, now: datetime) -> int:
     print(_describe(keys.station_ca), file=out)
     with session_factory(keys.engine).begin() as session:
         rows = session.execute(select(SignerCertificate).order_by(SignerCertificate.id)).scalars()
-        current, _ = keys.document_signer(session, now)
+        try:
+            current_id: int | None = current_document_signer(session, keys.keyring, now)[0].id
+        except NoDocumentSignerError:
+            current_id = None
+            print("NO DOCUMENT SIGNER MAY SIGN NOW: run keys rotate-ds", file=out)
         for row in rows:
             cert = x509.load_pem_x509_certificate(row.certificate_pem.encode())
             link = row.kind.value == "csca" and cert.issuer != cert.subject
             kind = "link" if link else row.kind.value.upper()
-            if row.id == current.id:
+            if row.id == current_id:
                 state = "SIGNS NOW"
             elif link:
                 state = "verification only"
@@ -133,7 +143,7 @@ def run_keys(
     out = out or sys.stdout
     now = now or datetime.now(UTC)
     try:
-        keys = _open(settings)
+        keys = _open(settings, now)
         if args.keys_command == "show":
             return _show(keys, out, now)
         if args.keys_command == "rotate-ds":
