@@ -26,7 +26,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -37,6 +36,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -236,9 +236,11 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def metrics_response(metrics: Metrics) -> Response:
-    """The ``/metrics`` response (Prometheus text format 0.0.4)."""
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+def metrics_response(metrics: Metrics, accept: str | None = None) -> Response:
+    """The ``/metrics`` response in the format the scraper's ``Accept`` header asks for
+    (OpenMetrics or the Prometheus text format), as prometheus_client negotiates it."""
+    encoder, content_type = choose_encoder(accept or "")
+    return Response(encoder(metrics.registry), media_type=content_type)
 
 
 def metrics_router(metrics: Metrics | None = None) -> APIRouter:
@@ -249,6 +251,6 @@ def metrics_router(metrics: Metrics | None = None) -> APIRouter:
     @router.get("/metrics", include_in_schema=False)
     def scrape(request: Request) -> Response:
         target: Any = metrics if metrics is not None else request.app.state.metrics
-        return metrics_response(target)
+        return metrics_response(target, request.headers.get("accept"))
 
     return router
