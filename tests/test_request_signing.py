@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from http_message_signatures import algorithms
+from http_message_signatures._algorithms import ECDSA_P256_SHA256
 from http_message_signatures.exceptions import InvalidSignature
 from http_message_signatures.resolvers import HTTPSignatureKeyResolver
 from http_message_signatures.signatures import HTTPMessageSigner, HTTPMessageVerifier
@@ -158,9 +158,7 @@ def test_time_window(key: ec.EllipticCurvePrivateKey) -> None:
 def test_signature_must_cover_the_required_components(key: ec.EllipticCurvePrivateKey) -> None:
     request = httpx.Request("POST", URL, content=b"x")
     request.headers["Content-Digest"] = content_digest(b"x")
-    HTTPMessageSigner(
-        signature_algorithm=algorithms.ECDSA_P256_SHA256, key_resolver=Keys(key)
-    ).sign(
+    HTTPMessageSigner(signature_algorithm=ECDSA_P256_SHA256, key_resolver=Keys(key)).sign(
         request,
         key_id=STATION,
         created=datetime.now(UTC),
@@ -188,7 +186,7 @@ class Keys(HTTPSignatureKeyResolver):
 def test_library_verifier_accepts_our_signature(key: ec.EllipticCurvePrivateKey) -> None:
     request = signed(key)
     results = HTTPMessageVerifier(
-        signature_algorithm=algorithms.ECDSA_P256_SHA256, key_resolver=Keys(key)
+        signature_algorithm=ECDSA_P256_SHA256, key_resolver=Keys(key)
     ).verify(request)
     assert [r.label for r in results] == ["station"]
     covered = list(results[0].covered_components)
@@ -196,18 +194,16 @@ def test_library_verifier_accepts_our_signature(key: ec.EllipticCurvePrivateKey)
     assert results[0].parameters["keyid"] == STATION
     request.method = "GET"
     with pytest.raises(InvalidSignature):
-        HTTPMessageVerifier(
-            signature_algorithm=algorithms.ECDSA_P256_SHA256, key_resolver=Keys(key)
-        ).verify(request)
+        HTTPMessageVerifier(signature_algorithm=ECDSA_P256_SHA256, key_resolver=Keys(key)).verify(
+            request
+        )
 
 
 def test_we_accept_the_library_signers_signature(key: ec.EllipticCurvePrivateKey) -> None:
     body = b"package bytes"
     request = httpx.Request("PUT", URL, content=body)
     request.headers["Content-Digest"] = content_digest(body)
-    HTTPMessageSigner(
-        signature_algorithm=algorithms.ECDSA_P256_SHA256, key_resolver=Keys(key)
-    ).sign(
+    HTTPMessageSigner(signature_algorithm=ECDSA_P256_SHA256, key_resolver=Keys(key)).sign(
         request,
         key_id=STATION,
         created=datetime.now(UTC),
@@ -250,7 +246,7 @@ def test_pkcs11_key_signs_requests(softhsm_token: SoftHsmToken) -> None:
         result = verify_request(request, hsm.public_key(), now=datetime.now(UTC), **WINDOW)
         assert result.key_id == STATION
         HTTPMessageVerifier(
-            signature_algorithm=algorithms.ECDSA_P256_SHA256,
+            signature_algorithm=ECDSA_P256_SHA256,
             key_resolver=PublicOnly(hsm.public_key()),
         ).verify(request)
 

@@ -126,7 +126,7 @@ def _login(access: Access, username: str, password: str) -> TokenResponse:
             {"token_id": claims.token_id},
         )
     return TokenResponse(
-        access_token=token, expires_in=int((claims.expires_at - now).total_seconds())
+        access_token=token, expires_in=int((claims.expires_at - claims.issued_at).total_seconds())
     )
 
 
@@ -236,12 +236,11 @@ def auth_router() -> APIRouter:
 
 def audit_router() -> APIRouter:
     router = APIRouter(tags=["audit"])
-    readers = require_user(auditor, admin)
 
     @router.get("/v1/audit/entries", response_model=list[AuditEntryView])
     def entries(
         request: Request,
-        _: Annotated[Principal, Depends(readers)],
+        _: Annotated[Principal, Depends(require_user(auditor, admin))],
         after_seq: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         subject: str | None = None,
@@ -267,7 +266,9 @@ def audit_router() -> APIRouter:
             ]
 
     @router.get("/v1/audit/verify")
-    def verify(request: Request, _: Annotated[Principal, Depends(readers)]) -> dict[str, Any]:
+    def verify(
+        request: Request, _: Annotated[Principal, Depends(require_user(auditor, admin))]
+    ) -> dict[str, Any]:
         """Re-compute the whole hash chain; the first broken entry, if any."""
         return verify_audit_log(access_of(request).engine).as_dict()
 

@@ -206,12 +206,14 @@ def remember_nonce(session: Session, station_id: str, nonce: str, now: datetime)
     """
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here.
+    inserted = session.execute(
         insert(RequestNonce)
         .values(station_id=station_id, nonce=nonce, seen_at=now)
         .on_conflict_do_nothing()
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
+        .returning(RequestNonce.nonce)
+    ).scalar_one_or_none()
+    return inserted is not None
 
 
 def prune_nonces(session: Session, before: datetime) -> int:
