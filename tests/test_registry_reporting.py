@@ -570,3 +570,32 @@ def test_quota_cli(
     assert run_quotas(parser.parse_args(["quotas", "import", str(path)]), settings) == 0
     assert "imported 3 new and 0 updated" in capsys.readouterr().out
     assert len(_quotas(sessions)) == 3
+
+
+def test_default_session_reads_beside_a_writer(
+    seeded: sessionmaker[Session], engine: Engine, db_url: str
+) -> None:
+    """The router's own session dependency (the app's engine) reads without the write
+    lock: on SQLite a report still answers while a writer holds the database."""
+    import sqlite3
+    import time
+    from types import SimpleNamespace
+
+    app = FastAPI()
+    app.state.registry = SimpleNamespace(engine=engine)
+    app.include_router(reports_router(lambda: None, clock=lambda: NOW))
+    client = TestClient(app)
+    writer = None
+    if db_url.startswith("sqlite"):
+        writer = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # what ingest holds while it writes
+    try:
+        started = time.monotonic()
+        response = client.get("/v1/reports/pipeline")
+        assert time.monotonic() - started < 5  # not queued behind the writer
+    finally:
+        if writer is not None:
+            writer.execute("ROLLBACK")
+            writer.close()
+    assert response.status_code == 200
+    assert {r["state"]: r["packages"] for r in response.json()["rows"]}["issued"] == 2
