@@ -1,43 +1,34 @@
-"""The registry's HTTP service (FastAPI): built from settings, health first.
+"""The registry's HTTP service (FastAPI), built from settings.
 
-`create_app(settings)` opens the database (migrating it to the newest schema unless told
-not to) and the blob store at start-up and closes them on the way out. Routers for
-onboarding, ingest, adjudication and reporting attach to the same app as they are built.
+`create_app(settings)` opens the registry at start-up (``central.services.open_registry``:
+database migrated, blob store, keys, access checks), starts the in-process pipeline
+worker when configured (the embedded default), and closes everything on the way out.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from central.blobs import BlobStore, make_blob_store
+from central.auth import routers as auth_routers
+from central.auth.users import UserError, ensure_admin
 from central.config import RegistrySettings
-from central.db.engine import engine_from_settings
-from central.db.migrate import current, head, upgrade
+from central.db.migrate import current, head
+from central.routes.adjudication import adjudication_router
+from central.routes.packages import packages_router, registry_packages_router
+from central.routes.stations import stations_router
+from central.services import Registry, open_registry, registry_of, utc_now
 
-
-@dataclass
-class Registry:
-    """What a request handler reaches through ``request.app.state.registry``."""
-
-    settings: RegistrySettings
-    engine: Engine
-    blobs: BlobStore
-
-
-def open_registry(settings: RegistrySettings) -> Registry:
-    url = settings.database.url.get_secret_value()
-    if settings.migrate_on_start:
-        upgrade(url)
-    return Registry(
-        settings, engine_from_settings(settings.database), make_blob_store(settings.blobs)
-    )
+log = logging.getLogger(__name__)
 
 
 def readiness(registry: Registry) -> dict[str, str]:
@@ -56,22 +47,66 @@ def readiness(registry: Registry) -> dict[str, str]:
         registry.blobs.exists(f"readyz/{secrets.token_hex(4)}")
     except Exception as exc:
         problems["blobs"] = f"{type(exc).__name__}: {exc}"
+    thread = registry.worker_thread
+    if thread is not None and not thread.thread.is_alive():
+        problems["worker"] = "the in-process pipeline worker has stopped"
     return problems
 
 
-def create_app(settings: RegistrySettings | None = None) -> FastAPI:
+def _bootstrap_admin(registry: Registry) -> None:
+    spec = registry.settings.bootstrap_admin
+    if not spec:
+        return
+    username, _, password = spec.partition(":")
+    if not username or not password:
+        raise ValueError("bootstrap_admin is 'username:password'")
+    with Session(registry.engine) as session, session.begin():
+        try:
+            if ensure_admin(session, registry.access.passwords, username, password, registry.now()):
+                log.info("created the first administrator", extra={"username": username})
+        except UserError as exc:
+            raise ValueError(f"bootstrap_admin: {exc}") from exc
+
+
+def create_app(
+    settings: RegistrySettings | None = None,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    start_worker: bool | None = None,
+) -> FastAPI:
+    """The registry app. ``start_worker`` overrides ``settings.worker.in_process`` (tests
+    drive the pipeline themselves)."""
     settings = settings or RegistrySettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = open_registry(settings)
+        registry = open_registry(settings, clock=clock)
         app.state.registry = registry
+        app.state.access = registry.access
         try:
+            _bootstrap_admin(registry)
+            run_worker = settings.worker.in_process if start_worker is None else start_worker
+            if run_worker:
+                registry.start_worker()
             yield
         finally:
-            registry.engine.dispose()
+            registry.close()
 
-    app = FastAPI(title="VN-EID registry", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="VN-EID registry",
+        version="0.1.0",
+        lifespan=lifespan,
+        description=(
+            "Station onboarding, package ingest, the processing pipeline, adjudication, "
+            "issuance and reporting. People authenticate with OAuth2 (password flow, "
+            "bearer tokens); stations sign every request (RFC 9421)."
+        ),
+    )
+    auth_routers.install(app)
+    app.include_router(stations_router())
+    app.include_router(packages_router())
+    app.include_router(registry_packages_router())
+    app.include_router(adjudication_router())
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -81,10 +116,13 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["operations"])
     def readyz(request: Request) -> JSONResponse:
         """The process can serve (readiness): database reachable at the expected schema,
-        blob store reachable. 503 with the reasons otherwise."""
-        problems = readiness(request.app.state.registry)
+        blob store reachable, the in-process worker alive. 503 with the reasons otherwise."""
+        problems = readiness(registry_of(request))
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     return app
+
+
+__all__: list[Any] = ["create_app", "readiness"]

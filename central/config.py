@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,8 +20,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from central.abis.settings import AbisSettings
+from central.auth.settings import AuthSettings
 from central.blobs.settings import BlobSettings
 from central.db.engine import DatabaseSettings
+from central.keys import KeySettings
+from central.pipeline.quality import QualitySettings
+from central.pipeline.worker import WorkerSettings
 
 CONFIG_ENV = "REGISTRY_CONFIG"
 
@@ -36,6 +41,20 @@ def config_path() -> Path | None:
     return path
 
 
+class IngestSettings(BaseModel):
+    """Upload limits and admission."""
+
+    max_package_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest package accepted (enrollment.package.Limits' default; a typical one is
+    300-500 KB)."""
+    max_chunk_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_concurrent_uploads: int = Field(64, ge=1)
+    """Uploads one API process reads at once; more are answered 503 + Retry-After."""
+    retry_after_seconds: int = Field(5, ge=1)
+    upload_expiry_hours: float = Field(72.0, gt=0)
+    """Resumable uploads idle this long are dropped (the station starts again)."""
+
+
 class RegistrySettings(BaseSettings):
     """Everything one registry process (API or worker) needs to know."""
 
@@ -45,6 +64,15 @@ class RegistrySettings(BaseSettings):
 
     database: DatabaseSettings = DatabaseSettings()
     blobs: BlobSettings = BlobSettings()
+    keys: KeySettings = KeySettings()
+    auth: AuthSettings = AuthSettings()
+    ingest: IngestSettings = IngestSettings()
+    worker: WorkerSettings = WorkerSettings()
+    quality: QualitySettings = QualitySettings()
+    abis: AbisSettings = AbisSettings()
+    bootstrap_admin: str | None = None
+    """``username:password`` of an administrator created at start when no user exists
+    (first start of a new registry); or use ``python -m central users add``."""
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     migrate_on_start: bool = True

@@ -23,6 +23,8 @@ def _embedded(tmp: Path) -> RegistrySettings:
     return RegistrySettings(
         database={"url": f"sqlite:///{tmp / 'registry.db'}"},
         blobs={"backend": "local", "path": tmp / "blobs"},
+        keys={"path": tmp / "keys"},
+        auth={"jwt_secret_file": tmp / "jwt-secret"},
     )
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from biometrics.face.pipeline import FaceAnalyzer
-from biometrics.fingerprint.quality import Nfiq2, QualityScorer
+from biometrics.face.quality import Criterion, hint_text
+from biometrics.fingerprint.quality import Nfiq2, QualityScorer, StationQuality
 from enrollment import images
 from enrollment.package import VerifiedPackage
 
@@ -42,7 +43,31 @@ class QualitySettings(BaseModel):
     flats NFIQ 2 was trained on; the station's own gate is stricter)."""
     min_fingers: int = Field(6, ge=0, le=10)
     """Fewer usable fingers than this (exceptions included) and dedup is not reliable."""
+    finger_scorer: Literal["nfiq2", "station-model"] = "nfiq2"
+    """``nfiq2``: the real NIST NFIQ 2 (x86_64 only, ~0.3-0.7 s a rolled print).
+    ``station-model``: the station's NFIQ 2 predictor (a few ms; for registries on arm64,
+    where nbis does not run, and for load tests)."""
     check_face: bool = True
+    face_criteria: frozenset[Criterion] = frozenset(
+        {
+            Criterion.ROLL,
+            Criterion.CENTRE_X,
+            Criterion.EYE_LINE,
+            Criterion.HEAD_HEIGHT,
+            Criterion.HEAD_WIDTH,
+            Criterion.EYE_DISTANCE,
+            Criterion.LIGHTING,
+            Criterion.EXPOSURE,
+            Criterion.CLIPPING,
+            Criterion.SHARPNESS,
+            Criterion.OCCLUSION,
+            Criterion.BACKGROUND_UNIFORMITY,
+            Criterion.BACKGROUND_CLUTTER,
+        }
+    )
+    """What sends a portrait back: what the stored image itself shows (framing, light,
+    focus, background, occlusion). Pose, eyes and expression are judged live at the
+    station with the citizen in front of the camera; here they are recorded as warnings."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,7 @@ class QualityReport:
     finger_scores: dict[int, int] = field(default_factory=dict)
     face_passed: bool | None = None
     reasons: list[Reason] = field(default_factory=list)
+    face_warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -73,6 +99,7 @@ class QualityReport:
         return {
             "finger_nfiq2": {str(k): v for k, v in sorted(self.finger_scores.items())},
             "face_passed": self.face_passed,
+            "face_warnings": self.face_warnings,
             "reasons": [r.as_json() for r in self.reasons],
         }
 
@@ -114,7 +141,10 @@ class QualityChecker:
 
     def _nfiq2(self) -> QualityScorer:
         if self._scorer is None:
-            self._scorer = Nfiq2()
+            if self.settings.finger_scorer == "nfiq2":
+                self._scorer = Nfiq2()
+            else:
+                self._scorer = StationQuality()
         return self._scorer
 
     def _faces(self) -> FaceAnalyzer:
@@ -159,6 +189,7 @@ class QualityChecker:
                 )
             )
         face_passed: bool | None = None
+        warnings: list[str] = []
         if s.check_face:
             face = face_image(verified)
             if face is None:
@@ -166,12 +197,20 @@ class QualityChecker:
                 reasons.append(Reason("face", 0, "no-face", "the package carries no portrait"))
             else:
                 analysis = self._faces().analyze(face)
-                face_passed = analysis.found and analysis.passed
-                if not analysis.found:
+                if analysis.assessment is None:
+                    face_passed = False
                     reasons.append(
                         Reason("face", 0, "no-face-found", "no face found in the portrait")
                     )
-                elif not analysis.passed:
-                    for key, text in zip(analysis.hint_keys(), analysis.hints("en"), strict=True):
-                        reasons.append(Reason("face", 0, key, text))
-        return QualityReport(scores, face_passed, reasons)
+                else:
+                    face_passed = True
+                    for check in analysis.assessment.checks:
+                        if check.passed or check.hint is None:
+                            continue
+                        if check.criterion in s.face_criteria:
+                            face_passed = False
+                            text = hint_text(check.hint, "en")
+                            reasons.append(Reason("face", 0, check.hint, text))
+                        else:
+                            warnings.append(check.criterion.value)
+        return QualityReport(scores, face_passed, reasons, warnings)

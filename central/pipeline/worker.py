@@ -159,7 +159,7 @@ class Worker:
             return self._retry(job, f"{type(exc).__name__}: {exc}")
         try:
             with Session(self.engine) as session, session.begin():
-                if not complete_job(session, job, self.name, self.now()):
+                if not complete_job(session, session.get_one(Job, job.id), self.name, self.now()):
                     return JobResult(job.id, job.kind, "lost")
                 fresh = session.get(Package, job.package_id, populate_existing=True)
                 if fresh is None or fresh.state not in stage.expects:
@@ -177,12 +177,12 @@ class Worker:
 
     def _finish_stale(self, job: Job) -> JobResult:
         with Session(self.engine) as session, session.begin():
-            complete_job(session, job, self.name, self.now())
+            complete_job(session, session.get_one(Job, job.id), self.name, self.now())
         return JobResult(job.id, job.kind, "stale")
 
     def _reject(self, job: Job, rejection: Rejection) -> JobResult:
         with Session(self.engine) as session, session.begin():
-            if not complete_job(session, job, self.name, self.now()):
+            if not complete_job(session, session.get_one(Job, job.id), self.name, self.now()):
                 return JobResult(job.id, job.kind, "lost")
             row = session.get_one(Package, job.package_id)
             reject(session, row, rejection, self.now(), f"pipeline:{job.kind}")
@@ -192,7 +192,7 @@ class Worker:
         with Session(self.engine) as session, session.begin():
             retry_job(
                 session,
-                job,
+                session.get_one(Job, job.id),
                 self.name,
                 self.now(),
                 error[:2000],

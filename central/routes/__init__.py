@@ -1,0 +1,1 @@
+"""The registry's HTTP endpoints, one module per area; ``central.app`` mounts them."""

@@ -1,0 +1,203 @@
+"""The registry end to end, on SQLite and on a real PostgreSQL: an administrator onboards
+a station, the station uploads real packages (synthetic rolled prints, synthetic faces)
+over signed HTTP, the pipeline runs (NFIQ 2, dedup, issuance), a duplicate under another
+identity lands in adjudication and is linked to the existing number, the chip verifies,
+the card is recorded, and a revoked station is refused."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from central.app import create_app
+from central.chipdata import ChipData
+from central.db.models import AuditEntry, Person
+from central.services import Registry
+from enrollment.icao.passive import verify_passive
+from enrollment.keys.software import SoftwareKeySigner
+from enrollment.request_signing import StationRequestAuth
+from tests import registrykit
+from tests.registrykit import ADMIN
+
+STATION = "HN-BD-001"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_db"))
+
+
+@pytest.fixture
+def client(tmp_path: Path, database_url: str | None) -> Iterator[TestClient]:
+    settings = registrykit.registry_settings(tmp_path, database_url)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def login(client: TestClient, username: str, password: str) -> dict[str, str]:
+    r = client.post("/v1/auth/token", data={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def onboard(client: TestClient, admin: dict[str, str]) -> SoftwareKeySigner:
+    office = client.post(
+        "/v1/offices",
+        json={"name": "Công an phường Phúc Xá", "commune_code": "00001"},
+        headers=admin,
+    )
+    assert office.status_code == 201, office.text
+    assert office.json()["province_code"] == "01"
+    station = client.post(
+        "/v1/stations",
+        json={"station_id": STATION, "office_id": office.json()["id"]},
+        headers=admin,
+    )
+    assert station.status_code == 201, station.text
+    token = client.post(f"/v1/stations/{STATION}/tokens", json={}, headers=admin).json()["token"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    enrolled = client.post(
+        "/v1/enroll", json={"token": token, "csr": registrykit.csr_for(key, "whatever")}
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    again = client.post("/v1/enroll", json={"token": token, "csr": registrykit.csr_for(key, "x")})
+    assert again.status_code == 401 and again.json()["error"] == "token_refused"
+    cert = x509.load_pem_x509_certificate(enrolled.json()["certificate"].encode())
+    assert cert.subject.rfc4514_string().startswith("CN=HN-BD-001")
+    return SoftwareKeySigner(key, cert)
+
+
+def upload(client: TestClient, signer: SoftwareKeySigner, data: bytes, package_id: str) -> dict:
+    auth = StationRequestAuth(signer, STATION)
+    r = client.put(f"/v1/packages/{package_id}", content=data, auth=auth)
+    assert r.status_code in (200, 201), r.text
+    return dict(r.json())
+
+
+def status(client: TestClient, signer: SoftwareKeySigner, package_id: str) -> dict:
+    r = client.get(f"/v1/packages/{package_id}", auth=StationRequestAuth(signer, STATION))
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+@pytest.mark.timeout(600)
+def test_enrollment_to_card_with_a_duplicate(client: TestClient) -> None:
+    registry: Registry = client.app.state.registry  # type: ignore[attr-defined]
+    admin = login(client, *ADMIN)
+    signer = onboard(client, admin)
+    recipient = registry.keys.package_public_key()
+    client.post(
+        "/v1/users",
+        json={"username": "adj", "password": "adjudicate me", "roles": ["adjudicator"]},
+        headers=admin,
+    ).raise_for_status()
+    adjudicator = login(client, "adj", "adjudicate me")
+
+    first = registrykit.package(1, 0, signer=signer, station_id=STATION, recipient=recipient)
+    # Person 6's face comes from another real photo than person 1's (registrykit).
+    other = registrykit.package(6, 0, signer=signer, station_id=STATION, recipient=recipient)
+    # Person 1 again, new impressions and photo, under another person's demographics.
+    dup = registrykit.package(
+        1, 1, signer=signer, station_id=STATION, recipient=recipient, demographics=77
+    )
+    receipts = [upload(client, signer, b.data, b.package_id) for b in (first, other)]
+    assert {r["state"] for r in receipts} == {"received"}
+    # The same package again answers the same receipt.
+    assert upload(client, signer, first.data, first.package_id) == receipts[0]
+
+    worker = registry.make_worker("test")
+    worker.drain()
+    for b in (first, other):
+        assert status(client, signer, b.package_id)["state"] == "issued"
+    upload(client, signer, dup.data, dup.package_id)
+    worker.drain()
+    assert status(client, signer, dup.package_id)["state"] == "adjudication"
+
+    cases = client.get("/v1/cases", headers=adjudicator).json()
+    assert len(cases) == 1 and cases[0]["package_id"] == dup.package_id
+    view = client.get(f"/v1/cases/{cases[0]['id']}", headers=adjudicator).json()
+    best = view["candidates"][0]
+    assert best["package_id"] == first.package_id
+    assert best["demographics"]["full_name"] != view["probe"]["demographics"]["full_name"]
+    assert best["face_jpeg"] and view["probe"]["face_jpeg"]
+    assert any(len(f["pairs"]) >= 12 for f in best["fingers"]), best["fingers"]
+    person_of_first = best["scores"]["person_id"] or _person(registry, first.package_id)
+    decided = client.post(
+        f"/v1/cases/{cases[0]['id']}/decision",
+        json={"decision": "same", "person_id": person_of_first, "reason": "fingers and face"},
+        headers=adjudicator,
+    )
+    assert decided.status_code == 200, decided.text
+    twice = client.post(
+        f"/v1/cases/{cases[0]['id']}/decision",
+        json={"decision": "different"},
+        headers=adjudicator,
+    )
+    assert twice.status_code == 409
+    worker.drain()
+
+    issued = {}
+    for b in (first, other, dup):
+        r = client.get(
+            f"/v1/packages/{b.package_id}/issuance", auth=StationRequestAuth(signer, STATION)
+        )
+        assert r.status_code == 200, r.text
+        issued[b.package_id] = r.json()
+    numbers = {k: v["personal_number"] for k, v in issued.items()}
+    assert numbers[dup.package_id] == numbers[first.package_id]  # linked, no second number
+    assert numbers[other.package_id] != numbers[first.package_id]
+    with Session(registry.engine) as session:
+        assert session.scalar(select(func.count()).select_from(Person)) == 2
+
+    chip = ChipData.from_bytes(
+        __import__("base64").b64decode(issued[other.package_id]["chip_cbor"])
+    )
+    verdict = verify_passive(chip.sod, chip.data_groups(), registry.keys.master_list())
+    assert verdict is not None
+
+    card = client.post(
+        f"/v1/packages/{other.package_id}/card",
+        json={"card_serial": "CARD-0001"},
+        auth=StationRequestAuth(signer, STATION),
+    )
+    assert card.status_code == 200, card.text
+    assert status(client, signer, other.package_id)["state"] == "card_encoded"
+
+    # A revoked station: refused from now on; its packages stay as they were.
+    revoked = client.post(
+        f"/v1/stations/{STATION}/revoke", json={"reason": "stolen"}, headers=admin
+    )
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked", revoked.text
+    late = registrykit.package(10, 0, signer=signer, station_id=STATION, recipient=recipient)
+    refused = client.put(
+        f"/v1/packages/{late.package_id}",
+        content=late.data,
+        auth=StationRequestAuth(signer, STATION),
+    )
+    assert refused.status_code == 403, refused.text
+    view = client.get(f"/v1/registry/packages/{first.package_id}", headers=admin).json()
+    assert view["state"] == "issued"
+
+    audit = client.get("/v1/audit/verify", headers=admin)
+    assert audit.status_code == 200 and audit.json()["intact"], audit.text
+    with Session(registry.engine) as session:
+        actions = set(session.scalars(select(AuditEntry.action)))
+    assert {"package.received", "package.issued", "case.decided.same", "station.revoked"} <= actions
+
+
+def _person(registry: Registry, package_id: str) -> str:
+    from central.db.models import Package
+
+    with Session(registry.engine) as session:
+        row = session.get_one(Package, uuid.UUID(package_id))
+        return str(row.person_id)
