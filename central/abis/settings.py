@@ -77,8 +77,9 @@ class AbisSettings(BaseModel):
     """Candidates reported (every candidate in review is reported, beyond top_k too)."""
     face_weight: float = Field(1.0, ge=0)
     """Weight of the face's normalised score in the biometric score."""
-    finger_impostor: ImpostorStats = ImpostorStats(mean=0.0225, std=0.0132)
-    """Impostor scores of ``verify`` on full templates (bench/dedup.py measures them)."""
+    finger_impostor: ImpostorStats = ImpostorStats(mean=0.032, std=0.0244)
+    """Impostor scores of ``verify`` on full templates: mindtct on synthetic rolled prints
+    (3,000 pairs of the accuracy set, docs/registry-dedup.md); measure again for LEADER."""
     face_impostor: ImpostorStats = ImpostorStats(mean=0.11, std=0.09)
     """SFace cosine between different real people (docs/benchmarks.md, face dedup)."""
     thresholds: AbisThresholds = AbisThresholds()

@@ -164,13 +164,14 @@ def catch_up(
                 )
             }
             linked = [e for _, e, op in changes if op == "link" and e in shard]
-            people = dict(
-                session.execute(
+            people = {
+                e: p
+                for e, p in session.execute(
                     select(GalleryEntry.id, GalleryEntry.person_id).where(
                         GalleryEntry.id.in_(linked)
                     )
-                ).tuples()
-            )
+                )
+            }
             for _, entry_id, op in changes:
                 if op == "insert" and entry_id in loaded:
                     shard.add(loaded[entry_id])
