@@ -151,14 +151,22 @@ class ProcessShards:
         self._pools[index].shutdown(wait=False, cancel_futures=True)
         self._pools[index] = self._start(index)
 
+    def _submit(self, index: int, call: Callable[..., T], *args: object) -> Future[T]:
+        try:
+            return self._pools[index].submit(call, *args)
+        except BrokenProcessPool:
+            self._restart(index)  # it died between calls
+            return self._pools[index].submit(call, *args)
+
     def _each(self, call: Callable[..., T], *args: object) -> list[T]:
-        futures: list[Future[T]] = [pool.submit(call, *args) for pool in self._pools]
+        futures = [self._submit(i, call, *args) for i in range(len(self._pools))]
         out: list[T] = []
         for index, future in enumerate(futures):
             try:
                 out.append(future.result())
             except BrokenProcessPool:
-                # The shard process died: start it again (it reloads from the database).
+                # The shard process died during the call: start it again (it reloads from
+                # the database) and ask once more.
                 self._restart(index)
                 out.append(self._pools[index].submit(call, *args).result())
         return out
