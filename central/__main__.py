@@ -1,21 +1,116 @@
-"""`python -m central serve | migrate`: the registry's command line."""
+"""`python -m central`: the registry's command line.
+
+    serve [--host H] [--port P] [--workers N]   the HTTP service (and, embedded, the worker)
+    worker [--once]                             a pipeline worker process
+    migrate                                     bring the database schema to the newest
+    users add|disable|enable|passwd|roles|list  registry users (people)
+    audit verify                                check the audit log's hash chain
+    keys show|rotate-ds|rotate-csca|export-trust
+    quotas import FILE [--check]                area quotas from CSV
+
+Settings come from REGISTRY_CONFIG (a TOML file) and REGISTRY_* variables; with none the
+registry runs embedded under ./data/registry.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
+from types import FrameType
 
+from central.auth.cli import add_audit_parser, add_users_parser, run_audit, run_users
 from central.config import RegistrySettings
+from central.keys_cli import add_keys_parser, run_keys
+from central.logs import configure_logging
+from central.quotas import add_quotas_parser, run_quotas
+
+log = logging.getLogger("central")
+
+
+def _serve(args: argparse.Namespace, settings: RegistrySettings) -> int:
+    import uvicorn
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if args.workers > 1:
+        if settings.worker.in_process:
+            print(
+                "serve --workers N runs several API processes: run the pipeline as "
+                "`python -m central worker` and set worker.in_process = false "
+                "(REGISTRY_WORKER__IN_PROCESS=false)",
+                file=sys.stderr,
+            )
+            return 2
+        uvicorn.run(
+            "central.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+        )
+        return 0
+    from central.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: RegistrySettings) -> int:
+    from central.services import open_registry
+
+    registry = open_registry(settings)
+    worker = registry.make_worker()
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Finish the job in hand, then leave: its commit and the job's completion are one.
+        stopping.set()
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        if args.once:
+            results = worker.drain()
+            print(f"{len(results)} jobs run")
+        else:
+            worker.run()
+    finally:
+        registry.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m central", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m central",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format", choices=("json", "text"), default="json", help="log lines on stderr"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", help="address to listen on (default from the settings)")
     serve.add_argument("--port", type=int, help="port to listen on (default from the settings)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes (PostgreSQL deployments)"
+    )
+    worker = commands.add_parser("worker", help="run a pipeline worker")
+    worker.add_argument("--once", action="store_true", help="run the due jobs, then exit")
     commands.add_parser("migrate", help="bring the database schema to the newest migration")
+    add_users_parser(commands)
+    add_audit_parser(commands)
+    add_keys_parser(commands)
+    add_quotas_parser(commands)
     args = parser.parse_args(argv)
+    configure_logging(args.log_level, json=args.log_format == "json")
     settings = RegistrySettings()
     if args.command == "migrate":
         from central.db.migrate import current, upgrade
@@ -24,17 +119,20 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(url)
         print(f"database schema at {current(url)}")
         return 0
-    import uvicorn
-
-    from central.app import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_level="info",
-    )
-    return 0
+    if args.command == "serve":
+        return _serve(args, settings)
+    if args.command == "worker":
+        return _worker(args, settings)
+    if args.command == "users":
+        return run_users(args, settings)
+    if args.command == "audit":
+        return run_audit(args, settings)
+    if args.command == "keys":
+        return run_keys(args, settings)
+    if args.command == "quotas":
+        return run_quotas(args, settings)
+    parser.error(f"unknown command {args.command}")
+    return 2
 
 
 if __name__ == "__main__":

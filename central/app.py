@@ -19,10 +19,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from central.api_reports import reports_router
 from central.auth import routers as auth_routers
+from central.auth.deps import require_user
 from central.auth.users import UserError, ensure_admin
 from central.config import RegistrySettings
 from central.db.migrate import current, head
+from central.db.models import UserRole
+from central.logs import RequestIdMiddleware
+from central.metrics import metrics_router
 from central.routes.adjudication import adjudication_router
 from central.routes.packages import packages_router, registry_packages_router
 from central.routes.stations import stations_router
@@ -83,6 +88,7 @@ def create_app(
         registry = open_registry(settings, clock=clock)
         app.state.registry = registry
         app.state.access = registry.access
+        app.state.metrics = registry.metrics
         try:
             _bootstrap_admin(registry)
             run_worker = settings.worker.in_process if start_worker is None else start_worker
@@ -102,11 +108,19 @@ def create_app(
             "bearer tokens); stations sign every request (RFC 9421)."
         ),
     )
+    app.add_middleware(RequestIdMiddleware)
     auth_routers.install(app)
     app.include_router(stations_router())
     app.include_router(packages_router())
     app.include_router(registry_packages_router())
     app.include_router(adjudication_router())
+    app.include_router(
+        reports_router(
+            require_user(UserRole.reporting, UserRole.supervisor, UserRole.auditor, UserRole.admin),
+            clock=clock,
+        )
+    )
+    app.include_router(metrics_router(), include_in_schema=False)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

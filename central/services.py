@@ -9,6 +9,7 @@ process when the worker runs in it (the embedded default), or ``python -m centra
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -33,9 +34,10 @@ from central.db.models import Issuance, Package, PackageState
 from central.db.ops import append_audit
 from central.ingest import Ingest, PackageVerifier
 from central.keys import RegistryKeys
+from central.metrics import Metrics
 from central.pipeline.quality import QualityChecker
 from central.pipeline.stages import DedupOutcome, IssuedChip, PipelineContext
-from central.pipeline.worker import Worker, WorkerThread
+from central.pipeline.worker import JobResult, Worker, WorkerThread
 from enrollment.package import Limits, VerifiedPackage
 from enrollment.record import EnrollmentRecord
 
@@ -49,8 +51,9 @@ def utc_now() -> datetime:
 class AbisDedup:
     """The pipeline's dedup engine: template extraction plus the ABIS gallery."""
 
-    def __init__(self, abis: Abis) -> None:
+    def __init__(self, abis: Abis, metrics: Metrics | None = None) -> None:
         self.abis = abis
+        self.metrics = metrics
         self._extractors: Extractors | None = None
         self._lock = threading.Lock()
 
@@ -66,7 +69,11 @@ class AbisDedup:
     def identify_and_insert(
         self, session: Session, package_id: uuid.UUID, templates: Any, demographics: Package
     ) -> DedupOutcome:
+        started = time.perf_counter()
         result = self.abis.identify_and_insert(session, package_id, templates)
+        if self.metrics is not None:
+            self.metrics.observe_dedup(time.perf_counter() - started)
+            self.metrics.set_gallery_size(sum(entries for entries, _, _ in self.abis.stats()))
         return DedupOutcome(str(result.verdict), result.candidates_json())
 
     def link(self, session: Session, package_id: uuid.UUID, person_id: uuid.UUID) -> None:
@@ -102,6 +109,7 @@ class Registry:
     keys: RegistryKeys
     access: Access
     ingest: Ingest
+    metrics: Metrics
     clock: Any = utc_now
     worker_thread: WorkerThread | None = None
     abis: Abis | None = None
@@ -151,6 +159,8 @@ class Registry:
                     return {"package_id": str(package_id), "state": row.state.value}
                 issued.card_serial = serial
                 issued.card_encoded_at = now
+                # The chip's private keys are on the card now: the registry forgets them.
+                issued.chip = ChipData.from_bytes(issued.chip).without_secrets().to_bytes()
                 row.state = PackageState.card_encoded
                 row.state_changed_at = now
                 append_audit(
@@ -174,13 +184,25 @@ class Registry:
             blobs=self.blobs,
             verifier=self.ingest.verifier,
             quality=QualityChecker(self.settings.quality),
-            dedup=AbisDedup(self.abis),
+            dedup=AbisDedup(self.abis, self.metrics),
             issuer=KeysIssuer(self.keys),
             clock=self.clock,
         )
 
     def make_worker(self, name: str | None = None) -> Worker:
-        return Worker(self.engine, self.pipeline_context(), self.settings.worker, name=name)
+        metrics = self.metrics
+
+        def observe(result: JobResult, seconds: float) -> None:
+            if result.outcome in ("done", "rejected"):
+                metrics.observe_stage(result.kind, seconds)
+
+        return Worker(
+            self.engine,
+            self.pipeline_context(),
+            self.settings.worker,
+            name=name,
+            on_result=observe,
+        )
 
     def start_worker(self) -> None:
         self.worker_thread = WorkerThread(self.make_worker())
@@ -205,7 +227,8 @@ def open_registry(settings: RegistrySettings, *, clock: Any = utc_now) -> Regist
     limits = Limits(max_package_bytes=settings.ingest.max_package_bytes)
     verifier = PackageVerifier(keys.package_decryptor, [keys.station_ca], limits)
     ingest = Ingest(engine, blobs, verifier, clock=clock)
-    return Registry(settings, engine, blobs, keys, access, ingest, clock)
+    metrics = Metrics(engine)
+    return Registry(settings, engine, blobs, keys, access, ingest, metrics, clock)
 
 
 def registry_of(request: Request) -> Registry:

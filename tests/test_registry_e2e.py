@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -77,14 +78,14 @@ def onboard(client: TestClient, admin: dict[str, str]) -> SoftwareKeySigner:
     return SoftwareKeySigner(key, cert)
 
 
-def upload(client: TestClient, signer: SoftwareKeySigner, data: bytes, package_id: str) -> dict:
+def upload(client: TestClient, signer: SoftwareKeySigner, data: bytes, package_id: str) -> dict[str, Any]:
     auth = StationRequestAuth(signer, STATION)
     r = client.put(f"/v1/packages/{package_id}", content=data, auth=auth)
     assert r.status_code in (200, 201), r.text
     return dict(r.json())
 
 
-def status(client: TestClient, signer: SoftwareKeySigner, package_id: str) -> dict:
+def status(client: TestClient, signer: SoftwareKeySigner, package_id: str) -> dict[str, Any]:
     r = client.get(f"/v1/packages/{package_id}", auth=StationRequestAuth(signer, STATION))
     assert r.status_code == 200, r.text
     return dict(r.json())

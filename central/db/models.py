@@ -245,6 +245,8 @@ class Package(Base):
             "(state = 'rejected') = (reject_code IS NOT NULL)", name="rejected_has_reason"
         ),
         Index(None, "station_id", "received_at"),
+        # Per-day reports and quota progress range over received_at alone.
+        Index(None, "received_at"),
     )
 
     package_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -443,7 +445,7 @@ class AdjudicationCase(Base):
     # For "same": the existing person the enrollment is linked to.
     decided_person_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("person.id"))
     decided_by: Mapped[str | None] = mapped_column(String(64))
-    decided_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None] = mapped_column(index=True)
     reason: Mapped[str | None] = mapped_column(Text)
 
 

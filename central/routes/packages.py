@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -39,7 +40,9 @@ PEOPLE = (UserRole.admin, UserRole.supervisor, UserRole.auditor)
 Reader = Annotated[Principal, Depends(require_user(*PEOPLE))]
 
 
-def _refused(exc: IngestRefused) -> Exception:
+def _refused(exc: IngestRefused, registry: Registry | None = None) -> Exception:
+    if registry is not None:
+        registry.metrics.package_refused(exc.code.replace("-", "_"))
     return api_error(exc.status, exc.code, exc.detail, exc.headers)
 
 
@@ -133,7 +136,7 @@ def packages_router() -> APIRouter:
                         sha256,
                     )
                 except IngestRefused as exc:
-                    raise _refused(exc) from None
+                    raise _refused(exc, registry) from None
                 if isinstance(result, UploadProgress):
                     return JSONResponse(
                         {"package_id": package_id, "offset": result.offset, "length": result.total},
@@ -149,12 +152,15 @@ def packages_router() -> APIRouter:
             if held is not None:
                 return JSONResponse(held.as_json(), status_code=200)
             data = await _read_body(request, station, ingest.max_bytes)
+            body_done = time.perf_counter()
             try:
                 receipt, created = await run_in_threadpool(
                     ingest.accept, station.station_id, pid, data, digest
                 )
             except IngestRefused as exc:
-                raise _refused(exc) from None
+                raise _refused(exc, registry) from None
+            if created:
+                registry.metrics.package_received(len(data), time.perf_counter() - body_done)
             return JSONResponse(receipt.as_json(), status_code=201 if created else 200)
         finally:
             registry.release_upload()
