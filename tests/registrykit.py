@@ -175,3 +175,47 @@ def csr_for(key: ec.EllipticCurvePrivateKey, station_id: str) -> str:
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def login(client: Any, username: str, password: str) -> dict[str, str]:
+    """Bearer headers for a registry user (client: a TestClient or httpx.Client)."""
+    r = client.post("/v1/auth/token", data={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def onboard(
+    client: Any,
+    admin: dict[str, str],
+    station_id: str = "HN-BD-001",
+    commune_code: str = "00001",
+    office_id: int | None = None,
+) -> tuple[Any, int]:
+    """Register an office (unless ``office_id``), a station and a token; enroll the station
+    with a fresh key through /v1/enroll. Returns (SoftwareKeySigner with its certificate,
+    office id)."""
+    from cryptography import x509
+
+    from enrollment.keys.software import SoftwareKeySigner
+
+    if office_id is None:
+        office = client.post(
+            "/v1/offices",
+            json={"name": f"Công an {commune_code}", "commune_code": commune_code},
+            headers=admin,
+        )
+        assert office.status_code == 201, office.text
+        office_id = int(office.json()["id"])
+    station = client.post(
+        "/v1/stations", json={"station_id": station_id, "office_id": office_id}, headers=admin
+    )
+    assert station.status_code == 201, station.text
+    token = client.post(f"/v1/stations/{station_id}/tokens", json={}, headers=admin)
+    assert token.status_code == 201, token.text
+    key = ec.generate_private_key(ec.SECP256R1())
+    enrolled = client.post(
+        "/v1/enroll", json={"token": token.json()["token"], "csr": csr_for(key, station_id)}
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    cert = x509.load_pem_x509_certificate(enrolled.json()["certificate"].encode())
+    return SoftwareKeySigner(key, cert), office_id

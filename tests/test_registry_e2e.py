@@ -45,40 +45,9 @@ def client(tmp_path: Path, database_url: str | None) -> Iterator[TestClient]:
         yield c
 
 
-def login(client: TestClient, username: str, password: str) -> dict[str, str]:
-    r = client.post("/v1/auth/token", data={"username": username, "password": password})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
-def onboard(client: TestClient, admin: dict[str, str]) -> SoftwareKeySigner:
-    office = client.post(
-        "/v1/offices",
-        json={"name": "Công an phường Phúc Xá", "commune_code": "00001"},
-        headers=admin,
-    )
-    assert office.status_code == 201, office.text
-    assert office.json()["province_code"] == "01"
-    station = client.post(
-        "/v1/stations",
-        json={"station_id": STATION, "office_id": office.json()["id"]},
-        headers=admin,
-    )
-    assert station.status_code == 201, station.text
-    token = client.post(f"/v1/stations/{STATION}/tokens", json={}, headers=admin).json()["token"]
-    key = ec.generate_private_key(ec.SECP256R1())
-    enrolled = client.post(
-        "/v1/enroll", json={"token": token, "csr": registrykit.csr_for(key, "whatever")}
-    )
-    assert enrolled.status_code == 201, enrolled.text
-    again = client.post("/v1/enroll", json={"token": token, "csr": registrykit.csr_for(key, "x")})
-    assert again.status_code == 401 and again.json()["error"] == "token_refused"
-    cert = x509.load_pem_x509_certificate(enrolled.json()["certificate"].encode())
-    assert cert.subject.rfc4514_string().startswith("CN=HN-BD-001")
-    return SoftwareKeySigner(key, cert)
-
-
-def upload(client: TestClient, signer: SoftwareKeySigner, data: bytes, package_id: str) -> dict[str, Any]:
+def upload(
+    client: TestClient, signer: SoftwareKeySigner, data: bytes, package_id: str
+) -> dict[str, Any]:
     auth = StationRequestAuth(signer, STATION)
     r = client.put(f"/v1/packages/{package_id}", content=data, auth=auth)
     assert r.status_code in (200, 201), r.text
@@ -94,15 +63,31 @@ def status(client: TestClient, signer: SoftwareKeySigner, package_id: str) -> di
 @pytest.mark.timeout(600)
 def test_enrollment_to_card_with_a_duplicate(client: TestClient) -> None:
     registry: Registry = client.app.state.registry  # type: ignore[attr-defined]
-    admin = login(client, *ADMIN)
-    signer = onboard(client, admin)
+    admin = registrykit.login(client, *ADMIN)
+    signer, _ = registrykit.onboard(client, admin, STATION)
+    # Re-enrolling (a repaired station with a new key) replaces the certificate: the old
+    # key is refused from then on, and a token works once.
+    token = client.post(f"/v1/stations/{STATION}/tokens", json={}, headers=admin).json()["token"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = registrykit.csr_for(key, STATION)
+    renewed = client.post("/v1/enroll", json={"token": token, "csr": csr})
+    assert renewed.status_code == 201, renewed.text
+    again = client.post("/v1/enroll", json={"token": token, "csr": csr})
+    assert again.status_code == 401
+    assert again.json()["error"] == "token_refused"
+    old = client.get("/v1/station/trust", auth=StationRequestAuth(signer, STATION))
+    assert old.status_code == 401, old.text
+    cert = x509.load_pem_x509_certificate(renewed.json()["certificate"].encode())
+    signer = SoftwareKeySigner(key, cert)
+    trust = client.get("/v1/station/trust", auth=StationRequestAuth(signer, STATION))
+    assert trust.status_code == 200, trust.text
     recipient = registry.keys.package_public_key()
     client.post(
         "/v1/users",
         json={"username": "adj", "password": "adjudicate me", "roles": ["adjudicator"]},
         headers=admin,
     ).raise_for_status()
-    adjudicator = login(client, "adj", "adjudicate me")
+    adjudicator = registrykit.login(client, "adj", "adjudicate me")
 
     first = registrykit.package(1, 0, signer=signer, station_id=STATION, recipient=recipient)
     # Person 6's face comes from another real photo than person 1's (registrykit).
@@ -125,12 +110,14 @@ def test_enrollment_to_card_with_a_duplicate(client: TestClient) -> None:
     assert status(client, signer, dup.package_id)["state"] == "adjudication"
 
     cases = client.get("/v1/cases", headers=adjudicator).json()
-    assert len(cases) == 1 and cases[0]["package_id"] == dup.package_id
+    assert len(cases) == 1
+    assert cases[0]["package_id"] == dup.package_id
     view = client.get(f"/v1/cases/{cases[0]['id']}", headers=adjudicator).json()
     best = view["candidates"][0]
     assert best["package_id"] == first.package_id
     assert best["demographics"]["full_name"] != view["probe"]["demographics"]["full_name"]
-    assert best["face_jpeg"] and view["probe"]["face_jpeg"]
+    assert best["face_jpeg"]
+    assert view["probe"]["face_jpeg"]
     assert any(len(f["pairs"]) >= 12 for f in best["fingers"]), best["fingers"]
     person_of_first = best["scores"]["person_id"] or _person(registry, first.package_id)
     decided = client.post(
@@ -178,7 +165,8 @@ def test_enrollment_to_card_with_a_duplicate(client: TestClient) -> None:
     revoked = client.post(
         f"/v1/stations/{STATION}/revoke", json={"reason": "stolen"}, headers=admin
     )
-    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked", revoked.text
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["status"] == "revoked"
     late = registrykit.package(10, 0, signer=signer, station_id=STATION, recipient=recipient)
     refused = client.put(
         f"/v1/packages/{late.package_id}",
@@ -190,7 +178,8 @@ def test_enrollment_to_card_with_a_duplicate(client: TestClient) -> None:
     assert view["state"] == "issued"
 
     audit = client.get("/v1/audit/verify", headers=admin)
-    assert audit.status_code == 200 and audit.json()["intact"], audit.text
+    assert audit.status_code == 200, audit.text
+    assert audit.json()["intact"]
     with Session(registry.engine) as session:
         actions = set(session.scalars(select(AuditEntry.action)))
     assert {"package.received", "package.issued", "case.decided.same", "station.revoked"} <= actions
