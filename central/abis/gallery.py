@@ -158,6 +158,10 @@ class GalleryShard:
     def info(self, entry_id: int) -> EntryInfo | None:
         return self._infos.get(entry_id)
 
+    def finger_gallery(self, position: int) -> Gallery | None:
+        """The packed rows of one searched position (read-only use)."""
+        return self._galleries.get(position)
+
     def add(self, entry: ShardEntry) -> None:
         """Add an entry (no-op if present or not this shard's)."""
         eid = entry.info.entry_id
@@ -174,6 +178,31 @@ class GalleryShard:
         key = entry.info.demographics.index_key
         if key is not None:
             self._by_demographics.setdefault(key, set()).add(eid)
+
+    def add_packed(
+        self,
+        infos: list[EntryInfo],
+        fingers: Mapping[int, Gallery],
+        face_model: str | None = None,
+        faces: NDArray[np.float32] | None = None,
+    ) -> None:
+        """Bulk load: ``infos`` with finger rows already packed (labels are entry ids) and
+        ``faces`` one row per info. For large loads built elsewhere (other processes)."""
+        if any(not self.owns(i.entry_id) or i.entry_id in self._infos for i in infos):
+            raise ValueError("add_packed takes new entries of this shard only")
+        for info in infos:
+            self._infos[info.entry_id] = info
+            key = info.demographics.index_key
+            if key is not None:
+                self._by_demographics.setdefault(key, set()).add(info.entry_id)
+        for position, packed in fingers.items():
+            if position in self._galleries:
+                self._galleries[position].extend(packed)
+        if faces is not None and face_model is not None:
+            if face_model not in self._faces:
+                self._faces[face_model] = FaceMatrix(faces.shape[1])
+            for info, vector in zip(infos, faces, strict=True):
+                self._faces[face_model].add(info.entry_id, vector)
 
     def remove(self, entry_id: int) -> None:
         """Forget an entry (no-op if absent)."""

@@ -7,11 +7,14 @@ fused, and when a case goes to review.
 2. **Verification.** Every shortlisted entry is compared on every finger both sides have,
    with full templates (:func:`biometrics.fingerprint.matcher.verify`), and on the face.
 3. **Fusion.** Each finger score is z-normalised against the impostor distribution
-   (:class:`~biometrics.fingerprint.fusion.ZNorm`) and the n finger z-scores are combined
-   as ``sum / sqrt(n)`` (Stouffer): under the impostor hypothesis that keeps the fused
-   score on one scale whether two or ten fingers were compared, so one threshold serves
-   amputees too. The face's cosine is z-normalised the same way. The candidate's
-   *biometric score* is ``fingers + face_weight * face`` (a missing modality adds 0).
+   (:class:`~biometrics.fingerprint.fusion.ZNorm`), the face's cosine too, and the
+   z-scores of everything compared are combined as ``sum / sqrt(count)`` (Stouffer; the
+   face counts with weight ``face_weight``, ``(sum_f z_f + w z_face) / sqrt(n + w^2)``).
+   Under the impostor hypothesis that keeps the *biometric score* on one scale whether
+   ten fingers and a face were compared, two fingers, or the face alone, so one threshold
+   serves amputees and face-only probes too, and a lucky face among 100k people (z about
+   4) does not lift a candidate whose fingers disagree. ``finger_score`` is the same
+   fusion over the fingers alone.
 4. **Verdict.** A candidate is in review when its biometric score reaches
    ``thresholds.review``, or ``thresholds.with_demographics`` when name, date of birth and
    place agree. Demographics never add to the score: without biometric support above that
@@ -62,7 +65,7 @@ class DedupCandidate:
     entry_id: int
     package_id: uuid.UUID
     person_id: uuid.UUID | None
-    score: float  # biometric score: fused fingers + weighted face, impostor-normalised
+    score: float  # biometric score: Stouffer fusion of finger and face z-scores
     finger_score: float | None  # fused finger score (Stouffer z); None: no finger compared
     fingers: dict[int, float]  # position -> verify score in [0, 1]
     face_score: float | None  # cosine similarity; None: no face on one side
@@ -176,16 +179,19 @@ def score_candidates(
             if p in theirs.fingers
         }
         finger_score = fused_fingers(fingers, finger_norm)
-        face_score = None
+        face_score: float | None = None
         if (
             probe.face is not None
             and theirs.face is not None
             and probe.face_model == theirs.face_model
         ):
             face_score = float(np.dot(probe.face, theirs.face))
-        score = (finger_score or 0.0) + (
-            0.0 if face_score is None else settings.face_weight * face_norm(face_score)
-        )
+        total = sum(finger_norm(v) for v in fingers.values())
+        weights = float(len(fingers))
+        if face_score is not None:
+            total += settings.face_weight * face_norm(face_score)
+            weights += settings.face_weight**2
+        score = total / math.sqrt(weights) if weights > 0 else 0.0
         same = agree(demographics, info.demographics)
         review = score >= thresholds.review or (same and score >= thresholds.with_demographics)
         out.append(

@@ -1,10 +1,10 @@
 """The ``abis`` section of the registry's settings: extractor, sharding, how much each
 stage keeps, and the review thresholds.
 
-The thresholds are on the candidate's *biometric score*: the ten-print fused finger score
-plus the face score, each normalised against its impostor distribution (see
-:mod:`central.abis.scoring`). Their defaults come from ``bench/dedup.py`` (the FPIR they
-give at 10k and 100k people is in docs/registry-dedup.md and docs/benchmarks.md).
+The thresholds are on the candidate's *biometric score*: the finger and face scores, each
+normalised against its impostor distribution and fused (see :mod:`central.abis.scoring`).
+Their defaults come from ``bench/dedup.py`` (the FPIR they give at 10k and 100k people is
+in docs/registry-dedup.md and docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class AbisSettings(BaseModel):
     top_k: int = Field(10, ge=1)
     """Candidates reported (every candidate in review is reported, beyond top_k too)."""
     face_weight: float = Field(1.0, ge=0)
-    """Weight of the face's normalised score in the biometric score."""
+    """Weight of the face's z-score against one finger's in the biometric score."""
     finger_impostor: ImpostorStats = ImpostorStats(mean=0.032, std=0.0244)
     """Impostor scores of ``verify`` on full templates: mindtct on synthetic rolled prints
     (3,000 pairs of the accuracy set, docs/registry-dedup.md); measure again for LEADER."""
