@@ -1,5 +1,6 @@
 """Adjudication cases: listed and viewed by adjudicators (and read by auditors and
-supervisors), decided by adjudicators only."""
+administrators, as docs/registry-access.md's roles say), decided by adjudicators only.
+Supervisors see a package's state, not the biometrics and identities of a case."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from central.db.models import CaseDecision, CaseState, UserRole
 from central.routes.errors import api_error
 from central.services import registry_of
 
-READERS = (UserRole.adjudicator, UserRole.supervisor, UserRole.auditor)
+READERS = (UserRole.adjudicator, UserRole.auditor, UserRole.admin)
 Reader = Annotated[Principal, Depends(require_user(*READERS))]
 Adjudicator = Annotated[Principal, Depends(require_user(UserRole.adjudicator))]
 
