@@ -57,16 +57,20 @@ class UserView(BaseModel):
     disabled_at: datetime | None
 
 
+# Long enough for any passphrase; a megabyte "password" is an attack on memory and logs.
+MAX_PASSWORD_LENGTH = 1024
+
+
 class NewUser(BaseModel):
-    username: str
-    full_name: str = ""
-    password: str = Field(min_length=1)
-    roles: list[UserRole] = Field(min_length=1)
+    username: str = Field(max_length=64)
+    full_name: str = Field("", max_length=200)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    roles: list[UserRole] = Field(min_length=1, max_length=len(UserRole))
 
 
 class PasswordChange(BaseModel):
-    current_password: str
-    new_password: str
+    current_password: str = Field(max_length=MAX_PASSWORD_LENGTH)
+    new_password: str = Field(max_length=MAX_PASSWORD_LENGTH)
 
 
 class AuditEntryView(BaseModel):
