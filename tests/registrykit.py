@@ -89,12 +89,17 @@ def citizen(
     station_id: str,
     fingers: tuple[int, ...] = tuple(range(1, 11)),
     demographics: int | None = None,
+    blank: tuple[int, ...] = (),
     now: datetime | None = None,
 ) -> tuple[EnrollmentRecord, ansi_nist.EnrollmentTransaction]:
     """Record and transaction of ``person``'s ``sitting``-th enrollment. Demographics come
     from ``example_enrollment(demographics)``, by default the person's own seed (a
     duplicate enrolling again under another identity passes another seed)."""
     prints = {p: finger_wsq(person, p, sitting) for p in fingers}
+    for p in blank:  # a smudge with no ridges: what a dirty platen gives
+        _, w, h = prints[p]
+        grey = np.full((h, w), 200, np.uint8)
+        prints[p] = (images.encode_wsq(grey), w, h)
     sizes = {d[1:] for d in prints.values()}
     if len(sizes) != 1:
         raise AssertionError("impressions of different sizes")
@@ -121,11 +126,21 @@ def package(
     recipient: ec.EllipticCurvePublicKey,
     demographics: int | None = None,
     fingers: tuple[int, ...] = tuple(range(1, 11)),
+    blank: tuple[int, ...] = (),
     package_id: str | None = None,
+    date_of_birth: str | None = None,
 ) -> BuiltPackage:
     record, tx = citizen(
-        person, sitting, station_id=station_id, demographics=demographics, fingers=fingers
+        person,
+        sitting,
+        station_id=station_id,
+        demographics=demographics,
+        fingers=fingers,
+        blank=blank,
     )
+    if date_of_birth is not None:
+        d = record.demographics.model_copy(update={"date_of_birth": date_of_birth})
+        record = record.model_copy(update={"demographics": d})
     return build_package(record, tx, signer=signer, recipient=recipient, package_id=package_id)
 
 

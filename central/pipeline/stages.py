@@ -168,11 +168,26 @@ def move(
 
 
 def reject(session: Session, row: Package, rejection: Rejection, now: datetime, actor: str) -> None:
-    row.reject_code = rejection.code
-    row.reject_text = rejection.text
-    if rejection.findings:
-        row.findings = {**(row.findings or {}), **rejection.findings}
-    move(session, row, PackageState.rejected, now, actor, {"code": rejection.code})
+    """End the package ``rejected``: code, text and state change together (the table's
+    CHECK wants a reason with the state, so nothing may flush in between)."""
+    with session.no_autoflush:
+        findings = row.findings
+        previous = row.state
+        row.reject_code = rejection.code
+        row.reject_text = rejection.text
+        if rejection.findings:
+            row.findings = {**(findings or {}), **rejection.findings}
+        row.state = PackageState.rejected
+        row.state_changed_at = now
+    session.flush()
+    append_audit(
+        session,
+        now,
+        actor,
+        "package.rejected",
+        f"package:{row.package_id}",
+        {"from": previous.value, "code": rejection.code},
+    )
 
 
 class VerifyStage:
@@ -220,7 +235,9 @@ class QualityStage:
         if not prepared.passed:
             codes = sorted({r.code for r in prepared.reasons})
             raise Rejection(
-                "recapture-needed", "; ".join(r.text for r in prepared.reasons), {"codes": codes}
+                "recapture-needed",
+                "; ".join(r.text for r in prepared.reasons),
+                {"quality": prepared.as_json(), "codes": codes},
             )
         move(session, row, PackageState.quality_checked, now, "pipeline:quality")
         enqueue_job(session, "dedup", row.package_id, now)
