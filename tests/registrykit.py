@@ -168,7 +168,9 @@ def registry_settings(tmp: Path, database_url: str | None = None, **extra: Any) 
         "bootstrap_admin": f"{ADMIN[0]}:{ADMIN[1]}",
     }
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
+        if key == "blobs":
+            values[key] = value  # a whole other store, not a tweak of the folder's
+        elif isinstance(value, dict) and isinstance(values.get(key), dict):
             values[key] = {**values[key], **value}
         else:
             values[key] = value

@@ -1,4 +1,5 @@
-"""The registry end to end, on SQLite and on a real PostgreSQL: an administrator onboards
+"""The registry end to end, embedded (SQLite, blob folder) and at scale (a real PostgreSQL
+and an S3-compatible object store): an administrator onboards
 a station, the station uploads real packages (synthetic rolled prints, synthetic faces)
 over signed HTTP, the pipeline runs (NFIQ 2, dedup, issuance), a duplicate under another
 identity lands in adjudication and is linked to the existing number, the chip verifies,
@@ -25,22 +26,33 @@ from central.services import Registry
 from enrollment.icao.passive import verify_passive
 from enrollment.keys.software import SoftwareKeySigner
 from enrollment.request_signing import StationRequestAuth
-from tests import registrykit
+from tests import registrykit, s3kit
 from tests.registrykit import ADMIN
 
 STATION = "HN-BD-001"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
-    if request.param == "sqlite":
-        return None
-    return str(request.getfixturevalue("postgres_db"))
+s3_server = s3kit.s3_server
 
 
-@pytest.fixture
-def client(tmp_path: Path, database_url: str | None) -> Iterator[TestClient]:
-    settings = registrykit.registry_settings(tmp_path, database_url)
+@pytest.fixture(params=["sqlite", "postgresql+s3"])
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    """The embedded registry (SQLite, blob folder), or the scale one: PostgreSQL and an
+    S3-compatible object store (moto's server over HTTP)."""
+    extra: dict[str, Any] = {}
+    database_url = None
+    if request.param == "postgresql+s3":
+        database_url = str(request.getfixturevalue("postgres_db"))
+        server: s3kit.S3Server = request.getfixturevalue("s3_server")
+        extra["blobs"] = {
+            "backend": "s3",
+            "bucket": server.new_bucket(),
+            "endpoint_url": server.endpoint_url,
+            "region": server.region,
+            "access_key_id": server.access_key_id,
+            "secret_access_key": server.secret_access_key,
+        }
+    settings = registrykit.registry_settings(tmp_path, database_url, **extra)
     with TestClient(create_app(settings)) as c:
         yield c
 
