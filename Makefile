@@ -14,6 +14,7 @@ bootstrap: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 	$(PY) scripts/demo_devices.py
+	$(PY) scripts/demo_registry.py
 
 # Fast suites plus lint and types; RUN_SLOW=1 adds the slow ones.
 test: $(STAMP)

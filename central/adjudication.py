@@ -68,6 +68,7 @@ class CaseViewer:
             "station_id": row.station_id,
             "received_at": row.received_at.isoformat(),
             "state": row.state.value,
+            "person_id": None if row.person_id is None else str(row.person_id),
             "personal_number": None if person is None else person.personal_number,
             "demographics": d.model_dump(mode="json"),
             "face_jpeg": None if face is None else base64.b64encode(face).decode(),
