@@ -34,6 +34,8 @@ from central.db.ops import append_audit
 
 admin = UserRole.admin
 auditor = UserRole.auditor
+MAX_SEQ = 2**63 - 1
+"""Audit sequence numbers are 64-bit: a larger one is a 422, not a driver overflow (500)."""
 
 
 class TokenResponse(BaseModel):
@@ -245,7 +247,7 @@ def audit_router() -> APIRouter:
     def entries(
         request: Request,
         _: Annotated[Principal, Depends(require_user(auditor, admin))],
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         subject: str | None = None,
     ) -> list[AuditEntryView]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,8 @@ from central.services import registry_of
 READERS = (UserRole.adjudicator, UserRole.auditor, UserRole.admin)
 Reader = Annotated[Principal, Depends(require_user(*READERS))]
 Adjudicator = Annotated[Principal, Depends(require_user(UserRole.adjudicator))]
+# Case ids are 32-bit integer keys: a larger number is a 422, not a driver overflow (500).
+CaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 class Decision(BaseModel):
@@ -45,7 +47,7 @@ def adjudication_router() -> APIRouter:
             return adjudication.list_cases(session, state, limit)
 
     @router.get("/{case_id}")
-    def case(case_id: int, request: Request, user: Reader) -> dict[str, Any]:
+    def case(case_id: CaseId, request: Request, user: Reader) -> dict[str, Any]:
         """Probe and candidates side by side: demographics, portraits (base64 JPEG), and
         per finger the matched minutiae (x, y, angle in the probe's and the candidate's
         images)."""
@@ -58,7 +60,9 @@ def adjudication_router() -> APIRouter:
                 raise api_error(exc.status, exc.code, exc.detail) from None
 
     @router.post("/{case_id}/decision")
-    def decide(case_id: int, body: Decision, request: Request, user: Adjudicator) -> dict[str, Any]:
+    def decide(
+        case_id: CaseId, body: Decision, request: Request, user: Adjudicator
+    ) -> dict[str, Any]:
         """Decide a case: "same" links the enrollment to the named existing person (no
         second number, ever); "different" sends it on to issuance."""
         registry = registry_of(request)

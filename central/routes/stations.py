@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from cryptography.hazmat.primitives import serialization
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -25,6 +25,9 @@ READERS = (UserRole.admin, UserRole.supervisor, UserRole.auditor)
 Admin = Annotated[Principal, Depends(require_user(ADMIN))]
 Reader = Annotated[Principal, Depends(require_user(*READERS))]
 SignedStation = Annotated[StationPrincipal, Depends(require_station())]
+# Office ids are 32-bit integer keys: a larger number is a 422 here, not an overflow in the
+# database driver (500).
+OfficeId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class OfficeIn(BaseModel):
@@ -45,7 +48,7 @@ class OfficeOut(BaseModel):
 
 class StationIn(BaseModel):
     station_id: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,31}$")
-    office_id: int
+    office_id: OfficeId
 
 
 class StationOut(BaseModel):
@@ -74,7 +77,7 @@ class StatusChange(BaseModel):
 
 
 class OperatorIn(BaseModel):
-    office_id: int
+    office_id: OfficeId
     username: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$")
     full_name: str = Field(min_length=1, max_length=200)
     role: OperatorRole
@@ -266,7 +269,11 @@ def stations_router() -> APIRouter:
         )
 
     @router.get("/operators", response_model=list[OperatorOut])
-    def list_operators(request: Request, user: Reader, office_id: int | None = None) -> Any:
+    def list_operators(
+        request: Request,
+        user: Reader,
+        office_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    ) -> Any:
         def read(s: Session) -> list[OperatorOut]:
             q = select(Operator).order_by(Operator.id)
             if office_id is not None:
