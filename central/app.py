@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from central.api_reports import reports_router
@@ -29,6 +30,7 @@ from central.db.models import UserRole
 from central.logs import RequestIdMiddleware
 from central.metrics import metrics_router
 from central.routes.adjudication import adjudication_router
+from central.routes.errors import database_refused_value
 from central.routes.packages import packages_router, registry_packages_router
 from central.routes.stations import stations_router
 from central.services import Registry, open_registry, registry_of, utc_now
@@ -110,6 +112,7 @@ def create_app(
     )
     app.add_middleware(RequestIdMiddleware)
     auth_routers.install(app)
+    app.add_exception_handler(DataError, database_refused_value)
     app.include_router(stations_router())
     app.include_router(packages_router())
     app.include_router(registry_packages_router())
