@@ -821,3 +821,94 @@ def test_huge_station_json_body_is_refused(world: World) -> None:
 def test_huge_login_form_gets_a_4xx(world: World) -> None:
     response = world.client.post("/v1/auth/token", data={"username": "nobody", "password": FIVE_MB})
     assert 400 <= response.status_code < 500, response.text[:500]
+
+
+# --- regressions: 5xx found by schemathesis and by probing PostgreSQL --------------------
+
+BIG = 2**64
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "body"),
+    [
+        ("admin", "GET", f"/v1/audit/entries?after_seq={BIG}", None),
+        ("admin", "GET", f"/v1/operators?office_id={BIG}", None),
+        ("admin", "POST", "/v1/stations", {"station_id": "HN-BIG-1", "office_id": BIG}),
+        (
+            "admin",
+            "POST",
+            "/v1/operators",
+            {"office_id": BIG, "username": "big1", "full_name": "B", "role": "officer"},
+        ),
+        ("adjudicator", "GET", f"/v1/cases/{BIG}", None),
+        ("adjudicator", "POST", f"/v1/cases/{2**31}/decision", {"decision": "different"}),
+    ],
+)
+def test_huge_integers_are_a_422(
+    world: World, role: str, method: str, path: str, body: Any
+) -> None:
+    """These reached the driver (SQLite: OverflowError; PostgreSQL: integer out of range)."""
+    response = world.client.request(method, path, json=body, headers=world.people[role])
+    assert response.status_code == 422, response.text
+
+
+@pytest.fixture
+def pg_world(tmp_path: Path, postgres_db: str) -> Iterator[World]:
+    yield from make_world(tmp_path, postgres_db)
+
+
+def test_values_postgresql_refuses_are_a_422(pg_world: World) -> None:
+    """PostgreSQL refuses NUL characters in text (psycopg DataError), and a string longer
+    than its column; both used to answer 500."""
+    w = pg_world
+    probes: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/v1/offices", {"json": {"name": "a\x00b", "commune_code": "00001"}}),
+        (
+            "POST",
+            "/v1/users",
+            {
+                "json": {
+                    "username": "nul",
+                    "full_name": "a\x00",
+                    "password": PASSWORD,
+                    "roles": ["auditor"],
+                }
+            },
+        ),
+        (
+            "POST",
+            "/v1/users",
+            {
+                "json": {
+                    "username": "long",
+                    "full_name": "x" * 201,
+                    "password": PASSWORD,
+                    "roles": ["auditor"],
+                }
+            },
+        ),
+        (
+            "POST",
+            "/v1/operators",
+            {
+                "json": {
+                    "office_id": w.office_id,
+                    "username": "op1",
+                    "full_name": "a\x00",
+                    "role": "officer",
+                }
+            },
+        ),
+        ("GET", "/v1/audit/entries", {"params": {"subject": "a\x00"}}),
+        ("GET", "/v1/stations/A%00B", {}),
+        ("POST", "/v1/users/a%00b/disable", {}),
+    ]
+    for method, path, kw in probes:
+        response = w.client.request(method, path, headers=w.admin, **kw)
+        assert response.status_code == 422, (method, path, response.text)
+    # The login form is anonymous: the most exposed of them.
+    login_nul = w.client.post("/v1/auth/token", data={"username": "a\x00", "password": "b"})
+    assert login_nul.status_code == 422, login_nul.text
+    assert login_nul.json()["error"] == "invalid_value"
+    # The registry keeps working after each refusal.
+    assert w.client.get("/v1/stations", headers=w.admin).status_code == 200
