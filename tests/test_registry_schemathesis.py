@@ -34,7 +34,7 @@ STATION_PATH_REGEX = (
 )
 
 BOUNDED = settings(
-    max_examples=15,
+    max_examples=40,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,  # the same cases every run: a failure here is reproducible
