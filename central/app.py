@@ -47,13 +47,16 @@ def readiness(registry: Registry) -> dict[str, str]:
         schema = current(registry.settings.database.url.get_secret_value())
         if schema != head():
             problems["schema"] = f"database schema at {schema}, code expects {head()}"
-    except Exception as exc:  # any driver error means "not ready", with its reason
-        problems["database"] = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # any driver error means "not ready"
+        # The answer is public: the reason's class only; the text (hosts, paths) is logged.
+        log.warning("readiness: database: %s", exc)
+        problems["database"] = f"unreachable ({type(exc).__name__}); see the registry's log"
     try:
         # A read that touches the store: missing is fine, unreachable is not.
         registry.blobs.exists(f"readyz/{secrets.token_hex(4)}")
     except Exception as exc:
-        problems["blobs"] = f"{type(exc).__name__}: {exc}"
+        log.warning("readiness: blob store: %s", exc)
+        problems["blobs"] = f"unreachable ({type(exc).__name__}); see the registry's log"
     thread = registry.worker_thread
     if thread is not None and not thread.thread.is_alive():
         problems["worker"] = "the in-process pipeline worker has stopped"

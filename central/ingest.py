@@ -347,9 +347,10 @@ class Ingest:
         total: int,
         data: bytes,
         whole_sha256: str,
-    ) -> Receipt | UploadProgress:
+    ) -> tuple[Receipt, bool] | UploadProgress:
         """Take the chunk ``data`` at ``start`` of a ``total``-byte body whose digest is
-        ``whole_sha256``. Returns the progress, or the receipt once the body is complete."""
+        ``whole_sha256``. Returns the progress, or ``(receipt, created)`` once the body is
+        complete."""
         if total > self.max_bytes:
             raise IngestRefused(
                 413, "too-large", f"{total} bytes; the registry accepts {self.max_bytes} at most"
@@ -359,7 +360,7 @@ class Ingest:
             raise IngestRefused(400, "bad-range", f"chunk {start}-{end} outside 0-{total}")
         held = self.existing(station_id, package_id, whole_sha256)
         if held is not None:
-            return held
+            return held, False
         now = self.clock()
         with Session(self.engine) as session, session.begin():
             upload = session.get(Upload, package_id)
@@ -420,7 +421,9 @@ class Ingest:
     def _chunks(self, package_id: uuid.UUID) -> list[str]:
         return sorted(self.blobs.keys(f"{UPLOAD_PREFIX}/{package_id}/"))
 
-    def _assemble(self, station_id: str, package_id: uuid.UUID, total: int, sha256: str) -> Receipt:
+    def _assemble(
+        self, station_id: str, package_id: uuid.UUID, total: int, sha256: str
+    ) -> tuple[Receipt, bool]:
         parts, offset = [], 0
         for key in self._chunks(package_id):
             if int(key.rsplit("/", 1)[1]) != offset:
@@ -436,13 +439,13 @@ class Ingest:
                     "digest-mismatch",
                     "the assembled body does not match the declared digest; upload it again",
                 )
-            receipt, _ = self.accept(station_id, package_id, data, sha256)
+            receipt, created = self.accept(station_id, package_id, data, sha256)
         except IngestRefused:
             self._drop_upload(package_id)  # a refused body: a retry starts from byte 0
             raise
         # Any other error (database or store unreachable) keeps the chunks for a retry.
         self._drop_upload(package_id)
-        return receipt
+        return receipt, created
 
     def _drop_upload(self, package_id: uuid.UUID) -> None:
         with Session(self.engine) as session, session.begin():

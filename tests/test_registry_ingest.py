@@ -181,7 +181,7 @@ def test_resumable_upload_in_chunks_with_a_wrong_offset_and_a_retry(
         if r.status_code != 202:
             break
         offset = int(r.headers["Upload-Offset"])
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     assert r.json()["sha256"] == digest
     with Session(_registry(client).engine) as s:
         assert s.scalar(select(func.count()).select_from(Upload)) == 0

@@ -268,8 +268,8 @@ def authenticate_station(
         raise AccessError(
             403,
             "station_suspended",
-            f"station suspended: {station.id} may not send until a supervisor or "
-            "administrator reactivates it; its packages wait in the outbox",
+            f"station suspended: {station.id} may not send until an administrator "
+            "resumes it; its packages wait in the outbox",
         )
     if station.status != StationStatus.active:
         raise AccessError(

@@ -143,7 +143,8 @@ def packages_router() -> APIRouter:
                         status_code=202,
                         headers={"Upload-Offset": str(result.offset)},
                     )
-                return JSONResponse(result.as_json(), status_code=200)
+                receipt, created = result
+                return JSONResponse(receipt.as_json(), status_code=201 if created else 200)
             digest = station.content_sha256.hex()
             try:
                 held = await run_in_threadpool(ingest.existing, station.station_id, pid, digest)
