@@ -778,8 +778,8 @@ def test_resumable_chunks_above_the_limits(world: World) -> None:
             auth=world.auth(),
         )
         offset += len(part)
-        # The last chunk answers the receipt (200), the others where to continue (202).
-        assert response.status_code == (202 if offset < len(built.data) else 200), response.text
+        # The last chunk answers the receipt (201: stored now), the others where to continue (202).
+        assert response.status_code == (202 if offset < len(built.data) else 201), response.text
     assert response.json()["state"] == "received"
 
 
