@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from central import adjudication
 from central.auth.deps import Principal, require_user
 from central.db.models import CaseDecision, CaseState, UserRole
-from central.routes.errors import api_error
+from central.routes.errors import JSON_LIMIT, api_error
 from central.services import registry_of
 
 READERS = (UserRole.adjudicator, UserRole.auditor, UserRole.admin)
@@ -33,7 +33,7 @@ class Decision(BaseModel):
 
 
 def adjudication_router() -> APIRouter:
-    router = APIRouter(prefix="/v1/cases", tags=["adjudication"])
+    router = APIRouter(prefix="/v1/cases", tags=["adjudication"], max_body_size=JSON_LIMIT)
 
     @router.get("")
     def cases(

@@ -41,3 +41,8 @@ async def database_refused_value(request: Request, exc: Exception) -> JSONRespon
         },
         status_code=422,
     )
+
+
+JSON_LIMIT = 64 * 1024
+"""Largest JSON body the people's endpoints read (a CSR, a decision, an office): refused
+with 413 before it is parsed."""

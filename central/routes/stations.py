@@ -17,7 +17,7 @@ from central import onboarding
 from central.auth.deps import Principal, require_user
 from central.auth.stations import StationPrincipal, require_station
 from central.db.models import Office, Operator, OperatorRole, Station, StationStatus, UserRole
-from central.routes.errors import api_error
+from central.routes.errors import JSON_LIMIT, api_error
 from central.services import Registry, registry_of
 
 ADMIN = UserRole.admin
@@ -161,7 +161,7 @@ def _read(registry: Registry, action: Any) -> Any:
 
 
 def stations_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["onboarding"])
+    router = APIRouter(prefix="/v1", tags=["onboarding"], max_body_size=JSON_LIMIT)
 
     @router.post("/offices", status_code=201, response_model=OfficeOut)
     def create_office(body: OfficeIn, request: Request, user: Admin) -> OfficeOut:
