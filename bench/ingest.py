@@ -65,6 +65,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from central.auth.users import ensure_admin
 from central.config import RegistrySettings
 from central.db.engine import make_engine
 from central.db.models import AuditEntry, Job, Package
@@ -86,6 +87,7 @@ SIZES: dict[str, tuple[tuple[int, ...], int]] = {
     "typical": (tuple(range(1, 11)), 0),  # ten rolled prints and the face
     "large": (tuple(range(1, 11)), 1_100_000),  # plus a scanned document (JPEG)
 }
+NODELAY_LAUNCHER = "--run-central-with-tcp-nodelay"
 PG_FAST_FLAGS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
 
@@ -108,14 +110,16 @@ def _proc_table() -> dict[int, tuple[int, float]]:
         except OSError:
             continue
         fields = raw[raw.rfind(")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        # utime + stime, plus cutime + cstime: the time of children it reaped (a
+        # PostgreSQL backend that exited still counts, in the postmaster's total).
+        used = sum(int(v) for v in fields[11:15])
+        table[int(entry.name)] = (int(fields[1]), used / tick)
     return table
 
 
 def tree_cpu(root: int) -> float:
-    """CPU seconds used so far by ``root`` and its living descendants (uvicorn's API
-    processes, PostgreSQL's backends). A descendant that exited takes its time with it:
-    measure over phases in which the trees keep their processes."""
+    """CPU seconds used so far by ``root`` and its descendants (uvicorn's API processes,
+    PostgreSQL's backends), the exited ones included once their parent has reaped them."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
@@ -156,8 +160,19 @@ def settings_values(base: Path, database_url: str, **ingest: Any) -> dict[str, A
         "worker": {"in_process": False},
         "quality": {"finger_scorer": "station-model"},
         "ingest": {"retry_after_seconds": 1, **ingest},
-        "bootstrap_admin": f"{ADMIN[0]}:{ADMIN[1]}",
     }
+
+
+def prepare_registry(values: dict[str, Any]) -> None:
+    """Migrate, create the keys and the first administrator once, before the API processes
+    start. (``bootstrap_admin`` in several processes at once on PostgreSQL races: two
+    insert the admin and the loser's start-up fails, which stops uvicorn.)"""
+    registry = open_registry(RegistrySettings(**values))
+    try:
+        with Session(registry.engine) as session, session.begin():
+            ensure_admin(session, registry.access.passwords, *ADMIN, registry.now())
+    finally:
+        registry.close()
 
 
 def settings_env(values: dict[str, Any], prefix: str = "REGISTRY_") -> dict[str, str]:
@@ -174,15 +189,18 @@ def settings_env(values: dict[str, Any], prefix: str = "REGISTRY_") -> dict[str,
 class RegistryProcess:
     """``python -m central serve`` (or ``worker``) with the given settings, logs in a file."""
 
-    def __init__(self, values: dict[str, Any], base: Path, command: Sequence[str]) -> None:
+    def __init__(
+        self, values: dict[str, Any], base: Path, command: Sequence[str], *, nodelay: bool = False
+    ) -> None:
         self.port = free_port()
         self.log_path = base / f"{command[0]}-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         env.update(settings_env(values))
         env["REGISTRY_PORT"] = str(self.port)
         with self.log_path.open("wb") as log:
+            launcher = [__file__, NODELAY_LAUNCHER] if nodelay else ["-m", "central"]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "central", "--log-level", "WARNING", *command],
+                [sys.executable, *launcher, *command],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -677,8 +695,11 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendRun:
             url, workers = f"sqlite:///{base / 'registry.db'}", args.sqlite_workers
         ingest = {} if args.admission is None else {"max_concurrent_uploads": args.admission}
         values = settings_values(base, url, **ingest)
+        prepare_registry(values)
         progress(f"{backend}: starting python -m central serve --workers {workers}")
-        api = RegistryProcess(values, base, ["serve", "--workers", str(workers)])
+        api = RegistryProcess(
+            values, base, ["serve", "--workers", str(workers)], nodelay=args.tcp_nodelay
+        )
         stack.callback(api.stop)
         try:
             api.wait_ready()
@@ -863,8 +884,10 @@ def plot(runs: Sequence[BackendRun], path: Path) -> None:
         )
     rate_ax.axhline(100, color="k", lw=0.8, ls=":", label="target 100/s")
     lat_ax.axhline(500, color="k", lw=0.8, ls=":", label="p99 target 500 ms")
+    ticks = sorted({p.stations for run in runs for p in run.points if p.kind == "stations"})
     for ax in (rate_ax, lat_ax):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.set_xlabel("concurrent stations")
     rate_ax.set_ylabel("acknowledged packages/s")
     lat_ax.set_ylabel("acknowledgement latency, ms")
@@ -902,6 +925,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sqlite-workers", type=int, default=1, help="API processes on SQLite")
     parser.add_argument(
         "--admission", type=int, help="uploads one API process takes at once (default: config)"
+    )
+    parser.add_argument(
+        "--tcp-nodelay",
+        action="store_true",
+        help="serve with TCP_NODELAY on uvicorn's shared socket (see run_central_with_tcp_nodelay)",
     )
     parser.add_argument("--persons", type=_ints, default=list(PERSONS))
     parser.add_argument("--pipeline-worker", action="store_true", help="run a worker beside")
@@ -950,7 +978,31 @@ def write_json(runs: Sequence[BackendRun], path: Path) -> None:
     path.write_text(json.dumps(out))
 
 
+def run_central_with_tcp_nodelay(argv: list[str]) -> int:
+    """``python -m central`` with TCP_NODELAY set on the listening socket that uvicorn binds
+    for ``--workers N`` (accepted sockets inherit it on Linux). uvicorn leaves the socket's
+    protocol at 0, so asyncio does not disable Nagle's algorithm on its connections, and
+    every response on a kept-alive connection waits ~40 ms for the client's delayed ACK
+    (uvicorn issue #3149). A stand-in until ``central serve`` does this itself."""
+    import uvicorn.config
+
+    from central.__main__ import main as central_main
+
+    bind = uvicorn.config.Config.bind_socket
+
+    def bind_without_nagle(self: uvicorn.config.Config) -> socket.socket:
+        sock = bind(self)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    uvicorn.config.Config.bind_socket = bind_without_nagle  # type: ignore[method-assign]
+    return central_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == [NODELAY_LAUNCHER]:
+        return run_central_with_tcp_nodelay(given[1:])
     args = parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a thousand stations' sockets
