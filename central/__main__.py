@@ -5,6 +5,7 @@
     migrate                                     bring the database schema to the newest
     users add|disable|enable|passwd|roles|list  registry users (people)
     audit verify                                check the audit log's hash chain
+    jobs list [--state S] | retry ID... | retry --all-failed
     keys show|rotate-ds|rotate-csca|export-trust
     quotas import FILE [--check]                area quotas from CSV
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,8 +46,12 @@ def _serve(args: argparse.Namespace, settings: RegistrySettings) -> int:
                 file=sys.stderr,
             )
             return 2
+        from central.app import LOG_FORMAT_ENV, LOG_LEVEL_ENV
+
+        os.environ[LOG_LEVEL_ENV] = args.log_level
+        os.environ[LOG_FORMAT_ENV] = args.log_format
         uvicorn.run(
-            "central.app:create_app",
+            "central.app:app_factory",
             factory=True,
             host=host,
             port=port,
@@ -85,6 +91,49 @@ def _worker(args: argparse.Namespace, settings: RegistrySettings) -> int:
     return 0
 
 
+def _jobs(args: argparse.Namespace, settings: RegistrySettings) -> int:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from central.db.engine import engine_from_settings
+    from central.db.models import Job, JobState
+    from central.db.ops import append_audit, requeue_job
+
+    engine = engine_from_settings(settings.database)
+    try:
+        if args.jobs_command == "list":
+            with Session(engine) as session:
+                rows = session.scalars(
+                    select(Job).where(Job.state == JobState(args.state)).order_by(Job.id)
+                )
+                for job in rows:
+                    print(
+                        f"{job.id}\t{job.kind}\t{job.package_id}\t{job.attempts} attempts\t"
+                        f"{(job.last_error or '').splitlines()[0] if job.last_error else ''}"
+                    )
+            return 0
+        now = datetime.now(UTC)
+        with Session(engine) as session, session.begin():
+            ids = list(args.ids)
+            if args.all_failed:
+                ids += list(session.scalars(select(Job.id).where(Job.state == JobState.failed)))
+            for job_id in ids:
+                try:
+                    job = requeue_job(session, job_id, now)
+                except (LookupError, ValueError) as exc:
+                    print(f"job {job_id}: {exc}", file=sys.stderr)
+                    return 1
+                append_audit(
+                    session, now, "cli", "job.retried", f"job:{job_id}", {"kind": job.kind}
+                )
+            print(f"{len(ids)} jobs queued again")
+        return 0
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m central",
@@ -105,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     worker = commands.add_parser("worker", help="run a pipeline worker")
     worker.add_argument("--once", action="store_true", help="run the due jobs, then exit")
     commands.add_parser("migrate", help="bring the database schema to the newest migration")
+    jobs = commands.add_parser("jobs", help="the pipeline's work queue")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    listing = jobs_commands.add_parser("list", help="jobs in a state (failed by default)")
+    listing.add_argument(
+        "--state", default="failed", choices=("pending", "running", "failed", "done")
+    )
+    again = jobs_commands.add_parser("retry", help="queue failed jobs again")
+    again.add_argument("ids", nargs="*", type=int)
+    again.add_argument("--all-failed", action="store_true")
     add_users_parser(commands)
     add_audit_parser(commands)
     add_keys_parser(commands)
@@ -123,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args, settings)
     if args.command == "worker":
         return _worker(args, settings)
+    if args.command == "jobs":
+        return _jobs(args, settings)
     if args.command == "users":
         return run_users(args, settings)
     if args.command == "audit":

@@ -163,8 +163,9 @@ def decide(
     now: datetime,
     on_decided: Callable[[AdjudicationCase], None] | None = None,
 ) -> AdjudicationCase:
-    """Apply an adjudicator's decision (inside the caller's writing transaction)."""
-    case = session.get(AdjudicationCase, case_id)
+    """Apply an adjudicator's decision (inside the caller's writing transaction). The case
+    row is locked: of two adjudicators deciding at once, the second sees it decided."""
+    case = session.get(AdjudicationCase, case_id, with_for_update=True)
     if case is None:
         raise AdjudicationError(404, "not_found", f"no case {case_id}")
     if case.state is CaseState.decided:

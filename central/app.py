@@ -7,7 +7,9 @@ worker when configured (the embedded default), and closes everything on the way 
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,12 +27,13 @@ from central.auth import routers as auth_routers
 from central.auth.deps import require_user
 from central.auth.users import UserError, ensure_admin
 from central.config import RegistrySettings
-from central.db.migrate import current, head
+from central.db.migrate import head
 from central.db.models import UserRole
-from central.logs import RequestIdMiddleware
+from central.logs import RequestIdMiddleware, configure_logging
 from central.metrics import metrics_router
 from central.routes.adjudication import adjudication_router
 from central.routes.errors import database_refused_value
+from central.routes.jobs import jobs_router
 from central.routes.packages import packages_router, registry_packages_router
 from central.routes.stations import stations_router
 from central.services import Registry, open_registry, registry_of, utc_now
@@ -38,15 +41,21 @@ from central.services import Registry, open_registry, registry_of, utc_now
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def expected_schema() -> str | None:
+    """The newest migration (parsed once per process)."""
+    return head()
+
+
 def readiness(registry: Registry) -> dict[str, str]:
     """What stops this process from serving, by component; empty when ready."""
     problems: dict[str, str] = {}
     try:
+        # Through the pool: a probe must not open a connection of its own each time.
         with registry.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        schema = current(registry.settings.database.url.get_secret_value())
-        if schema != head():
-            problems["schema"] = f"database schema at {schema}, code expects {head()}"
+            schema = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        if schema != expected_schema():
+            problems["schema"] = f"database schema at {schema}, code expects {expected_schema()}"
     except Exception as exc:  # any driver error means "not ready"
         # The answer is public: the reason's class only; the text (hosts, paths) is logged.
         log.warning("readiness: database: %s", exc)
@@ -120,6 +129,7 @@ def create_app(
     app.include_router(packages_router())
     app.include_router(registry_packages_router())
     app.include_router(adjudication_router())
+    app.include_router(jobs_router())
     app.include_router(
         reports_router(
             require_user(UserRole.reporting, UserRole.supervisor, UserRole.auditor, UserRole.admin),
@@ -145,4 +155,17 @@ def create_app(
     return app
 
 
-__all__: list[Any] = ["create_app", "readiness"]
+LOG_LEVEL_ENV = "CENTRAL_LOG_LEVEL"
+LOG_FORMAT_ENV = "CENTRAL_LOG_FORMAT"
+
+
+def app_factory() -> FastAPI:
+    """What ``serve --workers N`` gives uvicorn: each worker process configures its own
+    logging (from the command line's choice, passed in the environment) before the app."""
+    configure_logging(
+        os.environ.get(LOG_LEVEL_ENV, "INFO"), json=os.environ.get(LOG_FORMAT_ENV) != "text"
+    )
+    return create_app()
+
+
+__all__: list[Any] = ["app_factory", "create_app", "readiness"]

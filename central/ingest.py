@@ -15,8 +15,10 @@ The order is what makes an acknowledgement mean something:
    other finds the row; the same body answers the same receipt, a different body a 409.
 5. Only then is the receipt returned.
 
-A crash between 3 and 4 leaves a blob that no row names; the blob sweep removes it
-(``BlobStore.sweep``) and the station's retry stores it again under the same key.
+A crash between 3 and 4 leaves a blob that no row names: the station's retry (the same
+day) stores it again under the same key, and :meth:`Ingest.sweep_orphans`, run by the
+worker's housekeeping, deletes such blobs once they are old enough that no upload can still
+be on its way to recording them.
 
 Resumable uploads (``Content-Range`` chunks) keep each chunk as a blob under
 ``uploads/<package id>/<offset>`` and the progress in the ``upload`` table, so any API
@@ -207,10 +209,14 @@ class Ingest:
 
     # --- whole uploads -------------------------------------------------------------------
 
+    def _reading(self) -> Session:
+        """A session for reads: on SQLite it does not queue behind the writers."""
+        return Session(self.engine.execution_options(sqlite_begin="DEFERRED"))
+
     def existing(self, station_id: str, package_id: uuid.UUID, sha256: str) -> Receipt | None:
         """The receipt of a package already held with this body, None when not held; a 409
         when the id is held with another body (or for another station)."""
-        with Session(self.engine) as session:
+        with self._reading() as session:
             row = session.get(Package, package_id)
             if row is None:
                 return None
@@ -328,7 +334,7 @@ class Ingest:
 
     def progress(self, station_id: str, package_id: uuid.UUID) -> Receipt | UploadProgress | None:
         """Where an upload stands: its receipt, how far a resumable upload got, or None."""
-        with Session(self.engine) as session:
+        with self._reading() as session:
             row = session.get(Package, package_id)
             if row is not None:
                 if row.station_id != station_id:
@@ -382,7 +388,15 @@ class Ingest:
                     updated_at=now,
                 )
                 session.add(upload)
-                session.flush()
+                try:
+                    session.flush()
+                except IntegrityError:
+                    raise IngestRefused(
+                        409,
+                        "offset-mismatch",
+                        "another request started this upload at the same moment; ask where "
+                        "it stands (GET) and continue there",
+                    ) from None
             if (
                 upload.station_id != station_id
                 or upload.total_size != total
@@ -394,13 +408,18 @@ class Ingest:
                     "an upload of this id is in progress with another size or digest; "
                     "finish it or wait until it expires",
                 )
-            if upload.received != start:
+            complete = upload.received == upload.total_size
+            if not complete and upload.received != start:
                 raise IngestRefused(
                     409,
                     "offset-mismatch",
                     f"the upload continues at byte {upload.received}",
                     {"Upload-Offset": str(upload.received)},
                 )
+        if complete:
+            # Every byte arrived but recording it failed (a crash, the store or database
+            # away): any retry finishes the job instead of being told to continue at the end.
+            return self._assemble(station_id, package_id, total, whole_sha256)
         # Store the chunk, then advance the offset only if nobody else did meanwhile.
         self.blobs.put(_chunk_key(package_id, start), data)
         with Session(self.engine) as session, session.begin():
@@ -452,6 +471,33 @@ class Ingest:
             session.execute(delete(Upload).where(Upload.package_id == package_id))
         for key in self._chunks(package_id):
             self.blobs.delete(key)
+
+    def sweep_orphans(self, older_than: timedelta, days: int = 3) -> int:
+        """Delete package blobs that no row names, stored more than ``older_than`` ago, in
+        the last ``days`` days' folders (where a crash between store and record can have
+        left one; older days were swept when they were recent). Returns how many."""
+        now = self.clock()
+        removed = 0
+        for back in range(days):
+            day = now - timedelta(days=back)
+            prefix = f"{PACKAGE_PREFIX}/{day:%Y/%m/%d}/"
+            for key in list(self.blobs.keys(prefix)):
+                parts = key.split("/")
+                try:
+                    package_id = uuid.UUID(parts[4])
+                except (IndexError, ValueError):
+                    continue
+                info = self.blobs.info(key)
+                if info is None or info.stored_at > now - older_than:
+                    continue
+                with self._reading() as session:
+                    row = session.get(Package, package_id)
+                    if row is not None and row.blob_key == key:
+                        continue
+                self.blobs.delete(key)
+                removed += 1
+                log.info("orphan package blob removed", extra={"package_id": str(package_id)})
+        return removed
 
     def expire_uploads(self, older_than: timedelta) -> int:
         """Drop resumable uploads idle for ``older_than`` (their chunks too)."""

@@ -8,6 +8,7 @@ process when the worker runs in it (the embedded default), or ``python -m centra
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -42,6 +43,7 @@ from enrollment.package import Limits, VerifiedPackage
 from enrollment.record import EnrollmentRecord
 
 VIETNAM = timedelta(hours=7)
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -145,7 +147,8 @@ class Registry:
                 row = session.get(Package, package_id)
                 if row is None or row.station_id != station_id:
                     raise AccessError(404, "not_found", "no such package from this station")
-                issued = session.get(Issuance, package_id)
+                # Locked: two reports at once must not both apply (or overwrite a serial).
+                issued = session.get(Issuance, package_id, with_for_update=True)
                 if issued is None:
                     raise AccessError(409, "not_issued", "the package has no chip data yet")
                 if issued.card_serial is not None:
@@ -202,7 +205,17 @@ class Registry:
             self.settings.worker,
             name=name,
             on_result=observe,
+            housekeeping=self.housekeeping,
         )
+
+    def housekeeping(self) -> None:
+        """Expire idle resumable uploads; remove package blobs no row names (a crash
+        between storing and recording), once no upload can still be recording them."""
+        expiry = timedelta(hours=self.settings.ingest.upload_expiry_hours)
+        expired = self.ingest.expire_uploads(expiry)
+        orphans = self.ingest.sweep_orphans(timedelta(hours=1))
+        if expired or orphans:
+            log.info("housekeeping", extra={"uploads_expired": expired, "orphans": orphans})
 
     def start_worker(self) -> None:
         self.worker_thread = WorkerThread(self.make_worker())

@@ -218,3 +218,74 @@ def test_busy_registry_answers_503_with_retry_after(
             registry.release_upload()
     r = _put(client, station, built.package_id, built.data)
     assert r.status_code == 201
+
+
+def test_a_chunked_upload_whose_recording_failed_is_finished_by_a_retry(
+    client: TestClient, station: SoftwareKeySigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = _package(client, station, seed=5)
+    data, pid = built.data, built.package_id
+    digest = hashlib.sha256(data).hexdigest()
+    half = len(data) // 2
+    registry = _registry(client)
+    real_put = registry.blobs.put
+    calls = {"failed": 0}
+
+    def flaky_put(key: str, source: Any, **kw: Any) -> Any:
+        if key.startswith("packages/") and not calls["failed"]:
+            calls["failed"] += 1
+            raise OSError("the object store went away")
+        return real_put(key, source, **kw)
+
+    monkeypatch.setattr(registry.blobs, "put", flaky_put)
+
+    def chunk(offset: int, end: int) -> Any:
+        q = f"offset={offset}&length={len(data)}&sha256={digest}"
+        return client.put(
+            f"/v1/packages/{pid}?{q}",
+            content=data[offset:end],
+            auth=StationRequestAuth(station, STATION),
+        )
+
+    assert chunk(0, half).status_code == 202
+    with pytest.raises(OSError, match="went away"):
+        chunk(half, len(data))  # every byte arrived; recording the package failed
+    assert _counts(client, pid)[0] == 0
+    retried = chunk(half, len(data))
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["sha256"] == digest
+    assert _counts(client, pid)[:2] == (1, 1)
+    assert list(registry.blobs.keys("uploads/")) == []
+
+
+def test_housekeeping_removes_unrecorded_blobs_and_idle_uploads(
+    client: TestClient, station: SoftwareKeySigner
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from central.ingest import package_blob_key
+
+    registry = _registry(client)
+    kept = _package(client, station, seed=6)
+    assert _put(client, station, kept.package_id, kept.data).status_code == 201
+    orphan = _package(client, station, seed=7)  # stored, then the process died
+    sha = hashlib.sha256(orphan.data).hexdigest()
+    key = package_blob_key(uuid.UUID(orphan.package_id), sha, datetime.now(UTC))
+    registry.blobs.put(key, orphan.data)
+    half = _package(client, station, seed=8)  # a chunked upload the station gave up
+    q = f"offset=0&length={len(half.data)}&sha256={hashlib.sha256(half.data).hexdigest()}"
+    r = client.put(
+        f"/v1/packages/{half.package_id}?{q}",
+        content=half.data[:1000],
+        auth=StationRequestAuth(station, STATION),
+    )
+    assert r.status_code == 202
+    registry.housekeeping()  # too recent: an upload may still be recording them
+    assert registry.blobs.exists(key)
+    later = datetime.now(UTC) + timedelta(days=4)
+    registry.ingest.clock = lambda: later
+    assert registry.ingest.sweep_orphans(timedelta(hours=1), days=5) == 1
+    assert registry.ingest.expire_uploads(timedelta(hours=72)) == 1
+    assert not registry.blobs.exists(key)
+    assert list(registry.blobs.keys("uploads/")) == []
+    assert len(_blobs(client, kept.package_id)) == 1  # the recorded package stays

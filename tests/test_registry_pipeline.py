@@ -25,6 +25,7 @@ from central.app import create_app
 from central.db.models import AuditEntry, Job, JobState, Package, Person
 from central.db.ops import claim_next_job
 from central.services import Registry
+from enrollment.ids import new_package_id
 from enrollment.keys.software import SoftwareKeySigner
 from enrollment.request_signing import StationRequestAuth
 from tests import registrykit
@@ -225,3 +226,107 @@ def test_two_workers_on_postgresql_process_each_package_once(pg_setup: Setup) ->
             select(func.count()).select_from(Job).where(Job.state != JobState.done)
         )
         assert left == 0
+
+
+def test_a_job_that_kills_its_worker_is_failed_then_retried_by_a_supervisor(
+    setup: Setup,
+) -> None:
+    pid = setup.upload(1)
+    registry = setup.registry
+    attempts = registry.settings.worker.max_attempts
+    for _ in range(attempts):  # each claim's worker "dies": the lease runs out
+        with Session(registry.engine) as session, session.begin():
+            job = claim_next_job(session, "doomed", setup.clock(), timedelta(seconds=60), attempts)
+            assert job is not None
+        setup.clock.now += timedelta(seconds=61)
+    assert registry.make_worker("next").run_once() is None  # failed, not claimed again
+    setup.clock.now = datetime.now(UTC)  # back to the station's time (its signatures)
+    setup.client.post(
+        "/v1/users",
+        json={"username": "sup", "password": "supervise the queue", "roles": ["supervisor"]},
+        headers=setup.admin,
+    ).raise_for_status()
+    sup = registrykit.login(setup.client, "sup", "supervise the queue")
+    failed = setup.client.get("/v1/registry/jobs", headers=sup).json()
+    assert [(j["kind"], j["package_id"]) for j in failed] == [("verify", pid)]
+    assert "stopped" in failed[0]["last_error"]
+    again = setup.client.post(f"/v1/registry/jobs/{failed[0]['id']}/retry", headers=sup)
+    assert again.status_code == 200, again.text
+    assert again.json()["state"] == "pending"
+    assert (
+        setup.client.post(f"/v1/registry/jobs/{failed[0]['id']}/retry", headers=sup).status_code
+        == 409
+    )
+    registry.make_worker("w").drain()
+    assert setup.state(pid)["state"] == "issued"
+
+
+def test_two_adjudicators_deciding_one_case_at_once_on_postgresql(
+    tmp_path: Path, postgres_db: str
+) -> None:
+    from central import adjudication
+    from central.db.engine import make_engine
+    from central.db.migrate import upgrade
+    from central.db.models import (
+        AdjudicationCase,
+        CaseDecision,
+        CaseState,
+        Office,
+        PackageState,
+        Station,
+    )
+
+    upgrade(postgres_db)
+    engine = make_engine(postgres_db)
+    now = datetime.now(UTC)
+    pid = uuid.UUID(new_package_id())
+    with Session(engine) as s, s.begin():
+        s.add(
+            Office(
+                id=1,
+                name="o",
+                province_code="01",
+                province_name="p",
+                district_code="001",
+                district_name="d",
+                commune_code="00001",
+                commune_name="c",
+                created_at=now,
+            )
+        )
+        s.add(Station(id="HN-BD-001", office_id=1, created_at=now))
+        s.flush()
+        s.add(
+            Package(
+                package_id=pid,
+                station_id="HN-BD-001",
+                body_sha256="0" * 64,
+                size=1,
+                blob_key="k",
+                received_at=now,
+                state=PackageState.adjudication,
+                state_changed_at=now,
+                receipt_number="r1",
+            )
+        )
+        s.flush()
+        s.add(AdjudicationCase(package_id=pid, state=CaseState.open, candidates=[], opened_at=now))
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def decide(name: str) -> None:
+        barrier.wait()
+        try:
+            with Session(engine) as s, s.begin():
+                adjudication.decide(s, 1, CaseDecision.different, None, None, name, now)
+            outcomes.append("decided")
+        except adjudication.AdjudicationError as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=decide, args=(n,)) for n in ("alice", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    assert sorted(outcomes) == ["already_decided", "decided"]

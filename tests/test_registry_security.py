@@ -353,6 +353,11 @@ TABLE: dict[tuple[str, str], Rule] = {
         404,
         _fixed("/v1/cases/424242/decision", json={"decision": "different"}),
     ),
+    # The work queue: failed jobs and retrying them.
+    ("GET", "/v1/registry/jobs"): Rule(READERS, 200),
+    ("POST", "/v1/registry/jobs/{job_id}/retry"): Rule(
+        frozenset({"admin", "supervisor"}), 404, _fixed("/v1/registry/jobs/424242/retry")
+    ),
     # Reports (JSON and CSV).
     **{("GET", f"/v1/reports/{name}"): Rule(REPORT_READERS, 200) for name in REPORTS},
     **{("GET", f"/v1/reports/{name}.csv"): Rule(REPORT_READERS, 200) for name in REPORTS},

@@ -161,14 +161,40 @@ def enqueue_job(session: Session, kind: str, package_id: uuid.UUID | None, now: 
     return job
 
 
-def claim_next_job(session: Session, worker_id: str, now: datetime, lease: timedelta) -> Job | None:
+def claim_next_job(
+    session: Session,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    max_attempts: int | None = None,
+) -> Job | None:
     """Claim the job due first, for ``lease``; None when nothing is due.
 
     Due: pending with ``not_before <= now``, or running with an expired lease (its worker
-    stopped without finishing; the claim counts as a new attempt). Commit right after
-    claiming: the lease is what keeps other workers away once the row lock is gone.
+    stopped without finishing; the claim counts as a new attempt). With ``max_attempts``,
+    a job whose lease expired that many times is failed instead of claimed again: a
+    package that kills its worker every time must not take the workers down forever.
+    Commit right after claiming: the lease is what keeps other workers away once the row
+    lock is gone.
     """
     _require_write_lock(session, "claim_next_job")
+    if max_attempts is not None:
+        session.execute(
+            update(Job)
+            .where(
+                Job.state == JobState.running,
+                Job.locked_until <= now,
+                Job.attempts >= max_attempts,
+            )
+            .values(
+                state=JobState.failed,
+                locked_by=None,
+                locked_until=None,
+                updated_at=now,
+                last_error=f"its worker stopped during {max_attempts} attempts in a row",
+            )
+            .execution_options(synchronize_session=False)
+        )
     due = or_(
         and_(Job.state == JobState.pending, Job.not_before <= now),
         and_(Job.state == JobState.running, Job.locked_until <= now),
@@ -233,6 +259,22 @@ def retry_job(
     return _finish(
         session, job, worker_id, now, locked_by=None, locked_until=None, last_error=error, **values
     )
+
+
+def requeue_job(session: Session, job_id: int, now: datetime) -> Job:
+    """Put a failed job back in the queue, due now, with a fresh count of attempts (after
+    its cause was fixed: a rotated Document Signer, an object store back online)."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        raise LookupError(f"no job {job_id}")
+    if job.state is not JobState.failed:
+        raise ValueError(f"job {job_id} is {job.state.value}, only failed jobs are retried")
+    job.state = JobState.pending
+    job.attempts = 0
+    job.not_before = now
+    job.updated_at = now
+    session.flush()
+    return job
 
 
 def _chain_entry(row: AuditEntry) -> ChainEntry:

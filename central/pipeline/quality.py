@@ -35,6 +35,25 @@ FINGER_NAMES = {
 }
 
 
+# A declared face exception (enrollment.modalities.FACE) excuses the criteria it explains:
+# a citizen who cannot meet them must not be sent back to recapture every time.
+EXCUSED: dict[str, frozenset[Criterion]] = {
+    "eyes_not_visible": frozenset(
+        {Criterion.OCCLUSION, Criterion.EYE_LINE, Criterion.EYE_DISTANCE}
+    ),
+    "religious_head_covering": frozenset(
+        {
+            Criterion.OCCLUSION,
+            Criterion.HEAD_HEIGHT,
+            Criterion.HEAD_WIDTH,
+            Criterion.BACKGROUND_CLUTTER,
+        }
+    ),
+    "medical_device": frozenset({Criterion.OCCLUSION}),
+    "facial_condition": frozenset({Criterion.ROLL, Criterion.CENTRE_X, Criterion.EYE_LINE}),
+}
+
+
 class QualitySettings(BaseModel):
     """Thresholds of the registry's quality stage."""
 
@@ -124,6 +143,15 @@ def face_image(verified: VerifiedPackage) -> np.ndarray[Any, Any] | None:
         return np.asarray(img.convert("RGB"))
 
 
+def face_exceptions(verified: VerifiedPackage) -> frozenset[Criterion]:
+    """The criteria the face sample's declared exception excuses."""
+    excused: set[Criterion] = set()
+    for sample in verified.record.samples:
+        if sample.modality == "face" and sample.exception is not None:
+            excused |= EXCUSED.get(sample.exception.code, frozenset())
+    return frozenset(excused)
+
+
 class QualityChecker:
     """Scores one package. The NFIQ 2 and face models are loaded once per process; calls
     are serialised (neither backend is thread-safe per instance)."""
@@ -204,10 +232,14 @@ class QualityChecker:
                     )
                 else:
                     face_passed = True
+                    face_excused = face_exceptions(verified)
                     for check in analysis.assessment.checks:
                         if check.passed or check.hint is None:
                             continue
-                        if check.criterion in s.face_criteria:
+                        if (
+                            check.criterion in s.face_criteria
+                            and check.criterion not in face_excused
+                        ):
                             face_passed = False
                             text = hint_text(check.hint, "en")
                             reasons.append(Reason("face", 0, check.hint, text))

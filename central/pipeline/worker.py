@@ -49,6 +49,9 @@ class WorkerSettings(BaseModel):
     idle_poll_seconds: float = Field(0.5, gt=0)
     max_attempts: int = Field(8, ge=1)
     retry_base_seconds: float = Field(5.0, gt=0)
+    housekeeping_seconds: float = Field(600.0, gt=0)
+    """How often the worker also expires idle resumable uploads and removes package blobs
+    a crash left unrecorded."""
 
 
 @dataclass
@@ -71,13 +74,16 @@ class Worker:
         *,
         name: str | None = None,
         on_result: Callable[[JobResult, float], None] | None = None,
+        housekeeping: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.ctx = ctx
         self.settings = settings
         self.name = name or worker_id()
         self.on_result = on_result
+        self.housekeeping = housekeeping
         self._stop = threading.Event()
+        self._next_housekeeping = time.monotonic()
 
     def now(self) -> datetime:
         return self.ctx.clock()
@@ -89,6 +95,7 @@ class Worker:
         """Work until :meth:`stop`; an idle worker polls the queue."""
         log.info("worker started", extra={"worker": self.name})
         while not self._stop.is_set():
+            self._housekeeping()
             try:
                 result = self.run_once()
             except Exception:
@@ -100,10 +107,21 @@ class Worker:
                 self._stop.wait(self.settings.idle_poll_seconds)
         log.info("worker stopped", extra={"worker": self.name})
 
+    def _housekeeping(self) -> None:
+        if self.housekeeping is None or time.monotonic() < self._next_housekeeping:
+            return
+        self._next_housekeeping = time.monotonic() + self.settings.housekeeping_seconds
+        try:
+            self.housekeeping()
+        except Exception:  # housekeeping must never stop the pipeline
+            log.exception("housekeeping failed; trying again later")
+
     def drain(self, limit: int = 10_000) -> list[JobResult]:
-        """Run due jobs until none is left (tests, the demo's one-shot mode)."""
+        """Run due jobs until none is left or :meth:`stop` (tests, ``worker --once``)."""
         results = []
         for _ in range(limit):
+            if self._stop.is_set():
+                break
             result = self.run_once()
             if result is None:
                 break
@@ -113,7 +131,7 @@ class Worker:
     def run_once(self) -> JobResult | None:
         lease = timedelta(seconds=self.settings.lease_seconds)
         with Session(self.engine) as session, session.begin():
-            job = claim_next_job(session, self.name, self.now(), lease)
+            job = claim_next_job(session, self.name, self.now(), lease, self.settings.max_attempts)
             if job is None:
                 return None
             session.expunge(job)
