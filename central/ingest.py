@@ -366,6 +366,12 @@ class Ingest:
             raise IngestRefused(400, "bad-range", f"chunk {start}-{end} outside 0-{total}")
         held = self.existing(station_id, package_id, whole_sha256)
         if held is not None:
+            # A crash between recording the package and dropping its upload left the upload
+            # row and chunks behind (the station got no receipt, so it retries): end them.
+            with self._reading() as session:
+                leftover = session.get(Upload, package_id) is not None
+            if leftover:
+                self._drop_upload(package_id)
             return held, False
         now = self.clock()
         with Session(self.engine) as session, session.begin():
