@@ -473,10 +473,13 @@ class Ingest:
         return receipt, created
 
     def _drop_upload(self, package_id: uuid.UUID) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.execute(delete(Upload).where(Upload.package_id == package_id))
+        # Chunks first, the row last: a crash in between leaves the row, through which a
+        # retry or the expiry finds the remaining chunks (the other way round, they would
+        # stay for good with nothing naming them).
         for key in self._chunks(package_id):
             self.blobs.delete(key)
+        with Session(self.engine) as session, session.begin():
+            session.execute(delete(Upload).where(Upload.package_id == package_id))
 
     def sweep_orphans(self, older_than: timedelta, days: int = 3) -> int:
         """Delete package blobs that no row names, stored more than ``older_than`` ago, in
