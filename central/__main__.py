@@ -32,6 +32,28 @@ from central.quotas import add_quotas_parser, run_quotas
 log = logging.getLogger("central")
 
 
+def _nodelay_on_shared_socket() -> None:
+    """With ``--workers`` uvicorn binds one socket for all its processes and leaves Nagle's
+    algorithm on for it (encode/uvicorn#3149): every small response then waits ~40 ms for
+    the client's delayed ACK. Turn it off on the socket uvicorn binds."""
+    import socket
+
+    from uvicorn.config import Config
+
+    bind = Config.bind_socket
+    if getattr(bind, "_vn_eid_nodelay", False):
+        return
+
+    def bind_socket(self: Config) -> socket.socket:
+        sock = bind(self)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    bind_socket._vn_eid_nodelay = True  # type: ignore[attr-defined]
+    Config.bind_socket = bind_socket  # type: ignore[method-assign]
+
+
 def _serve(args: argparse.Namespace, settings: RegistrySettings) -> int:
     import uvicorn
 
@@ -50,6 +72,7 @@ def _serve(args: argparse.Namespace, settings: RegistrySettings) -> int:
 
         os.environ[LOG_LEVEL_ENV] = args.log_level
         os.environ[LOG_FORMAT_ENV] = args.log_format
+        _nodelay_on_shared_socket()
         uvicorn.run(
             "central.app:app_factory",
             factory=True,

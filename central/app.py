@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from central.api_reports import reports_router
@@ -79,12 +79,19 @@ def _bootstrap_admin(registry: Registry) -> None:
     username, _, password = spec.partition(":")
     if not username or not password:
         raise ValueError("bootstrap_admin is 'username:password'")
-    with Session(registry.engine) as session, session.begin():
-        try:
-            if ensure_admin(session, registry.access.passwords, username, password, registry.now()):
-                log.info("created the first administrator", extra={"username": username})
-        except UserError as exc:
-            raise ValueError(f"bootstrap_admin: {exc}") from exc
+    try:
+        with Session(registry.engine) as session, session.begin():
+            try:
+                created = ensure_admin(
+                    session, registry.access.passwords, username, password, registry.now()
+                )
+            except UserError as exc:
+                raise ValueError(f"bootstrap_admin: {exc}") from exc
+    except IntegrityError:
+        # Several API processes starting at once: another one created it first.
+        created = False
+    if created:
+        log.info("created the first administrator", extra={"username": username})
 
 
 def create_app(
