@@ -15,7 +15,7 @@ import pkcs11
 import pytest
 
 # The PostgreSQL fixtures (postgres_url, postgres_db) for every test module.
-pytest_plugins = ["tests.pgkit"]
+pytest_plugins = ["tests.pgkit", "tests.dbkit"]
 
 # --- Slow suites: run in CI only when RUN_SLOW=1 (make test-all) -------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,17 @@ from enrollment.record import EnrollmentRecord
 from tests.imagekit import ensure_face_assets
 
 SEED = 20261130
+
+
+@dataclass
+class Clock:
+    """The registry's clock in a test: ``create_app(settings, clock=clock)``; move
+    ``clock.now`` to make leases expire or tokens age."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 @functools.cache

@@ -12,13 +12,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, func, inspect, select, text, update
+from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +28,6 @@ from central.db.engine import (
     DatabaseSettings,
     engine_from_settings,
     make_engine,
-    session_factory,
 )
 from central.db.models import (
     AuditEntry,
@@ -61,29 +60,6 @@ from tests.pgkit import ENV_URL, PgCluster, postgres_unavailable
 
 T0 = datetime(2021, 3, 1, 8, 0, tzinfo=UTC)
 PREFIX = "001" + "0" + "85"  # Ha Noi, 20th century male, born 1985
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a SQLite file, or a fresh database on the test PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_db"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    migrate.upgrade(db_url)
-    engine = make_engine(db_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
 
 
 def _station(sessions: sessionmaker[Session], station_id: str = "HN-BD-001") -> Station:

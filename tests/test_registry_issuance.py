@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -32,8 +31,7 @@ from central.chipdata import (
     build_chip_data,
     province_of_registration,
 )
-from central.db import migrate
-from central.db.engine import make_engine, session_factory
+from central.db.engine import session_factory
 from central.db.models import Person
 from central.keys import KeySettings, RegistryKeys
 from enrollment.icao import lds
@@ -47,23 +45,6 @@ from enrollment.trust import TrustStore
 from tests import pkgkit
 
 T0 = datetime(2021, 3, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_db"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    migrate.upgrade(db_url)
-    engine = make_engine(db_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _record(

@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from central.db import migrate
 from central.db.engine import make_engine, session_factory
 from central.db.models import Job, JobState, Office, Package, PackageState, Station
 from central.logs import RequestIdMiddleware, configure_logging, request_id
@@ -27,23 +26,6 @@ from central.metrics import Metrics, metrics_router
 from enrollment.ids import new_package_id
 
 T0 = datetime(2021, 3, 15, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_db"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    migrate.upgrade(db_url)
-    engine = make_engine(db_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

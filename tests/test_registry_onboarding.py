@@ -25,15 +25,7 @@ from central.services import Registry
 from enrollment.keys.software import SoftwareKeySigner
 from enrollment.request_signing import StationRequestAuth
 from tests import registrykit
-from tests.registrykit import ADMIN
-
-
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.registrykit import ADMIN, Clock
 
 
 @dataclass

@@ -29,18 +29,10 @@ from enrollment.ids import new_package_id
 from enrollment.keys.software import SoftwareKeySigner
 from enrollment.request_signing import StationRequestAuth
 from tests import registrykit
-from tests.registrykit import ADMIN
+from tests.registrykit import ADMIN, Clock
 
 STATION = "HN-BD-001"
 FINGERS = (1, 2, 6, 7)
-
-
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass

@@ -19,8 +19,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.api_reports import reports_router
-from central.db import migrate
-from central.db.engine import make_engine, session_factory
 from central.db.models import (
     AdjudicationCase,
     CaseDecision,
@@ -56,28 +54,6 @@ D14, D15, D16 = date(2021, 3, 14), date(2021, 3, 15), date(2021, 3, 16)
 
 def utc(day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2021, 3, day, hour, minute, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_db"))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    migrate.upgrade(db_url)
-    engine = make_engine(db_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
 
 
 OFFICES = {

@@ -20,20 +20,7 @@ from biometrics.face.quality import Criterion, hint_text
 from biometrics.fingerprint.quality import Nfiq2, QualityScorer, StationQuality
 from enrollment import images
 from enrollment.package import VerifiedPackage
-
-FINGER_NAMES = {
-    1: "right thumb",
-    2: "right index",
-    3: "right middle",
-    4: "right ring",
-    5: "right little",
-    6: "left thumb",
-    7: "left index",
-    8: "left middle",
-    9: "left ring",
-    10: "left little",
-}
-
+from enrollment.reference import FINGER_POSITIONS
 
 # A declared face exception (enrollment.modalities.FACE) excuses the criteria it explains:
 # a citizen who cannot meet them must not be sent back to recapture every time.
@@ -192,7 +179,7 @@ class QualityChecker:
             score = self._nfiq2().score(image)
             scores[position] = score
             if score < s.min_finger_nfiq2:
-                name = FINGER_NAMES.get(position, f"finger {position}")
+                name = FINGER_POSITIONS.get(position, f"finger {position}")
                 reasons.append(
                     Reason(
                         "finger",
