@@ -27,12 +27,11 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import Connection, and_, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from central.audit_chain import ChainEntry, next_entry
-from central.db.engine import holds_write_lock
 from central.db.models import (
     AuditEntry,
     EnrollmentToken,
@@ -64,7 +63,15 @@ class SequenceExhaustedError(RegistryDbError):
 
 
 def _require_write_lock(session: Session, what: str) -> None:
-    if not holds_write_lock(session):
+    _require_write_lock_on(session.connection(), what)
+
+
+def _require_write_lock_on(connection: Connection, what: str) -> None:
+    # central.db.engine.holds_write_lock, for a Connection as well as a Session.
+    if connection.dialect.name != "sqlite":
+        return
+    mode = str(connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")).upper()
+    if mode not in ("IMMEDIATE", "EXCLUSIVE"):
         raise RuntimeError(
             f"{what} needs a writing transaction: on SQLite use an engine without "
             "sqlite_begin='DEFERRED' (central.db.engine)"
@@ -145,20 +152,33 @@ def allocate_sequence(session: Session, prefix: str) -> int:
     return int(value)
 
 
+def _new_job(kind: str, package_id: uuid.UUID | None, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "package_id": package_id,
+        "state": JobState.pending,
+        "attempts": 0,
+        "not_before": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def enqueue_job(session: Session, kind: str, package_id: uuid.UUID | None, now: datetime) -> Job:
     """Add a pending job, due now. (One job per kind and package: a unique constraint.)"""
-    job = Job(
-        kind=kind,
-        package_id=package_id,
-        state=JobState.pending,
-        attempts=0,
-        not_before=now,
-        created_at=now,
-        updated_at=now,
-    )
+    job = Job(**_new_job(kind, package_id, now))
     session.add(job)
     session.flush()
     return job
+
+
+_JOB_INSERT = insert(Job)
+
+
+def insert_job(connection: Connection, kind: str, package_id: uuid.UUID, now: datetime) -> None:
+    """:func:`enqueue_job` as one Core statement, for the ingest's hot path (no ORM object,
+    no unit of work), inside the caller's transaction."""
+    connection.execute(_JOB_INSERT, _new_job(kind, package_id, now))
 
 
 def claim_next_job(
@@ -284,42 +304,65 @@ def _chain_entry(row: AuditEntry) -> ChainEntry:
 
 
 def append_audit(
-    session: Session,
+    session: Session | Connection,
     at: datetime,
     actor: str,
     action: str,
     subject: str,
     details: Mapping[str, Any] | None = None,
-) -> AuditEntry:
-    """Append one entry to the hash-chained audit log (``central.audit_chain``).
+) -> ChainEntry:
+    """Append one entry to the hash-chained audit log (``central.audit_chain``); the entry.
 
     Appenders are serialised so that each links to the true last entry: on PostgreSQL by
     a transaction-level advisory lock (a row lock on the last entry would not do: a
     waiter would then link to an entry that is no longer last), on SQLite by the write
     lock. The unique ``prev_hash`` refuses a fork should anything bypass this.
+
+    Core statements, not ORM objects: they run on every upload, and the unit of work's
+    flush cost more than the rest of the append. A Session runs them in its transaction
+    (after flushing what it holds); a Connection, inside its own transaction.
     """
-    _require_write_lock(session, "append_audit")
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
-    last = session.execute(
-        select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)
-    ).scalar_one_or_none()
-    entry = next_entry(
-        None if last is None else _chain_entry(last), at, actor, action, subject, details
+    connection = session.connection() if isinstance(session, Session) else session
+    _require_write_lock_on(connection, "append_audit")
+    if connection.dialect.name == "postgresql":
+        connection.execute(_AUDIT_LOCK_SQL, {"key": _AUDIT_LOCK})
+    if isinstance(session, Session):
+        session.flush()  # entries the session holds come before this one
+    last = connection.execute(_AUDIT_HEAD).one_or_none()
+    previous = None if last is None else ChainEntry(*last)
+    entry = next_entry(previous, at, actor, action, subject, details)
+    connection.execute(
+        _AUDIT_INSERT,
+        {
+            "seq": entry.seq,
+            "at": entry.at,
+            "actor": entry.actor,
+            "action": entry.action,
+            "subject": entry.subject,
+            "details": dict(entry.details),
+            "prev_hash": entry.prev_hash,
+            "hash": entry.hash,
+        },
     )
-    row = AuditEntry(
-        seq=entry.seq,
-        at=entry.at,
-        actor=entry.actor,
-        action=entry.action,
-        subject=entry.subject,
-        details=dict(entry.details),
-        prev_hash=entry.prev_hash,
-        hash=entry.hash,
+    return entry
+
+
+_AUDIT_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:key)")
+_AUDIT_HEAD = (
+    select(
+        AuditEntry.seq,
+        AuditEntry.at,
+        AuditEntry.actor,
+        AuditEntry.action,
+        AuditEntry.subject,
+        AuditEntry.details,
+        AuditEntry.prev_hash,
+        AuditEntry.hash,
     )
-    session.add(row)
-    session.flush()
-    return row
+    .order_by(AuditEntry.seq.desc())
+    .limit(1)
+)
+_AUDIT_INSERT = insert(AuditEntry)
 
 
 def audit_entries(session: Session, after_seq: int = 0) -> Iterator[ChainEntry]:

@@ -15,6 +15,7 @@ and retries, nothing is lost, and the acknowledged ones stay fast.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 import uuid
@@ -156,7 +157,11 @@ def packages_router() -> APIRouter:
             body_done = time.perf_counter()
             try:
                 receipt, created = await run_in_threadpool(
-                    ingest.accept, station.station_id, pid, data, digest
+                    functools.partial(ingest.accept, looked_up=True),
+                    station.station_id,
+                    pid,
+                    data,
+                    digest,
                 )
             except IngestRefused as exc:
                 raise _refused(exc, registry) from None
