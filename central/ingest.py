@@ -276,22 +276,16 @@ class Ingest:
         package_id: uuid.UUID,
         data: bytes,
         sha256: str,
-        *,
-        looked_up: bool = False,
     ) -> tuple[Receipt, bool]:
         """Verify, store and record one complete package; ``(receipt, created)``.
 
         ``sha256`` is the body's digest, already checked against what the station signed.
-        ``looked_up``: the caller has just called :meth:`existing` for this upload and found
-        nothing, so it is not read again (a package recorded in between is still caught:
-        the insert then meets its row and answers as :meth:`existing` would).
         """
         if hashlib.sha256(data).hexdigest() != sha256:
             raise IngestRefused(400, "digest-mismatch", "the body does not match its digest")
-        if not looked_up:
-            held = self.existing(station_id, package_id, sha256)
-            if held is not None:
-                return held, False
+        held = self.existing(station_id, package_id, sha256)
+        if held is not None:
+            return held, False
         now = self.clock()
         try:
             verified = self.verifier.verify_upload(data, package_id, station_id, now)

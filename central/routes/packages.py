@@ -15,7 +15,6 @@ and retries, nothing is lost, and the acknowledged ones stay fast.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import time
 import uuid
@@ -147,21 +146,15 @@ def packages_router() -> APIRouter:
                 receipt, created = result
                 return JSONResponse(receipt.as_json(), status_code=201 if created else 200)
             digest = station.content_sha256.hex()
-            try:
-                held = await run_in_threadpool(ingest.existing, station.station_id, pid, digest)
-            except IngestRefused as exc:
-                raise _refused(exc) from None
-            if held is not None:
-                return JSONResponse(held.as_json(), status_code=200)
+            # The body first, then one trip to a worker thread for the whole ingest (which
+            # looks for a package already held before anything else): a retry whose receipt
+            # was lost sends its body again, and every other upload saves a thread hop and
+            # a database read.
             data = await _read_body(request, station, ingest.max_bytes)
             body_done = time.perf_counter()
             try:
                 receipt, created = await run_in_threadpool(
-                    functools.partial(ingest.accept, looked_up=True),
-                    station.station_id,
-                    pid,
-                    data,
-                    digest,
+                    ingest.accept, station.station_id, pid, data, digest
                 )
             except IngestRefused as exc:
                 raise _refused(exc, registry) from None
