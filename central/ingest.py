@@ -41,7 +41,7 @@ from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from central.blobs import BlobStore
+from central.blobs import BlobIntegrityError, BlobStore
 from central.db.models import Package, PackageState, Upload
 from central.db.ops import append_audit, insert_job
 from enrollment.errors import PackageError
@@ -280,9 +280,10 @@ class Ingest:
         """Verify, store and record one complete package; ``(receipt, created)``.
 
         ``sha256`` is the body's digest, already checked against what the station signed.
+        It is not hashed again here: the blob store checks it before the body is durable
+        (``BlobStore.put(sha256=...)`` refuses a mismatch, storing nothing), and nothing is
+        recorded before that, so a wrong digest can never be recorded.
         """
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise IngestRefused(400, "digest-mismatch", "the body does not match its digest")
         held = self.existing(station_id, package_id, sha256)
         if held is not None:
             return held, False
@@ -293,7 +294,12 @@ class Ingest:
             self._audit_refusal(station_id, package_id, refusal, sha256, len(data))
             raise
         key = package_blob_key(package_id, sha256, now)
-        self.blobs.put(key, data, sha256=sha256)
+        try:
+            self.blobs.put(key, data, sha256=sha256)
+        except BlobIntegrityError:
+            raise IngestRefused(
+                400, "digest-mismatch", "the body does not match its digest"
+            ) from None
         receipt, created = self._record(station_id, package_id, verified, key, sha256, len(data))
         if created:
             log.info(

@@ -146,19 +146,29 @@ class LocalBlobStore(BlobStore):
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(b"\0" * HEADER_SIZE)  # an unreadable header until the content is in
-                digest = hashlib.sha256()
-                size = 0
-                for chunk in iter_chunks(source):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                actual = digest.hexdigest()
-                if expected is not None and actual != expected:
-                    raise integrity_error(key, expected, actual, size)
-                info = BlobInfo(key, size, actual, datetime.now(UTC))
-                out.seek(0)
-                out.write(_encode_header(info))
+                if isinstance(source, bytes):
+                    # All in memory already (an upload's body): hash it, then write header
+                    # and content in one go, without copying it into chunks.
+                    actual, size = hashlib.sha256(source).hexdigest(), len(source)
+                    if expected is not None and actual != expected:
+                        raise integrity_error(key, expected, actual, size)
+                    info = BlobInfo(key, size, actual, datetime.now(UTC))
+                    out.write(_encode_header(info))
+                    out.write(source)
+                else:
+                    out.write(b"\0" * HEADER_SIZE)  # unreadable until the content is in
+                    digest = hashlib.sha256()
+                    size = 0
+                    for chunk in iter_chunks(source):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                    actual = digest.hexdigest()
+                    if expected is not None and actual != expected:
+                        raise integrity_error(key, expected, actual, size)
+                    info = BlobInfo(key, size, actual, datetime.now(UTC))
+                    out.seek(0)
+                    out.write(_encode_header(info))
                 out.flush()
                 os.fsync(out.fileno())
             for _ in range(3):
