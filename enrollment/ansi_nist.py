@@ -476,69 +476,92 @@ def decode(
 
 
 def _decode_fields(data: bytes, pos: int, last: int, rtype: int, where: str, codec: str) -> Record:
-    """Parse the fields after LEN in ``data[pos:last]`` (``last`` is the record's FS)."""
+    """Parse the fields after LEN in ``data[pos:last]`` (``last`` is the record's FS).
+
+    The hot loop of every ingest (a ten-print transaction has ~200 fields): the field's
+    label and the error context are only formatted when a field is refused.
+    """
     fields: dict[int, FieldValue] = {}
-    order: list[int] = []
+    head: list[int] = []  # the first two tags, for the order check
+    text_codec = "ascii" if rtype == 1 else codec
+    rtype_digits = str(rtype).encode("ascii")
+    match_tag = _TAG_RE.match
+    find = data.find
     while pos < last:
-        match = _TAG_RE.match(data, pos, last)
+        match = match_tag(data, pos, last)
         if match is None:
             raise MalformedTransactionError(
                 f"{where}: expected a field tag '{rtype}.NNN:' at byte {pos}"
             )
-        tag_type = int(match[1])
         tag = int(match[2])
-        label = f"{match[1].decode()}.{match[2].decode()}"
-        if tag_type != rtype:
-            raise MalformedTransactionError(
-                f"{where}: field tag {label} belongs to Type-{tag_type}, not Type-{rtype}"
-            )
-        if tag in (0, 1):
-            raise MalformedTransactionError(
-                f"{where}: field {label} is not allowed here (LEN comes once, first)"
-            )
-        if tag in fields:
-            raise MalformedTransactionError(f"{where}: field {label} appears twice")
+        # The tag's regex admits no leading zero in the type: comparing bytes is exact.
+        if match[1] != rtype_digits or tag < 2 or tag in fields:
+            _refuse_tag(match, int(match[1]), tag, rtype, where)
+        if len(head) < 2:
+            head.append(tag)
         start = match.end()
         if tag == 999:
             if rtype == 1:
                 raise MalformedTransactionError(f"{where}: Type-1 has no binary field 999")
             # The binary field is last and runs to the FS found through LEN.
             fields[tag] = data[start:last]
-            order.append(tag)
             pos = last
             break
-        gs = data.find(GS, start, last)
+        gs = find(GS, start, last)
         stop = last if gs < 0 else gs
         raw = data[start:stop]
-        if FS[0] in raw:
+        if _FS_BYTE in raw:
             raise MalformedTransactionError(
-                f"{where}: field {label} contains an FS separator before the end of the "
-                "record (LEN wrong?)"
+                f"{where}: field {_label(match)} contains an FS separator before the end of "
+                "the record (LEN wrong?)"
             )
-        fields[tag] = _decode_text(raw, "ascii" if rtype == 1 else codec, f"{where} field {label}")
-        order.append(tag)
+        fields[tag] = _decode_text(raw, text_codec, where, match)
         pos = stop + 1 if gs >= 0 else last
         if gs >= 0 and pos == last:
             raise MalformedTransactionError(f"{where}: GS separator right before FS")
-    head = [2, 3] if rtype == 1 else [2]
-    if order[: len(head)] != head:
-        wanted = "VER (1.002) then CNT (1.003)" if rtype == 1 else f"IDC ({_tag(rtype, 2)})"
-        raise MalformedTransactionError(f"{where}: LEN must be followed by {wanted}")
+    wanted = [2, 3] if rtype == 1 else [2]
+    if head[: len(wanted)] != wanted:
+        what = "VER (1.002) then CNT (1.003)" if rtype == 1 else f"IDC ({_tag(rtype, 2)})"
+        raise MalformedTransactionError(f"{where}: LEN must be followed by {what}")
     return Record(rtype, fields)
 
 
-def _decode_text(raw: bytes, codec: str, where: str) -> list[list[str]]:
+_FS_BYTE = FS[0]
+
+
+def _label(match: re.Match[bytes]) -> str:
+    """A field's tag as written (e.g. ``14.013``), for error messages."""
+    return f"{match[1].decode()}.{match[2].decode()}"
+
+
+def _refuse_tag(match: re.Match[bytes], tag_type: int, tag: int, rtype: int, where: str) -> None:
+    label = _label(match)
+    if tag_type != rtype:
+        raise MalformedTransactionError(
+            f"{where}: field tag {label} belongs to Type-{tag_type}, not Type-{rtype}"
+        )
+    if tag in (0, 1):
+        raise MalformedTransactionError(
+            f"{where}: field {label} is not allowed here (LEN comes once, first)"
+        )
+    raise MalformedTransactionError(f"{where}: field {label} appears twice")
+
+
+def _decode_text(raw: bytes, codec: str, where: str, match: re.Match[bytes]) -> list[list[str]]:
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError as exc:
         raise MalformedTransactionError(
-            f"{where}: byte 0x{raw[exc.start]:02X} is not valid {codec} (see DCS, field 1.015)"
+            f"{where} field {_label(match)}: byte 0x{raw[exc.start]:02X} is not valid "
+            f"{codec} (see DCS, field 1.015)"
         ) from exc
     bad = _BAD_TEXT_RE.search(text)
     if bad:
         raise MalformedTransactionError(
-            f"{where}: control character 0x{ord(bad.group()):02X} in text"
+            f"{where} field {_label(match)}: control character 0x{ord(bad.group()):02X} in text"
         )
+    if RS not in text:  # the common case: one subfield
+        return [text.split(US)]
     return [subfield.split(US) for subfield in text.split(RS)]
 
 
@@ -586,7 +609,8 @@ def _check_type1(record: Record, max_records: int) -> list[tuple[int, int]]:
 
 
 def _is_number(text: str, max_digits: int) -> bool:
-    return len(text) <= max_digits and _DIGITS_RE.fullmatch(text) is not None
+    # ASCII digits only (str.isdigit alone admits other scripts' digits): [0-9]{1,max}.
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
 
 
 # =========================================================================== the profile
