@@ -87,7 +87,6 @@ SIZES: dict[str, tuple[tuple[int, ...], int]] = {
     "typical": (tuple(range(1, 11)), 0),  # ten rolled prints and the face
     "large": (tuple(range(1, 11)), 1_100_000),  # plus a scanned document (JPEG)
 }
-NODELAY_LAUNCHER = "--run-central-with-tcp-nodelay"
 PG_FAST_FLAGS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
 
@@ -189,18 +188,15 @@ def settings_env(values: dict[str, Any], prefix: str = "REGISTRY_") -> dict[str,
 class RegistryProcess:
     """``python -m central serve`` (or ``worker``) with the given settings, logs in a file."""
 
-    def __init__(
-        self, values: dict[str, Any], base: Path, command: Sequence[str], *, nodelay: bool = False
-    ) -> None:
+    def __init__(self, values: dict[str, Any], base: Path, command: Sequence[str]) -> None:
         self.port = free_port()
         self.log_path = base / f"{command[0]}-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         env.update(settings_env(values))
         env["REGISTRY_PORT"] = str(self.port)
         with self.log_path.open("wb") as log:
-            launcher = [__file__, NODELAY_LAUNCHER] if nodelay else ["-m", "central"]
             self.process = subprocess.Popen(
-                [sys.executable, *launcher, *command],
+                [sys.executable, "-m", "central", *command],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -697,9 +693,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> BackendRun:
         values = settings_values(base, url, **ingest)
         prepare_registry(values)
         progress(f"{backend}: starting python -m central serve --workers {workers}")
-        api = RegistryProcess(
-            values, base, ["serve", "--workers", str(workers)], nodelay=args.tcp_nodelay
-        )
+        api = RegistryProcess(values, base, ["serve", "--workers", str(workers)])
         stack.callback(api.stop)
         try:
             api.wait_ready()
@@ -926,11 +920,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--admission", type=int, help="uploads one API process takes at once (default: config)"
     )
-    parser.add_argument(
-        "--tcp-nodelay",
-        action="store_true",
-        help="serve with TCP_NODELAY on uvicorn's shared socket (see run_central_with_tcp_nodelay)",
-    )
     parser.add_argument("--persons", type=_ints, default=list(PERSONS))
     parser.add_argument("--pipeline-worker", action="store_true", help="run a worker beside")
     parser.add_argument("--plot", type=Path, help="draw the curves to this PNG")
@@ -978,31 +967,7 @@ def write_json(runs: Sequence[BackendRun], path: Path) -> None:
     path.write_text(json.dumps(out))
 
 
-def run_central_with_tcp_nodelay(argv: list[str]) -> int:
-    """``python -m central`` with TCP_NODELAY set on the listening socket that uvicorn binds
-    for ``--workers N`` (accepted sockets inherit it on Linux). uvicorn leaves the socket's
-    protocol at 0, so asyncio does not disable Nagle's algorithm on its connections, and
-    every response on a kept-alive connection waits ~40 ms for the client's delayed ACK
-    (uvicorn issue #3149). A stand-in until ``central serve`` does this itself."""
-    import uvicorn.config
-
-    from central.__main__ import main as central_main
-
-    bind = uvicorn.config.Config.bind_socket
-
-    def bind_without_nagle(self: uvicorn.config.Config) -> socket.socket:
-        sock = bind(self)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    uvicorn.config.Config.bind_socket = bind_without_nagle  # type: ignore[method-assign]
-    return central_main(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    given = list(sys.argv[1:] if argv is None else argv)
-    if given[:1] == [NODELAY_LAUNCHER]:
-        return run_central_with_tcp_nodelay(given[1:])
     args = parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a thousand stations' sockets
