@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from central.app import create_app
 from central.config import RegistrySettings
-from central.db.migrate import current, head
+from central.db.migrate import current, downgrade, head
 
 
 def _embedded(tmp: Path) -> RegistrySettings:
@@ -56,14 +56,20 @@ def test_start_migrates_and_reports_ready(tmp_path: Path) -> None:
 
 def test_ready_says_what_is_missing(tmp_path: Path) -> None:
     settings = _embedded(tmp_path)
+    url = settings.database.url.get_secret_value()
     with TestClient(create_app(settings)) as client:
-        (tmp_path / "registry.db").unlink()  # the database goes away under a running API
-        for extra in ("-wal", "-shm"):
-            (tmp_path / f"registry.db{extra}").unlink(missing_ok=True)
-        ready = client.get("/readyz")
+        downgrade(url, "0002")  # someone took the schema back under a running API
+        behind = client.get("/readyz")
         assert client.get("/healthz").status_code == 200  # alive, but not ready
-    assert ready.status_code == 503
-    assert "schema" in ready.json()["problems"] or "database" in ready.json()["problems"]
+        client.app.state.registry.blobs.root.rename(tmp_path / "gone")  # type: ignore[attr-defined]
+        (tmp_path / "blobs").write_text("not a folder")  # the store's volume is not there
+        both = client.get("/readyz")
+    assert behind.status_code == 503
+    assert behind.json()["problems"] == {
+        "schema": f"database schema at 0002, code expects {head()}"
+    }
+    assert both.status_code == 503
+    assert set(both.json()["problems"]) == {"schema", "blobs"}
 
 
 def _free_port() -> int:
