@@ -8,8 +8,8 @@ rolled prints and faces uploaded over signed HTTP, whole or in resumable chunks,
 until acknowledged as a station's uploader would. Two chaos loops run at once:
 
 - the API: start it, send a few uploads at once (new ones, unacknowledged ones again,
-  acknowledged ones again), SIGKILL it 0-300 ms later (a fresh process takes 50-150 ms for
-  its first upload, a warm one ~15 ms), then check
+  acknowledged ones again), SIGKILL it 2-300 ms later (log-uniform: before, during and
+  after ingest's work), then check
   every upload left without a receipt is absent or complete, never half-recorded;
 - the worker: start it, wait until it has claimed 1-3 jobs (polling the job table), SIGKILL
   it 0-2.5 s later (a dedup job takes ~2 s), and note whether the kill hit a job mid-way.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import math
 import os
 import random
 import threading
@@ -85,7 +86,7 @@ class Variant:
 # PostgreSQL is the scale configuration: the full count of kill points. SQLite (embedded)
 # runs the same loops, shorter.
 VARIANTS = {
-    "postgresql": Variant(packages=28, people=(1, 6, 10, 2, 11), server_kills=26, worker_kills=26),
+    "postgresql": Variant(packages=20, people=(1, 6, 10, 2, 11), server_kills=25, worker_kills=25),
     "sqlite": Variant(packages=12, people=(1, 6, 10), server_kills=8, worker_kills=8),
 }
 
@@ -290,8 +291,15 @@ class Chaos:
                 f"{shipment.package_id}: a retry answered {receipt}, first {shipment.receipt}"
             )
 
+    def _kill_delay(self) -> float:
+        """Log-uniform between 2 and 300 ms: an upload takes ~15-60 ms (a fresh process's
+        first, longer; chunks, three requests), so about a third of the kills come before the
+        requests reach ingest, a third while it works, a third after the receipts (the
+        uploads then make progress)."""
+        return math.exp(self.server_rng.uniform(math.log(0.002), math.log(0.3)))
+
     def server_round(self) -> None:
-        """Start the API, send a batch at once, SIGKILL it 0-300 ms later."""
+        """Start the API, send a batch at once, SIGKILL it a random moment later."""
         self.start_server()
         batch = self._batch()
         had_receipt = {s.package_id: s.receipt is not None for s in batch}
@@ -300,7 +308,7 @@ class Chaos:
         for t in threads:
             t.start()
         go.wait(30)
-        time.sleep(self.server_rng.uniform(0.0, 0.3))
+        time.sleep(self._kill_delay())
         in_flight = sum(t.is_alive() for t in threads)
         self.server.kill()
         for t in threads:
@@ -371,7 +379,7 @@ class Chaos:
         pid = self.worker.pid
         want = self.worker_rng.randint(1, 3)
         seen: set[int] = set()
-        deadline = time.monotonic() + 30  # no work for that long: an idle kill
+        deadline = time.monotonic() + 10  # no work for that long: an idle kill
         while len(seen) < want and time.monotonic() < deadline and not self.stop.is_set():
             if not self.worker.alive():
                 raise AssertionError(f"the worker exited by itself:\n{self.worker.tail()}")
@@ -514,7 +522,9 @@ def _check_registry(
     }
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+# The PostgreSQL variant's 50 process starts cost ~4 s of CPU each: 4.5-5 minutes on the
+# shared 2-core machine, over the default suite's budget, so it runs with RUN_SLOW=1.
+@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.slow), "sqlite"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     if request.param == "sqlite":
         return "sqlite", f"sqlite:///{tmp_path / 'registry.db'}"
