@@ -12,7 +12,7 @@ until acknowledged as a station's uploader would. Two chaos loops run at once:
   after ingest's work), then check
   every upload left without a receipt is absent or complete, never half-recorded;
 - the worker: start it, wait until it has claimed 1-3 jobs (polling the job table), SIGKILL
-  it 0-2.5 s later (a dedup job takes ~2 s), and note whether the kill hit a job mid-way.
+  it 0-1.8 s later (a dedup job takes ~2 s), and note whether the kill hit a job mid-way.
 
 Then the last API process takes every upload still unacknowledged, the last worker drains
 the queue, and the database and blob store are checked: each acknowledged package exactly
@@ -374,7 +374,7 @@ class Chaos:
         return {int(i): str(k) for i, k in rows}
 
     def worker_round(self) -> None:
-        """Start a worker, let it claim 1-3 jobs, SIGKILL it 0-2.5 s after the last claim."""
+        """Start a worker, let it claim 1-3 jobs, SIGKILL it 0-1.8 s after the last claim."""
         self.worker.start()
         pid = self.worker.pid
         want = self.worker_rng.randint(1, 3)
@@ -385,7 +385,7 @@ class Chaos:
                 raise AssertionError(f"the worker exited by itself:\n{self.worker.tail()}")
             seen |= set(self._running_jobs(pid))
             time.sleep(0.01)
-        time.sleep(self.worker_rng.uniform(0.0, 2.5))
+        time.sleep(self.worker_rng.uniform(0.0, 1.8))
         if not self.worker.alive():
             raise AssertionError(f"the worker exited by itself:\n{self.worker.tail()}")
         self.worker.kill()
@@ -634,9 +634,10 @@ def test_sigkill_during_ingest_and_processing(backend: tuple[str, str], tmp_path
     assert found["orphan_chunks"] == 0
     if name == "postgresql":
         assert kills >= 50
-    # The kills must land inside the work, not only between it.
-    assert tally.kills_with_upload_in_flight >= tally.server_kills // 3, tally
-    assert mid_job >= tally.worker_kills // 3, tally
+    # The kills must land inside the work, not only between it (about two thirds do; a
+    # quarter keeps a short run from failing by chance).
+    assert tally.kills_with_upload_in_flight >= tally.server_kills // 4, tally
+    assert mid_job >= tally.worker_kills // 4, tally
 
 
 class Crash(Exception):  # noqa: N818 (stands for the process dying at this point)
