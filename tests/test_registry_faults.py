@@ -522,8 +522,9 @@ def _check_registry(
     }
 
 
-# The PostgreSQL variant's 50 process starts cost ~4 s of CPU each: 4.5-5 minutes on the
-# shared 2-core machine, over the default suite's budget, so it runs with RUN_SLOW=1.
+# The PostgreSQL variant's 50 process starts cost ~4 s of CPU each: 3.2-5 minutes on the
+# shared 2-core machine (191-302 s measured, with the load), at or over the default suite's
+# budget, so it runs with RUN_SLOW=1.
 @pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.slow), "sqlite"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     if request.param == "sqlite":
