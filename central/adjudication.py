@@ -21,8 +21,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from central.abis.matched_minutiae import match_minutiae
-from central.abis.templates import minutiae_from_bytes
 from central.blobs import BlobStore
 from central.db.models import (
     AdjudicationCase,
@@ -90,6 +88,10 @@ class CaseViewer:
         return {t.position: t.data for t in rows}
 
     def _fingers(self, probe: dict[int, bytes], other: dict[int, bytes]) -> list[dict[str, Any]]:
+        # The matchers (numpy, scipy) load when a case is viewed, not with every API process.
+        from central.abis.matched_minutiae import match_minutiae
+        from central.abis.templates import minutiae_from_bytes
+
         out = []
         for position in sorted(set(probe) & set(other)):
             a, b = minutiae_from_bytes(probe[position]), minutiae_from_bytes(other[position])

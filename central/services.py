@@ -14,16 +14,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from central.abis.service import Abis
-from central.abis.templates import EnrollmentTemplates, Extractors, extract_templates
-from central.abis.templates import images_from_package as package_images
 from central.auth.access import Access
 from central.auth.errors import AccessError
 from central.blobs import BlobStore, make_blob_store
@@ -41,6 +38,10 @@ from central.pipeline.stages import DedupOutcome, IssuedChip, PipelineContext
 from central.pipeline.worker import JobResult, Worker, WorkerThread
 from enrollment.package import Limits, VerifiedPackage
 from enrollment.record import EnrollmentRecord
+
+if TYPE_CHECKING:  # the dedup engine loads in processes that run a worker, not in every API
+    from central.abis.service import Abis
+    from central.abis.templates import EnrollmentTemplates, Extractors
 
 VIETNAM = timedelta(hours=7)
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class AbisDedup:
         self._lock = threading.Lock()
 
     def extract(self, verified: VerifiedPackage) -> EnrollmentTemplates:
-        images = package_images(verified)
+        from central.abis.templates import Extractors, extract_templates, images_from_package
+
+        images = images_from_package(verified)
         with self._lock:  # the extractors' models are not thread-safe
             if self._extractors is None:
                 self._extractors = Extractors.from_settings(self.abis.settings)
@@ -181,6 +184,8 @@ class Registry:
             ) from None
 
     def pipeline_context(self) -> PipelineContext:
+        from central.abis.service import Abis
+
         if self.abis is None:
             self.abis = Abis(self.engine, self.settings.abis, clock=self.clock)
         return PipelineContext(

@@ -12,19 +12,39 @@
 Design, sharding across machines and thresholds: docs/registry-dedup.md.
 """
 
-from central.abis.demographics import Demographics
-from central.abis.matched_minutiae import MatchedMinutiae, match_images, match_minutiae
-from central.abis.scoring import DedupCandidate, DedupResult
-from central.abis.service import Abis
-from central.abis.settings import AbisSettings, AbisThresholds, ImpostorStats
-from central.abis.templates import (
-    EnrollmentTemplates,
-    Extractors,
-    FingerRecord,
-    PackageImages,
-    extract_templates,
-    images_from_package,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names are loaded on first use (PEP 562): every registry process imports the settings,
+# and importing the matchers (numpy, scipy) with them cost each process start ~2 s.
+_WHERE = {
+    "Demographics": "demographics",
+    "MatchedMinutiae": "matched_minutiae",
+    "match_images": "matched_minutiae",
+    "match_minutiae": "matched_minutiae",
+    "DedupCandidate": "scoring",
+    "DedupResult": "scoring",
+    "Abis": "service",
+    "AbisSettings": "settings",
+    "AbisThresholds": "settings",
+    "ImpostorStats": "settings",
+    "EnrollmentTemplates": "templates",
+    "Extractors": "templates",
+    "FingerRecord": "templates",
+    "PackageImages": "templates",
+    "extract_templates": "templates",
+    "images_from_package": "templates",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "Abis",

@@ -9,11 +9,12 @@ in docs/registry-dedup.md and docs/benchmarks.md).
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from biometrics.fingerprint.fusion import ZNorm
+if TYPE_CHECKING:  # the matchers (numpy, scipy) load when a worker scores, not with settings
+    from biometrics.fingerprint.fusion import ZNorm
 
 
 class ImpostorStats(BaseModel):
@@ -25,6 +26,8 @@ class ImpostorStats(BaseModel):
     std: float = Field(gt=0)
 
     def znorm(self) -> ZNorm:
+        from biometrics.fingerprint.fusion import ZNorm
+
         return ZNorm(self.mean, self.std)
 
 
