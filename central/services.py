@@ -215,12 +215,17 @@ class Registry:
 
     def housekeeping(self) -> None:
         """Expire idle resumable uploads; remove package blobs no row names (a crash
-        between storing and recording), once no upload can still be recording them."""
+        between storing and recording), once no upload can still be recording them, and
+        the blob store's temporary files of interrupted writes."""
         expiry = timedelta(hours=self.settings.ingest.upload_expiry_hours)
         expired = self.ingest.expire_uploads(expiry)
         orphans = self.ingest.sweep_orphans(timedelta(hours=1))
-        if expired or orphans:
-            log.info("housekeeping", extra={"uploads_expired": expired, "orphans": orphans})
+        temporary = self.blobs.sweep(older_than=3600.0)  # interrupted puts' temporary files
+        if expired or orphans or temporary:
+            log.info(
+                "housekeeping",
+                extra={"uploads_expired": expired, "orphans": orphans, "temporary": temporary},
+            )
 
     def start_worker(self) -> None:
         self.worker_thread = WorkerThread(self.make_worker())
