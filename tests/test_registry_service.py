@@ -110,3 +110,62 @@ def test_python_m_central_serve_with_no_configuration(tmp_path: Path) -> None:
     # uvicorn shuts down gracefully, then re-raises the signal (exit status -15)
     assert process.returncode in (0, -signal.SIGTERM)
     assert b"Application shutdown complete" in out
+
+
+def _cli(
+    tmp: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    environ["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    environ |= env or {}
+    return subprocess.run(
+        [sys.executable, "-m", "central", "--log-format", "text", *args],
+        cwd=tmp,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_jobs_and_worker_from_the_command_line(tmp_path: Path) -> None:
+    """A failed job shows in `jobs list`, `jobs retry` queues it again, `worker --once`
+    runs what is due and exits; each leaves its audit entry."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from central.db.engine import make_engine
+    from central.db.models import AuditEntry, Job, JobState
+    from central.db.ops import enqueue_job
+
+    url = f"sqlite:///{tmp_path / 'data' / 'registry' / 'registry.db'}"
+    assert _cli(tmp_path, "migrate").returncode == 0
+    engine = make_engine(url)
+    now = datetime.now(UTC)
+    with Session(engine) as s, s.begin():
+        job = enqueue_job(s, "no-such-stage", None, now)
+        job.state = JobState.failed
+        job.last_error = "RuntimeError: the object store was away"
+        job_id = job.id
+    listed = _cli(tmp_path, "jobs", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{job_id}\tno-such-stage" in listed.stdout
+    assert "the object store was away" in listed.stdout
+    assert _cli(tmp_path, "jobs", "retry", "999").returncode == 1
+    retried = _cli(tmp_path, "jobs", "retry", "--all-failed")
+    assert retried.returncode == 0, retried.stderr
+    assert "1 jobs queued again" in retried.stdout
+    ran = _cli(tmp_path, "worker", "--once", env={"REGISTRY_WORKER__RETRY_BASE_SECONDS": "3600"})
+    assert ran.returncode == 0, ran.stderr
+    assert "1 jobs run" in ran.stdout
+    with Session(engine) as s:
+        job = s.get_one(Job, job_id)
+        assert job.state is JobState.pending  # a kind with no stage: back off, not lost
+        assert "no stage" in (job.last_error or "")
+        actions = list(s.scalars(select(AuditEntry.action)))
+    engine.dispose()
+    assert actions.count("job.retried") == 1
