@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +24,7 @@ from station.drivers.camera.settings import CameraSettings
 from station.drivers.card.settings import CardSettings
 from station.drivers.fingerprint.settings import ScannerSettings
 from station.drivers.gpio.settings import GpioSettings
+from station.identity import KeySettings
 
 CONFIG_ENV = "STATION_CONFIG"
 DEFAULT_CONFIG = Path("/etc/vn-eid/station.toml")
@@ -37,6 +39,16 @@ def config_path() -> Path | None:
             raise FileNotFoundError(f"{CONFIG_ENV}={named}: no such configuration file")
         return path
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+class ServiceSettings(BaseModel):
+    """The station service's HTTP listener. Loopback only: the kiosk browser runs on the
+    same device, and nothing else may reach the station's API."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
 
 
 class StationSettings(BaseSettings):
@@ -55,6 +67,16 @@ class StationSettings(BaseSettings):
     camera: CameraSettings = CameraSettings()
     card: CardSettings = CardSettings()
     gpio: GpioSettings = GpioSettings()
+    keys: KeySettings = KeySettings()
+    """Where the station key and the drafts' data key live (TPM or software files)."""
+    service: ServiceSettings = ServiceSettings()
+    registry_url: str | None = None
+    """The registry's address; set at provisioning (this overrides the provisioned one)."""
+    image_version_file: Path = Path("/etc/vn-eid/image-version")
+    min_free_disk_mb: int = Field(512, ge=16)
+    """New cases are refused below this much free space, so nothing captured is lost."""
+    open_devices: bool = True
+    """False: the service runs without devices (a technician's bench, some tests)."""
 
     @classmethod
     def settings_customise_sources(
@@ -73,4 +95,4 @@ class StationSettings(BaseSettings):
         return tuple(sources)
 
 
-__all__ = ["CONFIG_ENV", "StationSettings", "config_path"]
+__all__ = ["CONFIG_ENV", "ServiceSettings", "StationSettings", "config_path"]
