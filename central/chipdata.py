@@ -8,8 +8,9 @@ reused, safe under concurrent workers on SQLite and PostgreSQL).
 :func:`build_chip_data` makes every LDS file of the card (EF.COM, DG1 TD1 MRZ, DG2 face,
 DG3 the two index fingers, DG13 national data, DG14, DG15, EF.SOD signed by the current
 Document Signer) and the chip's private keys for Active and Chip Authentication, generated
-per card. :class:`ChipData` is what the registry stores (deterministic CBOR) and what the
-enrolling station fetches (a JSON view) to personalise the card.
+per card. :class:`ChipData` (the shared codec, :mod:`enrollment.icao.chip_data`, re-exported
+here) is what the registry stores (deterministic CBOR) and what the enrolling station
+fetches to personalise the card.
 
 The chip's private keys are secrets that must reach the card and nothing else: they travel
 to the station inside the authenticated HTTPS response and should be dropped from the
@@ -18,11 +19,9 @@ registry's copy once the station reports the card encoded (:meth:`ChipData.witho
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -31,9 +30,8 @@ from sqlalchemy.orm import Session
 
 from central.db.models import SignerCertificate
 from central.db.ops import allocate_sequence
-from enrollment import cbor, divisions
-from enrollment.errors import MalformedPackageError
-from enrollment.icao.chip import FID_COM, FID_SOD, fid_of
+from enrollment import divisions
+from enrollment.icao.chip_data import CHIP_DATA_VERSION, ChipData, ChipDataError
 from enrollment.icao.from_record import chip_from_record
 from enrollment.icao.sod import from_signer
 from enrollment.icao.validity import cccd_expiry
@@ -54,12 +52,7 @@ __all__ = [
     "province_of_registration",
 ]
 
-CHIP_DATA_VERSION = 1
 CCCD_FINGERS = (2, 7)  # the right and left index fingers (ANSI/NIST FGP)
-
-
-class ChipDataError(ValueError):
-    """Chip data cannot be built from this enrollment, or stored chip data is unreadable."""
 
 
 # ------------------------------------------------------------------ personal number
@@ -144,136 +137,12 @@ class ChipSource:
         return cls(package.record, face.data, fingers)
 
 
-def _file_name(fid: int) -> str:
-    if fid == FID_COM:
-        return "EF.COM"
-    if fid == FID_SOD:
-        return "EF.SOD"
-    return f"DG{fid - 0x0100}"
-
-
-def _fid_of_name(name: str) -> int:
-    if name == "EF.COM":
-        return FID_COM
-    if name == "EF.SOD":
-        return FID_SOD
-    if name.startswith("DG") and name[2:].isdigit():
-        return fid_of(int(name[2:]))
-    raise ChipDataError(f"unknown chip file {name!r}")
-
-
 def _key_der(key: ec.EllipticCurvePrivateKey | None) -> bytes | None:
     if key is None:
         return None
     return key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-@dataclass(frozen=True)
-class ChipData:
-    """Everything the station writes onto one card.
-
-    ``files``: LDS file identifier -> content (EF.COM, DG1-DG15 present, EF.SOD).
-    ``active_auth_key`` / ``chip_auth_key``: PKCS#8 DER of the chip's private keys (DG15
-    and DG14 carry their public halves), None once dropped from the registry's copy.
-    """
-
-    personal_number: str
-    document_number: str
-    issue_date: date
-    expiry: date | None
-    signer_id: int
-    mrz: str
-    mrz_information: str
-    files: Mapping[int, bytes]
-    active_auth_key: bytes | None
-    chip_auth_key: bytes | None
-
-    def data_groups(self) -> dict[int, bytes]:
-        """{DG number: bytes}, for passive authentication."""
-        return {fid - 0x0100: data for fid, data in self.files.items() if 0x0101 <= fid <= 0x0110}
-
-    @property
-    def sod(self) -> bytes:
-        return self.files[FID_SOD]
-
-    def without_secrets(self) -> ChipData:
-        """The same chip data less the chip's private keys (what the registry keeps once
-        the card is encoded)."""
-        return replace(self, active_auth_key=None, chip_auth_key=None)
-
-    def _plain(self) -> dict[str, Any]:
-        return {
-            "version": CHIP_DATA_VERSION,
-            "personal_number": self.personal_number,
-            "document_number": self.document_number,
-            "issue_date": self.issue_date.isoformat(),
-            "expiry": None if self.expiry is None else self.expiry.isoformat(),
-            "signer_id": self.signer_id,
-            "mrz": self.mrz,
-            "mrz_information": self.mrz_information,
-        }
-
-    def to_bytes(self) -> bytes:
-        """Deterministic CBOR: one chip, one byte string."""
-        plain = self._plain()
-        plain["files"] = {
-            _file_name(fid): {"fid": fid, "data": data} for fid, data in self.files.items()
-        }
-        plain["active_auth_key"] = self.active_auth_key
-        plain["chip_auth_key"] = self.chip_auth_key
-        return cbor.dumps(plain)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ChipData:
-        try:
-            obj = cbor.loads_strict(data, "chip data")
-        except MalformedPackageError as exc:
-            raise ChipDataError(str(exc)) from exc
-        try:
-            if obj["version"] != CHIP_DATA_VERSION:
-                raise ChipDataError(
-                    f"chip data version {obj['version']} is not {CHIP_DATA_VERSION}"
-                )
-            files: dict[int, bytes] = {}
-            for name, entry in obj["files"].items():
-                fid = int(entry["fid"])
-                if fid != _fid_of_name(name) or not isinstance(entry["data"], bytes):
-                    raise ChipDataError(f"chip file {name} is malformed")
-                files[fid] = entry["data"]
-            return cls(
-                personal_number=str(obj["personal_number"]),
-                document_number=str(obj["document_number"]),
-                issue_date=date.fromisoformat(obj["issue_date"]),
-                expiry=None if obj["expiry"] is None else date.fromisoformat(obj["expiry"]),
-                signer_id=int(obj["signer_id"]),
-                mrz=str(obj["mrz"]),
-                mrz_information=str(obj["mrz_information"]),
-                files=files,
-                active_auth_key=obj["active_auth_key"],
-                chip_auth_key=obj["chip_auth_key"],
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            if isinstance(exc, ChipDataError):
-                raise
-            raise ChipDataError(f"chip data is malformed: {exc!r}") from exc
-
-    def to_json(self) -> dict[str, Any]:
-        """The view the station fetches: each file as {fid (hex), data (base64)}, and the
-        chip's private keys as base64 PKCS#8 DER (null once dropped)."""
-
-        def b64(data: bytes | None) -> str | None:
-            return None if data is None else base64.b64encode(data).decode()
-
-        plain = self._plain()
-        plain["files"] = {
-            _file_name(fid): {"fid": f"{fid:04X}", "data": b64(data)}
-            for fid, data in sorted(self.files.items())
-        }
-        plain["active_auth_key"] = b64(self.active_auth_key)
-        plain["chip_auth_key"] = b64(self.chip_auth_key)
-        return plain
 
 
 def build_chip_data(

@@ -3,6 +3,7 @@ EF.SOD and passive authentication (part 11 section 5, part 12 PKI), and the TD1 
 
 Modules: ``tlv`` (BER-TLV), ``mrz`` (TD1), ``lds`` (EF.COM and data groups), ``sod``
 (EF.SOD), ``pki`` (CSCA and Document Signer certificates), ``passive`` (verification),
-``chip`` (all files of one card), ``validity`` (the card's expiry rule), ``from_record``
-(the adapter from an enrollment record).
+``chip`` (all files of one card), ``chip_data`` (one card's chip data as the registry
+sends it to the station), ``validity`` (the card's expiry rule), ``from_record`` (the
+adapter from an enrollment record).
 """

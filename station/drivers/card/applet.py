@@ -36,6 +36,7 @@ from .cardcrypto import CardCrypto
 from .pace import OID_PACE_ECDH_GM_AES_128, PASSWORD_MRZ, PaceChip, PaceError, supported_pace
 from .profile import (
     AID_EMRTD,
+    CPLC_LENGTH,
     EAC_PROTECTED,
     FID_CARD_ACCESS,
     FID_DG1,
@@ -47,6 +48,7 @@ from .profile import (
     PUBLIC_FIDS,
     TAG_AA_KEY,
     TAG_BAC_KEYS,
+    TAG_CPLC,
     TAG_PACE_SECRET,
     application_fcp,
 )
@@ -63,6 +65,15 @@ def _atr(historical: bytes) -> bytes:
     for b in body:
         tck ^= b
     return b"\x3b" + body + bytes([tck])
+
+
+def _new_cplc(crypto: CardCrypto) -> bytes:
+    """The 42 bytes of CPLC data of a new chip: IC fabricator "VN" and IC type "EM" (not
+    registered codes: they mark the emulator), then OS identifier, release date and level
+    and fabrication date (zero), a random 4-byte IC serial number and 2-byte IC batch
+    identifier, and zero for the module, embedding and personalisation fields."""
+    serial = crypto.random(6)
+    return b"VNEM" + bytes(8) + serial + bytes(CPLC_LENGTH - 18)
 
 
 class Card:
@@ -108,6 +119,7 @@ class EmrtdApplet(Card):
         self.pace_secret = b""  # SHA-1 of the MRZ information, for PACE
         self.aa_key = b""  # Active Authentication private scalar (P-256), if any
         self.bac_failures = 0  # failed BAC or PACE authentications (wrong MRZ)
+        self.cplc = _new_cplc(crypto)  # the chip's manufacturing identity, never changes
         self.writes = 0  # commands that changed persistent state since power-up
         self.power_on()
 
@@ -121,6 +133,7 @@ class EmrtdApplet(Card):
             "pace_secret": self.pace_secret,
             "aa_key": self.aa_key,
             "bac_failures": self.bac_failures,
+            "cplc": self.cplc,
         }
 
     def restore(self, state: dict[str, object]) -> None:
@@ -130,6 +143,7 @@ class EmrtdApplet(Card):
         failures = state["bac_failures"]
         pace_secret = state.get("pace_secret", b"")
         aa_key = state.get("aa_key", b"")
+        cplc = state.get("cplc", self.cplc)  # a state saved before CPLC: keep the new one
         if not (
             isinstance(lifecycle, int)
             and isinstance(files, dict)
@@ -137,6 +151,8 @@ class EmrtdApplet(Card):
             and isinstance(failures, int)
             and isinstance(pace_secret, bytes)
             and isinstance(aa_key, bytes)
+            and isinstance(cplc, bytes)
+            and len(cplc) == CPLC_LENGTH
         ):
             raise ValueError("malformed card state")
         self.lifecycle = lifecycle
@@ -145,6 +161,7 @@ class EmrtdApplet(Card):
         self.pace_secret = pace_secret
         self.aa_key = aa_key
         self.bac_failures = failures
+        self.cplc = cplc
         self.power_on()
 
     # --- transient state ----------------------------------------------------------------
@@ -182,7 +199,9 @@ class EmrtdApplet(Card):
             return self._process_protected(command)
         # A plain command ends any secure-messaging session (ICAO 9303-11 9.8.6).
         self.sm = None
-        if command.cla != 0x00 and not (command.cla == 0x10 and command.ins == 0x86):
+        chained = command.cla == 0x10 and command.ins == 0x86  # GENERAL AUTHENTICATE chain
+        global_platform = command.cla == 0x80 and command.ins == 0xCA  # GET DATA (CPLC)
+        if command.cla != 0x00 and not chained and not global_platform:
             return Response(b"", SW_CLA_NOT_SUPPORTED)
         return self._dispatch(command, False)
 
@@ -231,6 +250,8 @@ class EmrtdApplet(Card):
             return self._general_authenticate(c, secure)
         if ins == 0x88:
             return self._internal_authenticate(c, secure)
+        if ins == 0xCA:
+            return self._get_data(c, secure)
         raise CardError(SW_INS_NOT_SUPPORTED)
 
     # --- helpers ------------------------------------------------------------------------
@@ -516,6 +537,13 @@ class EmrtdApplet(Card):
             self.pace = None
             self.sm = pace.session()
         return Response(answer, SW_OK)
+
+    def _get_data(self, c: Command, secure: bool) -> Response:
+        """GET DATA of the CPLC (GlobalPlatform): readable in any life-cycle state, so a
+        station can tell a chip it has already written, or spoiled, from a blank one."""
+        if (c.p1 << 8) | c.p2 != TAG_CPLC:
+            raise CardError(SW_REFERENCED_DATA_NOT_FOUND)
+        return Response(tlv(TAG_CPLC, self.cplc), SW_OK)
 
     def _internal_authenticate(self, c: Command, secure: bool) -> Response:
         """Active Authentication: sign the terminal's challenge, only under SM."""

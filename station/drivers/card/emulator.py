@@ -1,9 +1,10 @@
 """Our eMRTD card emulator behind pcscd: a vpcd client that plays a contactless card.
 
 Insertion is a TCP connection to vpcd (the reader driver inside pcscd); removal is the
-disconnection. The card's persistent state (files, life cycle, keys, BAC failure count)
-lives in a JSON file, saved after every command that changes it, so a card keeps its
-data across removal, reinsertion and processes, as a chip's EEPROM does.
+disconnection. The card's persistent state (files, life cycle, keys, BAC failure count,
+its CPLC identity) lives in a JSON file, saved at insertion and after every command that
+changes it, so a card keeps its data and its serial across removal, reinsertion and
+processes, as a chip's EEPROM does.
 
 Run one from the command line::
 
@@ -139,6 +140,9 @@ class CardEmulator:
         if self.inserted:
             raise RuntimeError("the card is already inserted")
         card = self.load_card()
+        # Saved at once: a blank card's identity (its CPLC serial) is fixed from its first
+        # insertion on, as a chip's is at manufacture, whether or not it is ever written.
+        self._save(card)
         sock = self._connect(timeout)
         self.pulled.clear()
         self._sock = sock

@@ -3,6 +3,7 @@ under BAC secure messaging, and verify it (byte comparison + passive authenticat
 
     encoder = CardEncoder(EncoderSettings(reader_pattern="ACR1252"))
     encoder.wait_for_card(timeout=30)
+    serial = encoder.chip_serial()                # the chip's fixed identity (CPLC)
     report = encoder.personalise(chip)            # writes, checks DG3, locks
     check = encoder.verify(chip, [csca])          # BAC read-back + passive authentication
     encoder.wait_for_removal(timeout=60)
@@ -244,6 +245,41 @@ class CardEncoder:
             return profile.ApplicationInfo.parse(response.data)
         except (ValueError, TlvError):
             return profile.ApplicationInfo(0, [], 0)
+
+    # --- the chip's identity ------------------------------------------------------------
+
+    def chip_serial(self) -> str:
+        """The chip's serial number from its GlobalPlatform CPLC data (GET DATA 9F7F):
+        IC fabricator, IC type, IC batch identifier and IC serial number, as upper-case
+        hex ``FFFF-TTTT-BBBB-SSSSSSSS``.
+
+        Not the contactless UID: an eMRTD chip may answer each field with a random UID
+        (ICAO 9303 privacy), and the ATR names the card type, not the card. The CPLC is
+        written at manufacture and never changes. WrongCardType when the card gives none.
+        """
+        try:
+            self.probe()
+            self.link.connect()
+            response = self._send(profile.get_cplc())
+            if not response.ok:
+                raise WrongCardType(
+                    f"the card does not give its chip serial (GET DATA CPLC: "
+                    f"{describe_sw(response.sw)}); use a blank national ID card of the "
+                    "issued type",
+                    sw=response.sw,
+                )
+            try:
+                cplc = find(parse(response.data), profile.TAG_CPLC)
+            except TlvError:
+                cplc = None
+            if cplc is None or len(cplc) != profile.CPLC_LENGTH:
+                raise CardProtocolError("the card's CPLC data is malformed")
+        except CardEncoderError as exc:
+            self.link.disconnect(reset=False)
+            raise self._guard(exc) from None
+        self.link.disconnect()
+        fields = (cplc[0:2], cplc[2:4], cplc[16:18], cplc[12:16])
+        return "-".join(part.hex().upper() for part in fields)
 
     # --- personalisation ----------------------------------------------------------------
 

@@ -25,6 +25,8 @@ LC_OPERATIONAL = 0x05  # operational state (activated)
 TAG_BAC_KEYS = 0x00C1  # PUT DATA P1-P2: K_enc || K_mac (32 bytes)
 TAG_PACE_SECRET = 0x00C3  # PUT DATA P1-P2: SHA-1 of the MRZ information (20 bytes)
 TAG_AA_KEY = 0x00C4  # PUT DATA P1-P2: Active Authentication P-256 private scalar (32 bytes)
+TAG_CPLC = 0x9F7F  # GET DATA P1-P2: GlobalPlatform Card Production Life Cycle data
+CPLC_LENGTH = 42  # bytes of CPLC data (GlobalPlatform Card Specification, GET DATA)
 FID_DG15 = 0x010F
 TAG_FIDS_PRESENT = 0xC1  # in the FCP's A5 template: the EF identifiers, 2 bytes each
 TAG_BAC_FAILURES = 0xC2  # in the FCP's A5 template: failed BAC/PACE count (see card.md)
@@ -104,6 +106,12 @@ def internal_authenticate(challenge: bytes) -> Command:
 def activate() -> Command:
     """ISO 7816-9 ACTIVATE FILE on the current DF (the application): end personalisation."""
     return Command(0x00, 0x44, 0x00, 0x00)
+
+
+def get_cplc() -> Command:
+    """GlobalPlatform GET DATA (CLA 80) for the CPLC data: the chip's manufacturing identity
+    (IC fabricator, type, batch and serial number), fixed for the chip's life."""
+    return Command(0x80, 0xCA, TAG_CPLC >> 8, TAG_CPLC & 0xFF, b"", 256)
 
 
 def get_challenge() -> Command:
