@@ -23,6 +23,8 @@ from typing import TypeVar
 
 from station.config import StationSettings
 from station.drivers.camera import Camera, CameraError, make_camera
+from station.drivers.camera.sim_control import CameraControlServer
+from station.drivers.camera.simulated import SimulatedCamera
 from station.drivers.card.bay import CardBay, PcscDaemon, pcscd_unavailable, use_pcscd
 from station.drivers.card.encoder import CardEncoder
 from station.drivers.card.errors import CardEncoderError
@@ -52,6 +54,7 @@ class StationDevices:
         self._encoder: CardEncoder | None = None
         self._gpio: GpioDevices | None = None
         self.pcscd: PcscDaemon | None = None
+        self._camera_control: CameraControlServer | None = None
         self.card_bay: CardBay | None = None
         """The simulated card bay (insert and remove emulated cards), when configured."""
 
@@ -223,10 +226,19 @@ class StationDevices:
 
     # --- camera --------------------------------------------------------------------------
 
+    @property
+    def camera_control_path(self) -> Path:
+        """The simulated camera's control socket (who sits in front of it)."""
+        return self.settings.run_dir / "camera-control"
+
     def _open_camera(self) -> None:
         if self._camera is None:
             self.board.unregister("camera")
             self._camera = make_camera(self.settings.camera, self.board)
+            if isinstance(self._camera, SimulatedCamera):
+                self._camera_control = CameraControlServer(
+                    self._camera, self.camera_control_path
+                ).start()
         try:
             self._camera.open()  # also reopens one whose stream ended (unplugged)
         except (CameraError, OSError, ImportError) as exc:
@@ -234,6 +246,9 @@ class StationDevices:
             self._camera.health.absent(str(exc))
 
     def _close_camera(self) -> None:
+        control, self._camera_control = self._camera_control, None
+        if control is not None:
+            control.stop()
         camera, self._camera = self._camera, None
         if camera is not None:
             camera.close()

@@ -246,6 +246,8 @@ class SimulatedCamera(Camera):
         else:
             self.script = SceneScript([Segment.model_validate(s) for s in script], loop)
         self.seed = seed
+        self.serial = serial_for(seed)
+        """The camera's own serial: stays when another person sits down (:meth:`sit`)."""
         self.assets = assets
         self._source = source
         self._renderer: SceneRenderer | None = None
@@ -266,6 +268,23 @@ class SimulatedCamera(Camera):
                 source, self.script, self._width, self._height, self._fps, self.seed
             )
         return self._renderer
+
+    def sit(self, seed: int, script: Sequence[Segment | str] | None = None) -> None:
+        """Another person sits down in front of the camera (the simulator's control, as
+        a new citizen steps up): from now on the frames show ``seed``'s person playing
+        ``script`` (default: the current script) from its start."""
+        source = person_for(seed, self.assets)
+        if script is None:
+            new_script = self.script
+        else:
+            new_script = SceneScript([Segment.model_validate(s) for s in script], self.script.loop)
+        renderer = SceneRenderer(source, new_script, self._width, self._height, self._fps, seed)
+        # One assignment each: a frame being grabbed finishes with the old person.
+        self.seed, self.script, self._source = seed, new_script, source
+        self._renderer = renderer
+        self._next = 0
+        self._t0 = time.monotonic()
+        self.health.present(person=source.name, script=str(new_script))
 
     def render(self, index: int) -> Frame | None:
         """Frame ``index`` as the camera would deliver it under the current controls,
@@ -295,7 +314,7 @@ class SimulatedCamera(Camera):
             self._next = 0
         self.health.present(
             model="simulated camera",
-            serial=serial_for(self.seed),
+            serial=self.serial,
             person=renderer.source.name,
             script=str(self.script),
             mode=f"{self._width}x{self._height}@{self._fps:g}",
