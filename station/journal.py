@@ -3,8 +3,8 @@
     journal = Journal(db)                      # clock defaults to UTC now
     with db.write() as c:
         ...change some state...
-        journal.record(c, actor="officer1", action="login", subject="officer1", factor="pin")
-    journal.recent(20, action="login")
+        journal.record(c, "officer1", "operator.login", "officer1", factor="pin")
+    journal.recent(20, action="operator.login")
 
 Why it exists: an office must be able to answer "who approved this override?" or "why was
 this operator locked at 10:42?" days later, with no network. Entries are written in the
@@ -132,11 +132,14 @@ class Journal:
         actor: str,
         action: str,
         subject: str | None = None,
+        /,
         **detail: Any,
     ) -> int:
         """Append one entry inside the caller's write transaction; returns its id.
 
-        ``actor`` is an operator id, or ``"station"`` / ``"sync"`` for the machine itself.
+        ``actor`` is an operator id, or ``"station"`` / ``"sync"`` for the machine itself;
+        ``action`` a dotted name (``operator.login``, ``case.opened``). The first four
+        arguments are positional, so any detail key (even ``action``) is free.
         Raises :class:`JournalError` for a detail that names a secret or a biometric
         sample, or that is not JSON."""
         if not actor:

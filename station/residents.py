@@ -163,6 +163,10 @@ class Resident(ResidentRow):
 
     local_status: LocalStatus | None = None
 
+    def as_json(self) -> dict[str, Any]:
+        """The row as JSON-ready values (the wire fields plus ``local_status``)."""
+        return self.model_dump(mode="json")
+
     def prefill(self) -> dict[str, Any]:
         """Fields of :class:`enrollment.record.Demographics` this row already gives (the
         officer still confirms them and adds ethnicity, religion and the rest)."""
@@ -186,7 +190,7 @@ class Resident(ResidentRow):
 
 @dataclass(frozen=True)
 class SkippedRow:
-    """A row ``apply`` refused (journalled as ``resident_row_skipped``)."""
+    """A row ``apply`` refused (journalled as ``residents.row_skipped``)."""
 
     ref: str | None
     reason: str
@@ -286,7 +290,7 @@ class ResidentList:
                 skipped.append(skip)
                 if self._journal is not None:
                     self._journal.record(
-                        conn, "sync", "resident_row_skipped", skip.ref, reason=skip.reason
+                        conn, "sync", "residents.row_skipped", skip.ref, reason=skip.reason
                     )
                 continue
             held = conn.execute("SELECT seq FROM residents WHERE ref = ?", (item.ref,)).fetchone()
@@ -348,7 +352,7 @@ class ResidentList:
 
     def mark_local(self, conn: sqlite3.Connection, ref: str, status: LocalStatus | None) -> None:
         """Record in the caller's transaction what this station itself did with the
-        resident (see :data:`LocalStatus`); kept across list updates."""
+        resident (one of :data:`LocalStatus`, or None); kept across list updates."""
         if status is not None and status not in get_args(LocalStatus):
             raise ResidentListError(
                 f"local status {status!r}: expected one of {get_args(LocalStatus)} or None"
@@ -509,13 +513,13 @@ def eligibility(
     """Why this person may not start an enrollment here now; ``[]`` when they may.
 
     Codes: :data:`UNDER_AGE`; from the list's status :data:`ALREADY_ENROLLED` and
-    :data:`IN_PROGRESS_ELSEWHERE` (a package naming this resident reached the registry,
-    and this station has sent none: when it has, the package is taken to be its own); from this
-    station's own note :data:`OPEN_HERE` and :data:`SUBMITTED_HERE` (the case is open or
-    already sent: continue it instead of starting another). A :class:`Demographics`
-    without a list row can only be checked for age; look its ``resident_list_ref`` up
-    with :meth:`ResidentList.get` first. A case the registry sends back for recapture
-    reopens the existing case and does not come through here.
+    :data:`IN_PROGRESS_ELSEWHERE` (a package naming this resident reached the registry
+    and none left this station: when one did, it is taken to be that one); from this
+    station's own note :data:`OPEN_HERE` (a case is open here: continue it) and
+    :data:`SUBMITTED_HERE` (its package already left). A :class:`Demographics` without a
+    list row can only be checked for age; look its ``resident_list_ref`` up with
+    :meth:`ResidentList.get` first. A case the registry sends back for recapture reopens
+    the existing case and does not come through here.
     """
     reasons: list[str] = []
     if age_on(subject.date_of_birth, today) < min_age:
@@ -525,8 +529,8 @@ def eligibility(
         if subject.status == "enrolled":
             reasons.append(ALREADY_ENROLLED)
         elif subject.status == "in_progress" and local != "submitted":
-            # Nothing left here yet (no note, or a case still open): the package the
-            # registry has must come from elsewhere.
+            # Nothing has left this station for them (no note, or a case still open):
+            # the package the registry holds came from elsewhere.
             reasons.append(IN_PROGRESS_ELSEWHERE)
         if local == "open":
             reasons.append(OPEN_HERE)
