@@ -8,6 +8,10 @@
     jobs list [--state S] | retry ID... | retry --all-failed
     keys show|rotate-ds|rotate-csca|export-trust
     quotas import FILE [--check]                area quotas from CSV
+    residents import FILE --office ID [--replace] [--check]
+                                                a commune's pre-loaded resident list (CSV)
+    media import FOLDER                         packages a station exported to media
+    operators credentials USERNAME [--pin] [--password] [--finger POS=FILE]
 
 Settings come from REGISTRY_CONFIG (a TOML file) and REGISTRY_* variables; with none the
 registry runs embedded under ./data/registry.
@@ -28,6 +32,7 @@ from central.config import RegistrySettings
 from central.keys_cli import add_keys_parser, run_keys
 from central.logs import configure_logging
 from central.quotas import add_quotas_parser, run_quotas
+from central.station_cli import add_station_parsers, run_station_command
 
 log = logging.getLogger("central")
 
@@ -190,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     add_audit_parser(commands)
     add_keys_parser(commands)
     add_quotas_parser(commands)
+    add_station_parsers(commands)
     args = parser.parse_args(argv)
     configure_logging(args.log_level, json=args.log_format == "json")
     settings = RegistrySettings()
@@ -214,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_keys(args, settings)
     if args.command == "quotas":
         return run_quotas(args, settings)
+    if args.command in ("residents", "media", "operators"):
+        return run_station_command(args, settings)
     parser.error(f"unknown command {args.command}")
     return 2
 

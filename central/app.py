@@ -35,6 +35,7 @@ from central.routes.adjudication import adjudication_router
 from central.routes.errors import database_refused_value
 from central.routes.jobs import jobs_router
 from central.routes.packages import packages_router, registry_packages_router
+from central.routes.station_sync import residents_router, station_sync_router
 from central.routes.stations import stations_router
 from central.services import Registry, open_registry, registry_of, utc_now
 
@@ -133,6 +134,8 @@ def create_app(
     auth_routers.install(app)
     app.add_exception_handler(DataError, database_refused_value)
     app.include_router(stations_router())
+    app.include_router(station_sync_router())
+    app.include_router(residents_router())
     app.include_router(packages_router())
     app.include_router(registry_packages_router())
     app.include_router(adjudication_router())

@@ -42,8 +42,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from central.blobs import BlobIntegrityError, BlobStore
-from central.db.models import Package, PackageState, Upload
+from central.db.models import Package, PackageState, ResidentStatus, Upload
 from central.db.ops import append_audit, insert_job
+from central.residents import mark_resident
 from enrollment.errors import PackageError
 from enrollment.ids import is_package_id
 from enrollment.keys import Decryptor
@@ -276,8 +277,15 @@ class Ingest:
         package_id: uuid.UUID,
         data: bytes,
         sha256: str,
+        *,
+        check: Callable[[VerifiedPackage], None] | None = None,
     ) -> tuple[Receipt, bool]:
         """Verify, store and record one complete package; ``(receipt, created)``.
+
+        ``check``: a further condition on the opened package (raising
+        :class:`IngestRefused`), applied like the built-in ones, before anything is
+        stored; the removable-media import checks the signer's key against the station's
+        key on record there, as request authentication does for an upload.
 
         ``sha256`` is the body's digest, already checked against what the station signed.
         It is not hashed again here: the blob store checks it before the body is durable
@@ -290,6 +298,8 @@ class Ingest:
         now = self.clock()
         try:
             verified = self.verifier.verify_upload(data, package_id, station_id, now)
+            if check is not None:
+                check(verified)
         except IngestRefused as refusal:
             self._audit_refusal(station_id, package_id, refusal, sha256, len(data))
             raise
@@ -376,6 +386,10 @@ class Ingest:
                 "created": verified.created.isoformat(),
             },
         )
+        ref = verified.record.demographics.resident_list_ref
+        if ref is not None:
+            # The commune's stations learn that this resident is being enrolled.
+            mark_resident(connection, receipt.station_id, ref, ResidentStatus.in_progress, now)
 
     def _audit_refusal(
         self,

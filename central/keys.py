@@ -50,7 +50,7 @@ from central.signers import (
 )
 from enrollment.errors import KeyProviderError
 from enrollment.keys import Signer
-from enrollment.keys.software import SoftwareDecryptor, load_private_key
+from enrollment.keys.software import SoftwareDecryptor, SoftwareKeySigner, load_private_key
 from enrollment.pki import issue_station_certificate, make_station_ca
 
 __all__ = [
@@ -312,6 +312,12 @@ class RegistryKeys:
             days=self.settings.station_certificate_days,
             now=now,
         )
+
+    def station_ca_signer(self) -> Signer:
+        """The station CA's key as a COSE/ES256 signer, with the CA certificate: for what
+        the registry signs for stations offline (removable-media receipts), which they
+        check against the station CA they received at enrollment."""
+        return SoftwareKeySigner(self._station_ca_key, self.station_ca)
 
     # ------------------------------------------------------------------------- card PKI
 

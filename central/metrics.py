@@ -6,8 +6,9 @@ Two kinds of numbers:
   stage and dedup latencies, gallery size): counters, histograms and gauges that the ingest
   API and the pipeline workers record through :class:`Metrics`;
 - the state of the whole registry (queue depth per job state, packages per pipeline
-  state): read from the database at scrape time by :class:`DatabaseCollector`, one GROUP BY
-  each, so every process reports the same truth however many there are.
+  state, seconds since each active station's latest heartbeat): read from the database
+  at scrape time by :class:`DatabaseCollector`, one query each, so every process reports
+  the same truth however many there are.
 
 Each :class:`Metrics` owns a fresh ``CollectorRegistry`` rather than prometheus_client's
 global one: several apps in one process (tests, an API with an embedded worker) must not
@@ -21,6 +22,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,7 +43,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from central.db.models import Job, JobState, Package, PackageState
+from central.db.models import Job, JobState, Package, PackageState, Station, StationStatus
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,12 @@ class DatabaseCollector(Collector):
                     .where(Package.state.in_(IN_FLIGHT_STATES))
                     .group_by(Package.state)
                 ).all()
+                heartbeats = connection.execute(
+                    select(Station.id, Station.last_heartbeat_at).where(
+                        Station.status == StationStatus.active,
+                        Station.last_heartbeat_at.is_not(None),
+                    )
+                ).all()
         except SQLAlchemyError as exc:
             log.warning("metrics scrape could not read the database: %s", type(exc).__name__)
             up.add_metric([], 0)
@@ -133,6 +141,17 @@ class DatabaseCollector(Collector):
         for package_state in IN_FLIGHT_STATES:
             in_flight.add_metric([package_state.value], by_state.get(package_state, 0))
         yield in_flight
+        # One series per active station that ever sent a heartbeat (stations are a bounded,
+        # administered set): alert when one stays silent past a few heartbeat periods.
+        age = GaugeMetricFamily(
+            f"{ns}_station_heartbeat_age_seconds",
+            "Seconds since the station's latest heartbeat",
+            labels=["station"],
+        )
+        now = datetime.now(UTC)
+        for station_id, at in heartbeats:
+            age.add_metric([str(station_id)], max((now - at).total_seconds(), 0.0))
+        yield age
 
 
 class Metrics:

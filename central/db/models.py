@@ -124,6 +124,14 @@ class UserRole(enum.StrEnum):
     reporting = "reporting"  # reads progress reports and exports
 
 
+class ResidentStatus(enum.StrEnum):
+    """Where a resident of the pre-loaded list (DC01) stands with the registry."""
+
+    pending = "pending"  # nobody has enrolled them yet
+    in_progress = "in_progress"  # a package naming them was received
+    enrolled = "enrolled"  # that package was issued
+
+
 class CaseState(enum.StrEnum):
     open = "open"
     decided = "decided"
@@ -191,6 +199,9 @@ class Station(Base):
     certificate_serial: Mapped[str | None] = mapped_column(String(40), unique=True)
     public_key_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     certificate_issued_at: Mapped[datetime | None]
+    # The latest heartbeat (central.station_sync.Heartbeat as JSON) and when it arrived.
+    last_heartbeat_at: Mapped[datetime | None]
+    last_heartbeat: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class EnrollmentToken(Base):
@@ -222,6 +233,13 @@ class Operator(Base):
     role: Mapped[OperatorRole] = mapped_column(_enum(OperatorRole, "operator_role"))
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None]
+    # What the office's stations check offline (central.station_sync): Argon2id PHC strings
+    # of the PIN and the password, and ISO/IEC 19794-2 finger templates as
+    # [{"position": 1-10, "template": base64}].
+    pin_hash: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    fingers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    credentials_updated_at: Mapped[datetime | None]
 
 
 class Person(Base):
@@ -508,3 +526,54 @@ class Quota(Base):
     period_start: Mapped[date]
     period_end: Mapped[date]
     target: Mapped[int] = mapped_column(Integer)
+
+
+class Resident(Base):
+    """A row of a commune's pre-loaded resident list (the paper DC01 collection), which the
+    commune's stations sync (``central.residents``).
+
+    ``seq`` is global: every insert and every change takes the next value of
+    :class:`ResidentSequence`, so a station asks for the rows after the last ``seq`` it
+    saw and gets exactly what changed. ``removed_at``: left out of the latest list
+    (``--replace``); shown to stations as "removed" while ``status`` keeps what happened.
+    """
+
+    __tablename__ = "resident"
+    __table_args__ = (
+        UniqueConstraint("commune_code", "ref"),
+        Index(None, "commune_code", "seq"),
+        CheckConstraint("sex IN ('male', 'female')", name="sex"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    commune_code: Mapped[str] = mapped_column(String(5))
+    ref: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    status: Mapped[ResidentStatus] = mapped_column(
+        _enum(ResidentStatus, "resident_status"), default=ResidentStatus.pending
+    )
+    full_name: Mapped[str] = mapped_column(String(100))
+    date_of_birth: Mapped[str] = mapped_column(String(10))
+    sex: Mapped[str] = mapped_column(String(6))
+    old_id_number: Mapped[str | None] = mapped_column(String(9))
+    household_number: Mapped[str | None] = mapped_column(String(32))
+    father_name: Mapped[str | None] = mapped_column(String(100))
+    mother_name: Mapped[str | None] = mapped_column(String(100))
+    permanent_residence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    place_of_origin: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+
+
+class ResidentSequence(Base):
+    """The single row holding the last resident ``seq`` given out
+    (``central.db.ops.resident_sequence``). A row lock, not a database sequence: a
+    sequence hands out numbers before their transactions commit, so a station could see
+    101 committed while 100 is still on its way, move its cursor past 100 and never
+    receive it. Under the row lock, numbers commit in the order they are given."""
+
+    __tablename__ = "resident_sequence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -24,6 +24,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ from central.db.models import (
     Job,
     JobState,
     PersonalNumberSequence,
+    ResidentSequence,
     Station,
 )
 
@@ -150,6 +152,58 @@ def allocate_sequence(session: Session, prefix: str) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(value)
+
+
+class ResidentSeq:
+    """Hands out resident ``seq`` values inside one transaction (:func:`resident_sequence`)."""
+
+    def __init__(self, last: int) -> None:
+        self.first_last = last
+        self.last = last
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+    def give_back(self) -> None:
+        """Return the number :meth:`next` just gave (it was not used after all)."""
+        if self.last == self.first_last:
+            raise RuntimeError("no number to give back")
+        self.last -= 1
+
+
+_RESIDENT_SEQ_ROW = (
+    select(ResidentSequence.last_seq).where(ResidentSequence.id == 1).with_for_update()
+)
+
+
+@contextmanager
+def resident_sequence(session: Session | Connection) -> Iterator[ResidentSeq]:
+    """The resident list's change counter, locked until the caller's transaction ends.
+
+    Every resident insert or change takes ``seq.next()``. Numbers are given out under the
+    counter row's lock, held until commit, so they commit in the order they were given: a
+    station that has seen ``seq`` N committed can never later find a smaller one appear
+    (with a database sequence it could, and its cursor would skip that row for good).
+
+    On PostgreSQL the audit log's advisory lock is taken first: every writer of residents
+    also appends to the audit log, and taking the two locks in one order everywhere
+    (audit, then counter) is what keeps them from deadlocking. On SQLite the write lock
+    (``BEGIN IMMEDIATE``) already serialises writers.
+    """
+    connection = session.connection() if isinstance(session, Session) else session
+    _require_write_lock_on(connection, "resident_sequence")
+    if connection.dialect.name == "postgresql":
+        connection.execute(_AUDIT_LOCK_SQL, {"key": _AUDIT_LOCK})
+    last = connection.execute(_RESIDENT_SEQ_ROW).scalar_one_or_none()
+    if last is None:
+        raise RuntimeError("the resident_sequence row is missing: run the migrations")
+    seq = ResidentSeq(int(last))
+    yield seq
+    if seq.last != seq.first_last:
+        connection.execute(
+            update(ResidentSequence).where(ResidentSequence.id == 1).values(last_seq=seq.last)
+        )
 
 
 def _new_job(kind: str, package_id: uuid.UUID | None, now: datetime) -> dict[str, Any]:

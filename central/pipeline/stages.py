@@ -34,11 +34,13 @@ from central.db.models import (
     Package,
     PackageState,
     Person,
+    ResidentStatus,
     Station,
 )
 from central.db.ops import append_audit, enqueue_job
 from central.ingest import PackageVerifier
 from central.pipeline.quality import QualityChecker
+from central.residents import mark_resident
 from enrollment.errors import PackageError
 from enrollment.package import VerifiedPackage
 from enrollment.record import DivisionScheme, EnrollmentRecord, youngest_age_on
@@ -340,6 +342,10 @@ class IssueStage:
             "pipeline:issue",
             {"linked": linked, "person": str(person.id)},
         )
+        ref = prepared.record.demographics.resident_list_ref
+        if ref is not None:
+            # After the audit entry: the audit lock, then the residents' counter (ops).
+            mark_resident(session.connection(), row.station_id, ref, ResidentStatus.enrolled, now)
 
 
 STAGES: dict[str, Stage] = {

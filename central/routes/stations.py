@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,7 @@ from central.auth.stations import StationPrincipal, require_station
 from central.db.models import Office, Operator, OperatorRole, Station, StationStatus, UserRole
 from central.routes.errors import JSON_LIMIT, api_error
 from central.services import Registry, registry_of
+from central.station_sync import HeartbeatSummary, summary
 
 ADMIN = UserRole.admin
 READERS = (UserRole.admin, UserRole.supervisor, UserRole.auditor)
@@ -60,6 +61,8 @@ class StationOut(BaseModel):
     revoked_at: datetime | None
     certificate_serial: str | None
     certificate_issued_at: datetime | None
+    last_heartbeat_at: datetime | None = Field(None, description="when the latest arrived")
+    last_heartbeat: HeartbeatSummary | None = None
 
 
 class TokenIn(BaseModel):
@@ -132,7 +135,16 @@ def _station(s: Station) -> StationOut:
         revoked_at=s.revoked_at,
         certificate_serial=s.certificate_serial,
         certificate_issued_at=s.certificate_issued_at,
+        last_heartbeat_at=s.last_heartbeat_at,
+        last_heartbeat=_heartbeat(s),
     )
+
+
+def _heartbeat(s: Station) -> HeartbeatSummary | None:
+    try:
+        return summary(s.last_heartbeat)
+    except ValidationError:  # kept by an older registry in another shape: show none
+        return None
 
 
 def _operator(o: Operator) -> OperatorOut:
