@@ -85,7 +85,7 @@ def test_settings_and_factory(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="tcti"):
         DataKeySettings(backend="tpm")
     with pytest.raises(ValidationError):
-        DataKeySettings(backend="hsm")  # type: ignore[arg-type]
+        DataKeySettings.model_validate({"backend": "hsm"})
     software = provider_for(DataKeySettings(), tmp_path)
     assert isinstance(software, SoftwareDataKey)
     assert software.path == tmp_path / "data-key"
