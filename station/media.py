@@ -32,7 +32,7 @@ import json
 import logging
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -324,7 +324,7 @@ def import_receipts(
 
 
 def receipts_payload(
-    station_id: str, export_id: str, receipts: list[Mapping[str, Any]], issued_at: datetime
+    station_id: str, export_id: str, receipts: Sequence[Mapping[str, Any]], issued_at: datetime
 ) -> bytes:
     """The CBOR a receipts file signs (the registry's side builds the same; also used by
     tests to make receipts): deterministic encoding."""
