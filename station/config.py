@@ -25,6 +25,7 @@ from station.drivers.card.settings import CardSettings
 from station.drivers.fingerprint.settings import ScannerSettings
 from station.drivers.gpio.settings import GpioSettings
 from station.identity import KeySettings
+from station.uploader import UploaderSettings
 
 CONFIG_ENV = "STATION_CONFIG"
 DEFAULT_CONFIG = Path("/etc/vn-eid/station.toml")
@@ -77,6 +78,9 @@ class StationSettings(BaseSettings):
     """New cases are refused below this much free space, so nothing captured is lost."""
     open_devices: bool = True
     """False: the service runs without devices (a technician's bench, some tests)."""
+    background: bool = True
+    """Run the uploader, sync and heartbeat threads (False: tests drive them by hand)."""
+    uploader: UploaderSettings = UploaderSettings()
 
     @classmethod
     def settings_customise_sources(

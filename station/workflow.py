@@ -34,7 +34,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -49,6 +49,14 @@ from station.cases import EDITABLE, FINAL, Case, CaseState, FaceEntry, FingerEnt
 from station.journal import Journal
 from station.policy import StationPolicy
 from station.record_builder import CaptureContext, build_record
+from station.residents import (
+    OPEN_HERE,
+    SUBMITTED_HERE,
+    LocalStatus,
+    Resident,
+    age_on,
+    eligibility,
+)
 from station.store.database import StationDatabase
 
 log = logging.getLogger(__name__)
@@ -95,9 +103,11 @@ class OutboxLike(Protocol):
 
 
 class ResidentLookup(Protocol):
-    def get(self, ref: str) -> Any: ...
+    def get(self, ref: str) -> Resident | None: ...
 
-    def mark_local(self, conn: sqlite3.Connection, ref: str, status: str) -> Any: ...
+    def mark_local(
+        self, conn: sqlite3.Connection, ref: str, status: LocalStatus | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -163,21 +173,6 @@ class SubmitResult:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def age_on(date_of_birth: str, today: date) -> int:
-    """Age in whole years on ``today``. Partial dates ("YYYY", "YYYY-MM") count from the
-    last possible day, so nobody is taken as older than they may be."""
-    parts = [int(p) for p in date_of_birth.split("-")]
-    year = parts[0]
-    month = parts[1] if len(parts) > 1 else 12
-    day = parts[2] if len(parts) > 2 else 31
-    if len(parts) < 3:
-        import calendar
-
-        day = calendar.monthrange(year, month)[1]
-    age = today.year - year - ((today.month, today.day) < (month, day))
-    return max(age, 0)
 
 
 class EnrollmentWorkflow:
@@ -275,20 +270,19 @@ class EnrollmentWorkflow:
         sql = f"UPDATE enrollment_case SET {sets} WHERE id = ?"  # noqa: S608
         c.execute(sql, (*columns.values(), case_id))
 
-    def _resident(self, ref: str) -> Mapping[str, Any] | None:
-        found = self.residents.get(ref)
-        if found is None:
-            return None
-        if isinstance(found, Mapping):
-            return found
-        if hasattr(found, "as_json"):
-            return dict(found.as_json())
-        return {k: getattr(found, k) for k in dir(found) if not k.startswith("_")}
+    def _resident(self, ref: str) -> Resident | None:
+        return self.residents.get(ref)
 
     def _eligibility(self, c: sqlite3.Connection, case: Case, dob: str | None) -> list[ReviewItem]:
+        """Why this case's citizen may not enroll: age on the day of birth given (the
+        form's, else the list's), the resident list's status (ignoring this station's own
+        note, which is this case), and another live case here for the same resident."""
         policy = self.station.policy()
         today = self.clock().date()
         problems: list[ReviewItem] = []
+        resident = self._resident(case.resident_ref) if case.resident_ref else None
+        if dob is None and resident is not None:
+            dob = resident.date_of_birth
         if dob is not None:
             age = age_on(dob, today)
             if age < policy.min_age_years:
@@ -298,18 +292,19 @@ class EnrollmentWorkflow:
                         f"the citizen is {age}; enrollment starts at {policy.min_age_years}",
                     )
                 )
-        if case.resident_ref:
-            resident = self._resident(case.resident_ref)
-            status = str(resident.get("status")) if resident else None
-            if status in ("in_progress", "enrolled"):
+        if resident is not None:
+            for code in eligibility(resident, today, policy.min_age_years):
+                if code in (OPEN_HERE, SUBMITTED_HERE, "under_age"):
+                    continue  # this case's own note; age is judged above
                 problems.append(
                     ReviewItem(
-                        f"resident_{status}",
+                        code,
                         "the registry already has an enrollment of this resident "
-                        f"({status.replace('_', ' ')})",
+                        f"({code.replace('_', ' ')})",
                         case.resident_ref,
                     )
                 )
+        if case.resident_ref:
             other = c.execute(
                 "SELECT id, state FROM enrollment_case WHERE resident_ref = ? AND id != ? "
                 "AND state NOT IN ('cancelled', 'rejected')",
@@ -356,14 +351,14 @@ class EnrollmentWorkflow:
                     raise WorkflowError(
                         "resident_not_found", f"{resident_ref} is not in this office's list"
                     )
-                problems = self._eligibility(c, case, str(resident.get("date_of_birth") or ""))
+                problems = self._eligibility(c, case, None)
                 if problems:
                     raise WorkflowError(
                         "not_eligible",
                         "; ".join(p.message for p in problems),
                         details=[p.code for p in problems],
                     )
-                self.residents.mark_local(c, resident_ref, "in_progress")
+                self.residents.mark_local(c, resident_ref, "open")
             self.journal.record(
                 c, operator_id, "case.opened", case_id, resident_ref=resident_ref, ticket=ticket
             )
@@ -372,23 +367,12 @@ class EnrollmentWorkflow:
     def proposal(self, case_id: str) -> dict[str, Any] | None:
         """The demographics the resident list proposes for the form (None: a new record)."""
         case = self.get(case_id)
-        if case.resident_ref is None:
-            return None
-        resident = self._resident(case.resident_ref)
+        resident = self._resident(case.resident_ref) if case.resident_ref else None
         if resident is None:
             return None
-        keys = (
-            "full_name",
-            "date_of_birth",
-            "sex",
-            "old_id_number",
-            "father_name",
-            "mother_name",
-            "permanent_residence",
-            "place_of_origin",
-        )
-        out = {k: resident.get(k) for k in keys if resident.get(k) is not None}
-        out["resident_list_ref"] = case.resident_ref
+        out: dict[str, Any] = {}
+        for key, value in resident.prefill().items():
+            out[key] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
         return out
 
     def save_demographics(
@@ -560,11 +544,8 @@ class EnrollmentWorkflow:
         if resident is None or demographics is None:
             return []
         mine = demographics.model_dump(mode="json")
-        return [
-            f
-            for f in PROTECTED_FIELDS
-            if resident.get(f) is not None and str(resident.get(f)) != str(mine.get(f))
-        ]
+        listed = resident.prefill()  # the list's values in the form's terms (sex "M"/"F")
+        return [f for f in PROTECTED_FIELDS if f in listed and str(listed[f]) != str(mine.get(f))]
 
     def review(self, case_id: str) -> Review:
         case = self.get(case_id)
@@ -586,18 +567,10 @@ class EnrollmentWorkflow:
                 )
         demographics = self.demographics(case_id)
         with self.db.read() as c:
-            eligibility = self._eligibility(
+            problems = self._eligibility(
                 c, case, demographics.date_of_birth if demographics else None
             )
-        if case.resident_ref:
-            # The station's own mark on the resident is not a reason to refuse its own case.
-            own = self._own_mark(case)
-            eligibility = [e for e in eligibility if not (e.code == "resident_in_progress" and own)]
-        return Review(case, missing, self._approval_items(case), eligibility)
-
-    def _own_mark(self, case: Case) -> bool:
-        resident = self._resident(case.resident_ref or "")
-        return bool(resident and resident.get("local_status") == "in_progress")
+        return Review(case, missing, self._approval_items(case), problems)
 
     def approve(self, case_id: str, supervisor_id: str, items: Sequence[str]) -> Case:
         """Record a supervisor's approval of ``items`` (from :meth:`review`). The caller has
@@ -628,7 +601,7 @@ class EnrollmentWorkflow:
             self.drafts.delete_case(c, case_id)
             self._touch(c, case_id, state=CaseState.cancelled.value)
             if case.resident_ref:
-                self.residents.mark_local(c, case.resident_ref, "cancelled")
+                self.residents.mark_local(c, case.resident_ref, None)
             self.journal.record(c, operator_id, "case.cancelled", case_id, reason=reason[:200])
             return self._row(c, case_id)
 
@@ -721,6 +694,8 @@ class EnrollmentWorkflow:
                 raise WorkflowError("case_changed", f"case {case_id} changed while packaging")
             self.outbox.record(c, built, case_id)
             self._touch(c, case_id, state=CaseState.queued.value)
+            if current.resident_ref and self._resident(current.resident_ref) is not None:
+                self.residents.mark_local(c, current.resident_ref, "submitted")
             self.journal.record(
                 c, actor, "case.queued", case_id, package_id=built.package_id, size=len(built.data)
             )

@@ -1,0 +1,174 @@
+"""The station's command line (configuration: STATION_CONFIG / STATION_* variables).
+
+    python -m station serve                     # the station service (ASGI on 127.0.0.1)
+    python -m station provision --registry URL --token TOKEN
+    python -m station status                    # JSON: identity, sync, outbox, devices
+    python -m station sync                      # one sync round now
+    python -m station media export /media/usb   # the outbox onto removable media
+    python -m station media import-receipts /media/usb/vn-eid/<station>/<export>
+
+``serve`` owns the devices; the other commands open the store without them, so a
+technician can run them while the service is stopped (they refuse while it runs, because
+the devices and the outbox belong to one process at a time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from station.config import StationSettings
+
+
+def _settings(**overrides: object) -> StationSettings:
+    return StationSettings(**overrides)  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from station.api import create_app
+    from station.runtime import StationRuntime
+    from station.service_lock import ServiceLock
+
+    settings = _settings()
+    host = args.host or settings.service.host
+    port = args.port if args.port is not None else settings.service.port
+    with ServiceLock(settings.run_dir / "station.lock"):
+        runtime = StationRuntime(settings).start()
+        try:
+            config = uvicorn.Config(
+                create_app(runtime), host=host, port=port, log_level="info", access_log=False
+            )
+            server = uvicorn.Server(config)
+
+            def stop(_signum: int, _frame: FrameType | None) -> None:
+                server.should_exit = True
+
+            signal.signal(signal.SIGTERM, stop)
+            server.run()
+        finally:
+            runtime.stop()
+    return 0
+
+
+def _offline_runtime() -> object:
+    from station.runtime import StationRuntime
+    from station.service_lock import ServiceLock
+
+    settings = _settings(open_devices=False, background=False)
+    lock = ServiceLock(settings.run_dir / "station.lock").acquire()
+    runtime = StationRuntime(settings).start()
+    runtime._cli_lock = lock  # type: ignore[attr-defined]  # released with the process
+    return runtime
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from station.identity import ProvisioningError
+    from station.runtime import StationRuntime
+
+    runtime = _offline_runtime()
+    assert isinstance(runtime, StationRuntime)
+    try:
+        identity = runtime.provision(args.registry, args.token)
+    except ProvisioningError as exc:
+        print(f"provisioning failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.stop()
+    print(json.dumps(identity.as_json(), indent=2))
+    return 0
+
+
+def _status(_: argparse.Namespace) -> int:
+    from station.runtime import StationRuntime
+
+    runtime = _offline_runtime()
+    assert isinstance(runtime, StationRuntime)
+    try:
+        print(json.dumps(runtime.status(), indent=2, ensure_ascii=False, default=str))
+    finally:
+        runtime.stop()
+    return 0
+
+
+def _sync(_: argparse.Namespace) -> int:
+    from station.runtime import StationRuntime
+    from station.sync import SyncError
+
+    runtime = _offline_runtime()
+    assert isinstance(runtime, StationRuntime)
+    try:
+        report = runtime.sync_now()
+    except SyncError as exc:
+        print(f"sync failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.stop()
+    print(f"synced in {report.seconds:.1f} s: {report.residents_applied} resident rows, "
+          f"operators {'changed' if report.operators_changed else 'unchanged'}")  # fmt: skip
+    return 0
+
+
+def _media(args: argparse.Namespace) -> int:
+    from station.media import export_to, import_receipts
+    from station.runtime import StationRuntime
+
+    runtime = _offline_runtime()
+    assert isinstance(runtime, StationRuntime)
+    try:
+        online = runtime.online
+        if online is None:
+            print("the station is not provisioned", file=sys.stderr)
+            return 1
+        if args.media_command == "export":
+            result = export_to(runtime.outbox, Path(args.path), online.identity.station_id)
+            print(json.dumps(result.as_json() if hasattr(result, "as_json") else str(result),
+                             indent=2, default=str))  # fmt: skip
+        else:
+            report = import_receipts(
+                runtime.outbox,
+                Path(args.path),
+                online.identity.station_ca,
+                station_id=online.identity.station_id,
+            )
+            print(json.dumps(report.as_json() if hasattr(report, "as_json") else str(report),
+                             indent=2, default=str))  # fmt: skip
+    finally:
+        runtime.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m station", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the station service")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(run=_serve)
+    prov = sub.add_parser("provision", help="first boot: enroll with the registry's token")
+    prov.add_argument("--registry", required=True, help="the registry's address")
+    prov.add_argument("--token", required=True, help="the one-time enrollment token")
+    prov.set_defaults(run=_provision)
+    sub.add_parser("status", help="identity, sync, outbox, devices").set_defaults(run=_status)
+    sub.add_parser("sync", help="one sync round with the registry").set_defaults(run=_sync)
+    media = sub.add_parser("media", help="removable media for stations without a network")
+    media_sub = media.add_subparsers(dest="media_command", required=True)
+    export = media_sub.add_parser("export", help="copy the unsent packages onto the media")
+    export.add_argument("path", help="the mounted media (e.g. /media/usb)")
+    receipts = media_sub.add_parser("import-receipts", help="read the registry's receipts")
+    receipts.add_argument("path", help="the export folder holding receipts.cose")
+    media.set_defaults(run=_media)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

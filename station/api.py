@@ -1,0 +1,413 @@
+"""The station service's HTTP API (ASGI, loopback only): what the kiosk UI calls.
+
+Layering: routes translate HTTP to calls on :class:`station.runtime.StationRuntime` and its
+parts, and errors to ``{"error": code, "detail": message, "details": ...}`` with a status
+that says whose move it is (400/422 the officer's input, 401 log in, 403 not allowed,
+404 unknown, 409 not now, 503 a device or the registry is missing). Blocking work (device
+captures, packaging, the data key) runs in the thread pool, never on the event loop.
+
+Every route but the status, the first-boot provisioning and the login steps needs an
+operator session (``Authorization: Bearer <token>`` from ``POST /api/login/finger``); each
+call counts as activity for the inactivity logout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from station.cases import CaseState
+from station.identity import NotProvisionedError, ProvisioningError
+from station.operators import (
+    ApprovalRefused,
+    AuthError,
+    LoginFailed,
+    OperatorDisabled,
+    OperatorLocked,
+    OperatorSession,
+    SessionExpired,
+)
+from station.runtime import NotReadyError, StationRuntime
+from station.workflow import WorkflowError
+
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str, details: Any = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.details = details
+
+
+WORKFLOW_STATUS = {
+    "case_not_found": 404,
+    "resident_not_found": 404,
+    "invalid_demographics": 422,
+    "bad_exception": 422,
+    "bad_position": 422,
+    "bad_finger": 422,
+    "enrollment_paused": 409,
+    "not_eligible": 409,
+    "case_not_editable": 409,
+    "consent_missing": 409,
+    "not_ready": 409,
+    "nothing_to_approve": 409,
+    "self_approval": 403,
+    "citizen_is_operator": 409,
+    "disk_full": 507,
+    "case_changed": 409,
+}
+
+
+def _runtime(request: Request) -> StationRuntime:
+    runtime: StationRuntime = request.app.state.runtime
+    return runtime
+
+
+def _session(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> OperatorSession:
+    runtime = _runtime(request)
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise ApiError(401, "login_required", "log in first (PIN or password, then a finger)")
+    token = authorization.split(" ", 1)[1].strip()
+    try:
+        return runtime.authenticator().touch(token)
+    except SessionExpired as exc:
+        raise ApiError(401, "session_expired", str(exc)) from None
+
+
+Session = Annotated[OperatorSession, Depends(_session)]
+Runtime = Annotated[StationRuntime, Depends(_runtime)]
+
+
+async def _call(fn: Callable[[], T]) -> T:
+    """Run blocking station work off the event loop."""
+    return await run_in_threadpool(fn)
+
+
+# --- bodies --------------------------------------------------------------------------------
+
+
+class ProvisionIn(BaseModel):
+    registry_url: str = Field(min_length=1, max_length=500)
+    token: str = Field(min_length=1, max_length=500)
+
+
+class LoginIn(BaseModel):
+    operator_id: str = Field(min_length=1, max_length=64)
+    pin: str | None = Field(None, max_length=64)
+    password: str | None = Field(None, max_length=256)
+
+
+class FingerLoginIn(BaseModel):
+    challenge: str = Field(min_length=1, max_length=200)
+    timeout_s: float = Field(15.0, gt=0, le=60)
+
+
+class OpenCaseIn(BaseModel):
+    resident_ref: str | None = Field(None, max_length=64)
+    ticket: str | None = Field(None, max_length=32)
+
+
+class CancelIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class ApproveIn(BaseModel):
+    supervisor_id: str = Field(min_length=1, max_length=64)
+    pin: str | None = Field(None, max_length=64)
+    password: str | None = Field(None, max_length=256)
+    items: list[str] = Field(min_length=1, max_length=20)
+    timeout_s: float = Field(15.0, gt=0, le=60)
+
+
+def _case_json(case: Any) -> dict[str, Any]:
+    out: dict[str, Any] = case.as_json()
+    return out
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(prefix="/api")
+
+    # --- station ---------------------------------------------------------------------------
+
+    @router.get("/status")
+    async def status(runtime: Runtime) -> dict[str, Any]:
+        return await _call(runtime.status)
+
+    @router.post("/provision", status_code=201)
+    async def provision(body: ProvisionIn, runtime: Runtime) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            try:
+                return runtime.provision(body.registry_url, body.token).as_json()
+            except ProvisioningError as exc:
+                raise ApiError(409 if "already" in str(exc) else 502, "provisioning_failed",
+                               str(exc)) from None  # fmt: skip
+            except NotReadyError as exc:
+                raise ApiError(409, "already_provisioned", str(exc)) from None
+
+        return await _call(run)
+
+    @router.post("/sync")
+    async def sync(runtime: Runtime, _: Session) -> dict[str, Any]:
+        from station.sync import SyncError
+
+        def run() -> dict[str, Any]:
+            try:
+                report = runtime.sync_now()
+            except SyncError as exc:
+                raise ApiError(503, "sync_failed", str(exc)) from None
+            return {
+                "at": report.at.isoformat(),
+                "config_changed": report.config_changed,
+                "operators_changed": report.operators_changed,
+                "residents_applied": report.residents_applied,
+                "seconds": report.seconds,
+            }
+
+        return await _call(run)
+
+    @router.get("/devices")
+    async def devices(runtime: Runtime) -> list[dict[str, object]]:
+        return runtime.devices.board.as_json() if runtime.devices else []
+
+    @router.post("/devices/retry")
+    async def devices_retry(runtime: Runtime, _: Session) -> list[dict[str, object]]:
+        def run() -> list[dict[str, object]]:
+            if runtime.devices is None:
+                raise ApiError(409, "no_devices", "this station runs without devices")
+            runtime.devices.retry()
+            return runtime.devices.board.as_json()
+
+        return await _call(run)
+
+    @router.get("/journal")
+    async def journal(
+        runtime: Runtime, _: Session, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> list[dict[str, Any]]:
+        entries = await _call(lambda: runtime.journal.recent(limit))
+        return [
+            {"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
+             "subject": e.subject, "detail": e.detail}
+            for e in entries
+        ]  # fmt: skip
+
+    # --- login -----------------------------------------------------------------------------
+
+    @router.post("/login/secret")
+    async def login_secret(body: LoginIn, runtime: Runtime) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            challenge = runtime.authenticator().begin_login(
+                body.operator_id, pin=body.pin, password=body.password
+            )
+            return {
+                "challenge": challenge.token,
+                "operator_id": challenge.operator_id,
+                "full_name": challenge.full_name,
+                "expires": challenge.expires.isoformat(),
+                "finger_positions": list(challenge.finger_positions),
+            }
+
+        return await _call(run)
+
+    @router.post("/login/finger")
+    async def login_finger(body: FingerLoginIn, runtime: Runtime) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            image = runtime.capture_flat(body.timeout_s)
+            session = runtime.authenticator().complete_login(body.challenge, image)
+            return {
+                "token": session.token,
+                "operator_id": session.operator_id,
+                "full_name": session.full_name,
+                "role": session.role,
+            }
+
+        return await _call(run)
+
+    @router.post("/logout", status_code=204)
+    async def logout(runtime: Runtime, session: Session) -> Response:
+        await _call(lambda: runtime.authenticator().logout(session.token))
+        return Response(status_code=204)
+
+    # --- residents -------------------------------------------------------------------------
+
+    @router.get("/residents")
+    async def residents(
+        runtime: Runtime,
+        _: Session,
+        q: Annotated[str, Query(max_length=200)] = "",
+        date_of_birth: Annotated[str | None, Query(max_length=10)] = None,
+        old_id: Annotated[str | None, Query(max_length=12)] = None,
+        household: Annotated[str | None, Query(max_length=40)] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            hits = runtime.residents.search(
+                q, date_of_birth=date_of_birth, old_id=old_id, household=household, limit=limit
+            )
+            return [
+                {
+                    **h.resident.model_dump(mode="json"),
+                    "rank": h.rank,
+                    "matched_words": h.matched_words,
+                }
+                for h in hits
+            ]
+
+        return await _call(run)
+
+    # --- cases -----------------------------------------------------------------------------
+
+    @router.post("/cases", status_code=201)
+    async def open_case(body: OpenCaseIn, runtime: Runtime, session: Session) -> dict[str, Any]:
+        case = await _call(
+            lambda: runtime.workflow().open_case(
+                session.operator_id, resident_ref=body.resident_ref, ticket=body.ticket
+            )
+        )
+        return _case_json(case)
+
+    @router.get("/cases")
+    async def list_cases(
+        runtime: Runtime,
+        _: Session,
+        state: Annotated[list[CaseState] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        cases = await _call(lambda: runtime.workflow().cases(state, limit))
+        return [_case_json(c) for c in cases]
+
+    @router.get("/cases/{case_id}")
+    async def get_case(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any]:
+        return _case_json(await _call(lambda: runtime.workflow().get(case_id)))
+
+    @router.get("/cases/{case_id}/proposal")
+    async def proposal(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any] | None:
+        return await _call(lambda: runtime.workflow().proposal(case_id))
+
+    @router.get("/cases/{case_id}/demographics")
+    async def get_demographics(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any] | None:
+        demographics = await _call(lambda: runtime.workflow().demographics(case_id))
+        return None if demographics is None else demographics.model_dump(mode="json")
+
+    @router.put("/cases/{case_id}/demographics")
+    async def put_demographics(
+        case_id: str, body: dict[str, Any], runtime: Runtime, session: Session
+    ) -> dict[str, Any]:
+        demographics = await _call(
+            lambda: runtime.workflow().save_demographics(case_id, session.operator_id, body)
+        )
+        return demographics.model_dump(mode="json")
+
+    @router.post("/cases/{case_id}/consent")
+    async def consent(case_id: str, runtime: Runtime, session: Session) -> dict[str, Any]:
+        case = await _call(lambda: runtime.workflow().record_consent(case_id, session.operator_id))
+        return _case_json(case)
+
+    @router.get("/cases/{case_id}/review")
+    async def review(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any]:
+        return (await _call(lambda: runtime.workflow().review(case_id))).as_json()
+
+    @router.post("/cases/{case_id}/approve")
+    async def approve(
+        case_id: str, body: ApproveIn, runtime: Runtime, session: Session
+    ) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            image = runtime.capture_flat(body.timeout_s)
+            runtime.authenticator().approve(
+                body.supervisor_id, body.pin, image, "case.approve", case_id,
+                requested_by=session.operator_id, password=body.password,
+            )  # fmt: skip
+            return _case_json(runtime.workflow().approve(case_id, body.supervisor_id, body.items))
+
+        return await _call(run)
+
+    @router.post("/cases/{case_id}/submit")
+    async def submit(case_id: str, runtime: Runtime, session: Session) -> dict[str, Any]:
+        result = await _call(lambda: runtime.workflow().submit(case_id, session.operator_id))
+        return {
+            "case": _case_json(result.case),
+            "package_id": result.package_id,
+            "size": result.size,
+            "seconds": result.seconds,
+            "timings": result.timings,
+        }
+
+    @router.post("/cases/{case_id}/cancel")
+    async def cancel(
+        case_id: str, body: CancelIn, runtime: Runtime, session: Session
+    ) -> dict[str, Any]:
+        case = await _call(
+            lambda: runtime.workflow().cancel(case_id, session.operator_id, body.reason)
+        )
+        return _case_json(case)
+
+    # --- outbox ----------------------------------------------------------------------------
+
+    @router.get("/outbox")
+    async def outbox(
+        runtime: Runtime,
+        _: Session,
+        state: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            entries = runtime.outbox.list(state, limit=limit, offset=offset)
+            return {
+                "counts": runtime.outbox.counts().heartbeat(),
+                "packages": [e.as_json() for e in entries],
+            }
+
+        return await _call(run)
+
+    return router
+
+
+def _error_response(status: int, code: str, detail: str, details: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": code, "detail": detail}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(runtime: StationRuntime) -> FastAPI:
+    """The ASGI app over a started runtime (the caller owns its lifecycle)."""
+    app = FastAPI(title="vn-eid station", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.runtime = runtime
+    app.include_router(api_router())
+
+    def handler(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handle(_: Request, exc: Exception) -> JSONResponse:
+            return _error_response(status, code, str(exc))
+
+        return handle
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc.status, exc.code, exc.detail, exc.details)
+
+    @app.exception_handler(WorkflowError)
+    async def workflow_error(_: Request, exc: WorkflowError) -> JSONResponse:
+        return _error_response(WORKFLOW_STATUS.get(exc.code, 409), exc.code, str(exc), exc.details)
+
+    app.add_exception_handler(NotReadyError, handler(409, "not_provisioned"))
+    app.add_exception_handler(NotProvisionedError, handler(409, "not_provisioned"))
+    app.add_exception_handler(OperatorLocked, handler(423, "operator_locked"))
+    app.add_exception_handler(OperatorDisabled, handler(403, "operator_disabled"))
+    app.add_exception_handler(LoginFailed, handler(401, "login_failed"))
+    app.add_exception_handler(ApprovalRefused, handler(403, "approval_refused"))
+    app.add_exception_handler(AuthError, handler(401, "auth_failed"))
+    return app
+
+
+__all__ = ["ApiError", "api_router", "create_app"]

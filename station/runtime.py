@@ -1,0 +1,414 @@
+"""The station service's parts, wired together: one object that the HTTP layer, the
+command line and the tests use.
+
+    runtime = StationRuntime(settings).start()
+    runtime.provision("https://registry.example", token)   # first boot only
+    ...
+    runtime.stop()
+
+:meth:`StationRuntime.start` opens the local store (migrating every component's tables),
+unseals the data key, recovers the outbox (files of an interrupted write), opens the
+devices, and, once the station is provisioned, starts the threads that talk to the
+registry: the uploader, the sync loop and the heartbeat. Then it finishes what a power
+cut interrupted (a case caught while its package was being built).
+
+Nothing here waits on the network: a station that is offline for days starts, enrolls
+and queues exactly as when it is online.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from station.cases import CASES_SCHEMA, CaseState
+from station.config import StationSettings
+from station.devices import StationDevices
+from station.heartbeat import Heartbeat, HeartbeatSources, read_image_version
+from station.identity import (
+    StationIdentity,
+    is_provisioned,
+    load_identity,
+    provision,
+)
+from station.journal import JOURNAL_SCHEMA, Journal
+from station.operators import (
+    OPERATORS_SCHEMA,
+    Authenticator,
+    OperatorDirectory,
+    OperatorPolicy,
+)
+from station.outbox import OUTBOX_SCHEMA, Outbox
+from station.policy import StationPolicy
+from station.record_builder import device_infos
+from station.residents import RESIDENTS_SCHEMA, ResidentList
+from station.store.database import StationDatabase
+from station.store.drafts import DRAFTS_SCHEMA, DraftStore
+from station.store.sealing import DataKeySettings, provider_for
+from station.sync import SYNC_SCHEMA, SyncError, Synchronizer
+from station.uploader import Uploader
+from station.workflow import EnrollmentWorkflow, StationContext
+
+log = logging.getLogger(__name__)
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("vn-eid")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Online:
+    """The parts that exist once the station has an identity."""
+
+    identity: StationIdentity
+    client: httpx.Client
+    synchronizer: Synchronizer
+    uploader: Uploader
+    heartbeat: Heartbeat
+    workflow: EnrollmentWorkflow
+
+
+class NotReadyError(RuntimeError):
+    """The station cannot do this yet (not provisioned); the message says what to do."""
+
+
+class StationRuntime:
+    """Owns the store, the devices, the workflow and the background threads."""
+
+    def __init__(
+        self,
+        settings: StationSettings,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        extra_schemas: tuple[Any, ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.state_dir = settings.state_dir
+        self.identity_dir = settings.state_dir / "identity"
+        self.db = StationDatabase(settings.state_dir / "station.db")
+        self.devices: StationDevices | None = None
+        self.journal = Journal(self.db, clock=clock)
+        self.residents = ResidentList(self.db)
+        self.operators = OperatorDirectory(self.db, self.journal)
+        self._authenticator = Authenticator(self.db, self.operators, self.journal, clock=clock)
+        self.outbox = Outbox(self.db, settings.state_dir / "outbox", clock=clock)
+        self.drafts: DraftStore | None = None
+        self.online: Online | None = None
+        self._extra_schemas = extra_schemas
+        self._sync_lock = threading.Lock()
+        self._sync_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._sync_wake = threading.Event()
+        self.started_at: datetime | None = None
+        self.scanner_lock = threading.Lock()
+        """One capture at a time on the scanner (login, approval, ten prints)."""
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> StationRuntime:
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.db.migrate(
+            JOURNAL_SCHEMA,
+            RESIDENTS_SCHEMA,
+            OPERATORS_SCHEMA,
+            DRAFTS_SCHEMA,
+            OUTBOX_SCHEMA,
+            CASES_SCHEMA,
+            SYNC_SCHEMA,
+            *self._extra_schemas,
+        )
+        keys = self.settings.keys
+        provider = provider_for(
+            DataKeySettings(backend=keys.backend, tcti=keys.tcti), self.settings.state_dir
+        )
+        self.drafts = DraftStore(self.db, provider.load_or_create())
+        report = self.outbox.recover()
+        log.info("outbox recovered: %s", report)
+        if self.settings.open_devices:
+            self.devices = StationDevices(self.settings).open()
+        if is_provisioned(self.identity_dir):
+            self._go_online(load_identity(self.identity_dir, self.settings.keys))
+        self.started_at = self.clock()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._sync_wake.set()
+        online, self.online = self.online, None
+        if online is not None:
+            online.heartbeat.stop()
+            online.uploader.stop()
+            online.synchronizer.close()
+            online.client.close()
+        thread, self._sync_thread = self._sync_thread, None
+        if thread is not None:
+            thread.join(30)
+        if self.devices is not None:
+            self.devices.close()
+            self.devices = None
+        self.db.close()
+
+    # --- identity ----------------------------------------------------------------------------
+
+    @property
+    def provisioned(self) -> bool:
+        return self.online is not None
+
+    def provision(self, registry_url: str, token: str) -> StationIdentity:
+        """First boot: enroll with the registry's token, then start the online parts and
+        a first sync (in the background: its result shows in the status)."""
+        if self.online is not None:
+            raise NotReadyError("this station is already provisioned")
+        identity = provision(self.identity_dir, registry_url, token, keys=self.settings.keys)
+        with self.db.write() as c:
+            self.journal.record(
+                c, "technician", "station.provisioned", identity.station_id,
+                registry=registry_url, office_id=identity.office_id,
+            )  # fmt: skip
+        self._go_online(identity)
+        return identity
+
+    def _registry_url(self, identity: StationIdentity) -> str:
+        return self.settings.registry_url or identity.registry_url
+
+    def _package_key(self) -> ec.EllipticCurvePublicKey:
+        key = serialization.load_pem_public_key(
+            (self.identity_dir / "package-key.pem").read_bytes()
+        )
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise NotReadyError("the stored package key is not an EC key")
+        return key
+
+    def _go_online(self, identity: StationIdentity) -> None:
+        url = self._registry_url(identity)
+        client = httpx.Client(base_url=url, auth=identity.auth(), timeout=30.0)
+        synchronizer = Synchronizer(
+            self.db,
+            identity,
+            self.identity_dir,
+            self.residents,
+            self.operators,
+            client=client,
+            clock=self.clock,
+        )
+        uploader_settings = self.settings.uploader.model_copy(update={"registry_url": url})
+        workflow = EnrollmentWorkflow(
+            self.db,
+            self._drafts(),
+            self.outbox,
+            self.residents,
+            self.journal,
+            StationContext(
+                station_id=identity.station_id,
+                signer=identity.signer,
+                package_key=self._package_key,
+                policy=synchronizer.policy,
+                blockers=self.blockers,
+                software_version=software_version(),
+                devices=self._capture_devices,
+                citizen_is_operator=self._citizen_is_operator,
+                min_free_bytes=self.settings.min_free_disk_mb * 1024 * 1024,
+            ),
+            clock=self.clock,
+        )
+        uploader = Uploader(
+            self.outbox,
+            uploader_settings,
+            identity.auth(),
+            on_status=self._on_status,
+            clock=self.clock,
+        )
+        workflow.on_queued = lambda _pid: uploader.notify()
+        heartbeat = Heartbeat(
+            client,
+            HeartbeatSources(
+                software_version=software_version(),
+                image_version=lambda: read_image_version(self.settings.image_version_file),
+                devices=lambda: self.devices.board.as_json() if self.devices else [],
+                queue=lambda: self.outbox.counts().heartbeat(),
+                disk_path=self.settings.state_dir,
+                last_sync_at=lambda: synchronizer.staleness().last_sync_at,
+            ),
+            interval=lambda: synchronizer.policy().heartbeat_seconds,
+            on_answer=self._on_heartbeat,
+            clock=self.clock,
+        )
+        self.online = Online(identity, client, synchronizer, uploader, heartbeat, workflow)
+        finished = workflow.recover()
+        if finished:
+            log.info("finished packaging %d case(s) a power cut interrupted", len(finished))
+        if self.settings.background:
+            uploader.start()
+            heartbeat.start()
+            self._start_sync_loop()
+
+    def _drafts(self) -> DraftStore:
+        if self.drafts is None:
+            raise NotReadyError("the station is not started")
+        return self.drafts
+
+    def authenticator(self) -> Authenticator:
+        """Logins, sessions and approvals, under the registry's current policy."""
+        online = self.online
+        if online is not None:
+            settings = {
+                k: v for k, v in online.synchronizer.policy().model_dump().items() if v is not None
+            }
+            policy = OperatorPolicy.from_station_config(settings, self._authenticator.policy)
+            if policy != self._authenticator.policy:
+                self._authenticator.set_policy(policy)
+        return self._authenticator
+
+    def _citizen_is_operator(self, operator_id: str, templates: Mapping[int, bytes]) -> bool:
+        from biometrics.fingerprint.iso19794 import decode_minutiae
+        from biometrics.fingerprint.matcher import make_template
+
+        probes = {p: make_template(decode_minutiae(t)) for p, t in templates.items()}
+        return self.authenticator().citizen_is_operator(operator_id, probes)
+
+    def capture_flat(self, timeout_s: float) -> Any:
+        """A flat impression from the scanner (an operator's or supervisor's finger)."""
+        if self.devices is None:
+            raise NotReadyError("this station runs without devices")
+        from station.devices import DeviceUnavailableError
+
+        try:
+            with self.scanner_lock:
+                return self.devices.scanner.capture_flat(0, timeout=timeout_s)
+        except DeviceUnavailableError as exc:
+            raise NotReadyError(str(exc)) from exc
+
+    def _capture_devices(self) -> tuple[Any, ...]:
+        if self.devices is None:
+            return ()
+        return device_infos(self.devices.board.as_json())
+
+    # --- background ----------------------------------------------------------------------------
+
+    def _start_sync_loop(self) -> None:
+        def loop() -> None:
+            while not self._stopping.is_set():
+                self.sync_now(quiet=True)
+                online = self.online
+                interval = online.synchronizer.policy().heartbeat_seconds if online else 60.0
+                self._sync_wake.wait(max(5.0, interval))
+                self._sync_wake.clear()
+
+        self._sync_thread = threading.Thread(target=loop, name="sync", daemon=True)
+        self._sync_thread.start()
+
+    def sync_now(self, *, quiet: bool = False) -> Any:
+        online = self.online
+        if online is None:
+            raise NotReadyError("provision the station before syncing")
+        try:
+            report = online.synchronizer.sync_once()
+        except SyncError as exc:
+            if not quiet:
+                raise
+            log.info("sync failed (will retry): %s", exc)
+            return None
+        online.uploader.notify(link_up=True)
+        return report
+
+    def _on_heartbeat(self, answer: Mapping[str, Any]) -> None:
+        online = self.online
+        if online is not None and online.synchronizer.needs_sync(answer):
+            self._sync_wake.set()
+        if online is not None:
+            online.uploader.notify(link_up=True)
+
+    def _on_status(self, package_id: str, state: str, payload: Mapping[str, Any]) -> None:
+        online = self.online
+        if online is None:
+            return
+        online.workflow.on_registry_status(package_id, state, payload)
+
+    # --- what the station may do now ----------------------------------------------------------
+
+    def policy(self) -> StationPolicy:
+        online = self.online
+        return online.synchronizer.policy() if online else StationPolicy()
+
+    def blockers(self) -> list[str]:
+        """Why no new enrollment may start now; [] when it may."""
+        online = self.online
+        if online is None:
+            return ["the station is not provisioned: a technician enters the registry token"]
+        staleness = online.synchronizer.staleness()
+        if staleness.last_sync_at is None:
+            return ["the station has never synced with the registry: connect it once"]
+        if staleness.stale:
+            hours = (staleness.age_s or 0) / 3600
+            return [
+                f"the station's data is {hours:.0f} h old (limit "
+                f"{staleness.limit_s / 3600:.0f} h): connect to the registry or sync"
+            ]
+        return []
+
+    def workflow(self) -> EnrollmentWorkflow:
+        online = self.online
+        if online is None:
+            raise NotReadyError("the station is not provisioned")
+        return online.workflow
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status bar and the technician page show."""
+        online = self.online
+        usage = shutil.disk_usage(self.settings.state_dir)
+        counts = self.outbox.counts()
+        out: dict[str, Any] = {
+            "software_version": software_version(),
+            "image_version": read_image_version(self.settings.image_version_file),
+            "provisioned": online is not None,
+            "identity": online.identity.as_json() if online else None,
+            "blockers": self.blockers(),
+            "outbox": counts.heartbeat(),
+            "disk": {"free_bytes": usage.free, "total_bytes": usage.total},
+            "devices": self.devices.board.as_json() if self.devices else [],
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+        }
+        if online is not None:
+            out["sync"] = online.synchronizer.staleness().as_json()
+            out["policy"] = online.synchronizer.policy().model_dump()
+            out["link"] = {
+                "last_contact_at": (
+                    online.uploader.last_contact_at.isoformat()
+                    if online.uploader.last_contact_at
+                    else None
+                ),
+                "last_heartbeat_at": (
+                    online.heartbeat.last_beat_at.isoformat()
+                    if online.heartbeat.last_beat_at
+                    else None
+                ),
+                "heartbeat_error": online.heartbeat.last_error,
+            }
+            out["cases"] = {s.value: n for s, n in self._case_counts().items() if n}
+        return out
+
+    def _case_counts(self) -> dict[CaseState, int]:
+        with self.db.read() as c:
+            rows = c.execute("SELECT state, COUNT(*) FROM enrollment_case GROUP BY state")
+            return {CaseState(r[0]): int(r[1]) for r in rows}
+
+
+__all__ = ["NotReadyError", "Online", "StationRuntime", "software_version"]
