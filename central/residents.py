@@ -166,8 +166,10 @@ def _clean(value: str | None) -> str:
 
 
 def _check_characters(column: str, value: str) -> None:
+    """Refuse control and invisible characters (a zero-width space makes two spellings of
+    one name); white space, line breaks in a quoted field included, is collapsed later."""
     for ch in value:
-        if unicodedata.category(ch).startswith("C"):
+        if unicodedata.category(ch).startswith("C") and not ch.isspace():
             raise ValueError(f"{column}: control or invisible character U+{ord(ch):04X}")
 
 
