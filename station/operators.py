@@ -352,10 +352,10 @@ class OperatorDirectory:
                         record = base64.b64decode(finger.template, validate=True)
                         if len(_template_of(record).cylinders) == 0:
                             why = "too few minutiae to match"
+                    except TemplateFormatError as exc:  # a ValueError too: first
+                        why = f"not an ISO/IEC 19794-2 record: {exc}"
                     except (binascii.Error, ValueError) as exc:
                         why = f"not base64: {exc}"
-                    except TemplateFormatError as exc:
-                        why = f"not an ISO/IEC 19794-2 record: {exc}"
                 if why is not None:
                     skipped.append(
                         SkippedCredential(op.operator_id, "finger", finger.position, why)
