@@ -599,6 +599,16 @@ class Outbox:
         )
         return n == 1
 
+    def make_due(self) -> int:
+        """Every pending package due now (the network came back: no reason to wait out
+        back-offs earned while it was away); how many."""
+        return self._update(
+            "UPDATE outbox_package SET next_attempt_at = NULL, updated_at = ? "
+            "WHERE state IN (?, ?, ?) AND next_attempt_at IS NOT NULL",
+            (_ts(self.clock()), *PENDING_STATES),
+            None,
+        )
+
     def mark_progress(self, package_id: str, offset: int) -> None:
         """Where a resumable upload stands at the registry (a hint for the next attempt;
         the registry's own offset wins)."""

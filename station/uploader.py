@@ -229,6 +229,7 @@ class Uploader:
             link = self.outbox.link_state()
             if link.retry_at is not None:
                 self.outbox.set_link_state(LinkState(link.failures, None, link.last_error))
+            self.outbox.make_due()
         self._wake.set()
 
     @property
