@@ -34,14 +34,17 @@ closed as a no-show directly. A counter must finish (or mark no-show) its curren
 before it calls the next: the figures rely on knowing when the machine was busy.
 
 ``throughput(day)`` gives per hour: how many arrived, were called, were served and did not
-show; the wait from arrival (or re-queue) to the call, mean and max; the service time from
-call to finish, mean; and four times in minutes over the opening hours, counted per counter
-that called anyone that day: ``idle_nobody_waiting`` (the machine waits for people),
-``busy_people_waiting`` (every counter busy and someone waiting: people wait for the
-machine), ``idle_people_waiting`` (a counter free while someone waits: the call is slow,
-e.g. the officer is busy with something else), and ``person_wait`` (person-minutes spent
-waiting). An office with long ``busy_people_waiting`` needs another machine or more
-slots spread out; one with long ``idle_nobody_waiting`` needs more bookings.
+show (a re-queue counts); the wait from arrival (or re-queue) to the call, mean and max;
+the service time from call to finish, mean; and where the counters' time went, in
+counter-minutes over the opening hours (per counter that called anyone that day), split by
+whether the counter was busy (a ticket called and not yet finished) and whether anybody
+was waiting: ``idle_nobody_waiting`` (the machine waits for people),
+``busy_people_waiting`` (people wait for the machine), ``idle_people_waiting`` (a free
+counter while someone waits: the call is slow, the officer is busy with something else)
+and ``busy_nobody_waiting`` (the ideal); the four add up to 60 a counter. ``person_wait``
+adds the person-minutes spent waiting. An office with long ``busy_people_waiting`` needs
+another machine or its bookings spread out; one with long ``idle_nobody_waiting`` can
+book more people.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ APPOINTMENTS_SCHEMA = Schema(
             arrived_at TEXT,
             queue_group INTEGER,
             queue_at TEXT,
+            queue_order INTEGER,
             called_at TEXT,
             counter TEXT,
             case_id TEXT,
@@ -170,6 +174,7 @@ class HourStats:
     idle_nobody_waiting: float
     busy_people_waiting: float
     idle_people_waiting: float
+    busy_nobody_waiting: float
     person_wait: float
 
     @property
@@ -408,6 +413,7 @@ class Appointments:
                 queue_group=_WALK_IN,
                 queue_at=now,
             )
+            self._enqueued(c, tid)
             self._event(c, tid, "arrived")
             return self._ticket(c, tid)
 
@@ -435,6 +441,7 @@ class Appointments:
                 "queue_group = ?, queue_at = ?, priority = COALESCE(?, priority) WHERE id = ?",
                 (stamp, group, stamp, priority, row["id"]),
             )
+            self._enqueued(c, row["id"])
             self._event(c, row["id"], "arrived")
             return self._ticket(c, row["id"])
 
@@ -468,10 +475,10 @@ class Appointments:
                 "LEFT JOIN appointments_slots s ON s.id = t.slot_id "
                 "WHERE t.day = ? AND t.state = 'waiting' "
                 "ORDER BY t.priority IS NULL, "
-                "CASE WHEN t.priority IS NOT NULL THEN t.queue_at END, "
+                "CASE WHEN t.priority IS NOT NULL THEN t.queue_order END, "
                 "CASE WHEN t.queue_group = 2 AND s.start <= ? THEN 0 ELSE t.queue_group END, "
-                "CASE WHEN t.queue_group = 1 THEN t.queue_at ELSE s.start END, "
-                "t.queue_at, t.id",
+                "CASE WHEN t.queue_group = 1 THEN NULL ELSE s.start END, "
+                "t.queue_order",
                 (day.isoformat(), now),
             )
         )
@@ -528,6 +535,7 @@ class Appointments:
                     "WHERE id = ?",
                     (_WALK_IN, self._stamp(self._now()), row["id"]),
                 )
+                self._enqueued(c, row["id"])
                 self._event(c, row["id"], "requeued", row["counter"])
             else:
                 c.execute(
@@ -578,6 +586,16 @@ class Appointments:
         return [self._from_row(r) for r in rows]
 
     # --- rows ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _enqueued(c: sqlite3.Connection, ticket_id: int) -> None:
+        """Give the ticket the next place in arrival order (a counter, not a time: two
+        arrivals in one second keep their order)."""
+        c.execute(
+            "UPDATE appointments_tickets SET queue_order = "
+            "(SELECT COALESCE(MAX(queue_order), 0) + 1 FROM appointments_tickets) WHERE id = ?",
+            (ticket_id,),
+        )
 
     def _event(
         self, c: sqlite3.Connection, ticket_id: int, event: str, counter: str | None = None
@@ -649,11 +667,6 @@ class Appointments:
         if not starts or not ends:
             return []
         open_at, close_at = min(starts), max(ends)
-        now = self._now()
-        if day == now.date():
-            close_at = max(min(close_at, now), times[-1] if times else open_at)
-        if close_at <= open_at:
-            return []
 
         # Replay the events into intervals: waiting (arrival or re-queue -> call or
         # cancel) and busy (call -> finish, no-show or re-queue), per ticket.
@@ -667,8 +680,7 @@ class Appointments:
         for e, at in zip(events, times, strict=True):
             tid, kind = int(e["ticket_id"]), e["event"]
             if kind in ("arrived", "requeued"):
-                if kind == "arrived":
-                    counts["arrived"].append(at)
+                counts["arrived" if kind == "arrived" else "no_show"].append(at)
                 if tid in called:
                     counter, since = called.pop(tid)
                     busy.append((counter, since, at))
@@ -689,6 +701,14 @@ class Appointments:
                         services.append((at, (at - since).total_seconds() / 60))
             elif kind == "cancelled" and tid in wait_from:
                 waiting.append((wait_from.pop(tid), at))
+        now = self._now()
+        if day == now.date():
+            # Today: up to now while anyone waits or is served, else up to the last
+            # slot's end or event, whichever is later, but never past now.
+            last = times[-1] if times else open_at
+            close_at = now if (wait_from or called) else max(min(close_at, now), last)
+        if close_at <= open_at:
+            return []
         for since in wait_from.values():  # still waiting at closing (or now)
             waiting.append((since, max(since, close_at)))
         for counter, since in called.values():  # still at a counter
@@ -709,7 +729,7 @@ class Appointments:
         )
         first_hour = open_at.replace(minute=0, second=0, microsecond=0)
         hours = list(_hours(first_hour, close_at))
-        sums = {h: [0.0, 0.0, 0.0, 0.0] for h in hours}
+        sums = {h: [0.0, 0.0, 0.0, 0.0, 0.0] for h in hours}
         for a, b in pairwise(points):
             mid = a + (b - a) / 2
             n_wait = sum(1 for s, t in waiting if s <= mid < t)
@@ -719,11 +739,11 @@ class Appointments:
             acc = sums[a.replace(minute=0, second=0, microsecond=0)]
             if n_wait == 0:
                 acc[0] += idle * minutes
-            elif idle == 0:
-                acc[1] += minutes
+                acc[3] += n_busy * minutes
             else:
+                acc[1] += n_busy * minutes
                 acc[2] += idle * minutes
-            acc[3] += n_wait * minutes
+            acc[4] += n_wait * minutes
 
         def within(items: Sequence[datetime], h: datetime) -> int:
             return sum(1 for t in items if h <= t < h + timedelta(hours=1))
@@ -732,7 +752,7 @@ class Appointments:
         for h in hours:
             hour_waits = [m for t, m in waits if h <= t < h + timedelta(hours=1)]
             hour_services = [m for t, m in services if h <= t < h + timedelta(hours=1)]
-            idle_nobody, busy_waiting, idle_waiting, person_wait = sums[h]
+            idle_nobody, busy_waiting, idle_waiting, busy_nobody, person_wait = sums[h]
             out.append(
                 HourStats(
                     hour=h,
@@ -746,6 +766,7 @@ class Appointments:
                     idle_nobody_waiting=round(idle_nobody, 2),
                     busy_people_waiting=round(busy_waiting, 2),
                     idle_people_waiting=round(idle_waiting, 2),
+                    busy_nobody_waiting=round(busy_nobody, 2),
                     person_wait=round(person_wait, 2),
                 )
             )
