@@ -228,6 +228,38 @@ def _enroll(w: World, caller: str) -> Call:
     return Call("/v1/enroll", json={"token": token, "csr": registrykit.csr_for(key, station_id)})
 
 
+def _new_operator(w: World) -> str:
+    username = w.unique("matrix-officer-")
+    made = w.client.post(
+        "/v1/operators",
+        json={
+            "office_id": w.office_id,
+            "username": username,
+            "full_name": "Phan Văn Khải",
+            "role": "officer",
+        },
+        headers=w.admin,
+    )
+    assert made.status_code == 201, made.text
+    return username
+
+
+def _operator_call(action: str, **kw: Any) -> Builder:
+    """A request on an operator made for it (so each caller finds the same starting point)."""
+    return lambda w, caller: Call(f"/v1/operators/{_new_operator(w)}/{action}", **kw)
+
+
+HEARTBEAT = {
+    "sent_at": "2026-12-01T03:00:00.000Z",
+    "software_version": "0.6.0",
+    "image_version": None,
+    "devices": [{"name": "scanner", "ok": True, "present": True}],
+    "queue": {"pending": 0, "oldest_pending_s": None, "refused": 0},
+    "disk": {"free_bytes": 1, "total_bytes": 2},
+    "last_sync_at": None,
+}
+RESIDENTS_CSV = "ref,full_name,date_of_birth,sex\nM1,Đoàn Thị Mai,1990-05-06,F\n".encode()
+
 HELD = "/v1/packages/{held}"  # filled with a package the station uploaded at set-up
 
 REPORTS = (
@@ -331,8 +363,28 @@ TABLE: dict[tuple[str, str], Rule] = {
         ),
     ),
     ("GET", "/v1/operators"): Rule(READERS, 200),
+    ("PUT", "/v1/operators/{operator_id}/credentials"): Rule(
+        frozenset({"admin"}), 200, _operator_call("credentials", json={"pin": "4826"})
+    ),
+    ("POST", "/v1/operators/{operator_id}/disable"): Rule(
+        frozenset({"admin"}), 200, _operator_call("disable")
+    ),
+    ("POST", "/v1/operators/{operator_id}/enable"): Rule(
+        frozenset({"admin"}), 200, _operator_call("enable")
+    ),
+    ("POST", "/v1/offices/{office_id}/residents"): Rule(
+        frozenset({"admin"}),
+        200,
+        lambda w, caller: Call(f"/v1/offices/{w.office_id}/residents", content=RESIDENTS_CSV),
+    ),
     # Stations' own endpoints: signed requests of an active station only.
     ("GET", "/v1/station/trust"): Rule(frozenset({SIGNED_STATION}), 200),
+    ("GET", "/v1/station/config"): Rule(frozenset({SIGNED_STATION}), 200),
+    ("GET", "/v1/station/operators"): Rule(frozenset({SIGNED_STATION}), 200),
+    ("GET", "/v1/station/residents"): Rule(frozenset({SIGNED_STATION}), 200),
+    ("POST", "/v1/station/heartbeat"): Rule(
+        frozenset({SIGNED_STATION}), 200, _fixed("/v1/station/heartbeat", json=HEARTBEAT)
+    ),
     ("PUT", "/v1/packages/{package_id}"): Rule(frozenset({SIGNED_STATION}), 201, _new_package),
     ("GET", "/v1/packages/{package_id}"): Rule(frozenset({SIGNED_STATION}), 200, _fixed(HELD)),
     ("GET", "/v1/packages/{package_id}/issuance"): Rule(
