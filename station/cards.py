@@ -43,7 +43,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -440,7 +440,10 @@ class _Spoil(Exception):
 
 
 class CardIssuer:
-    """The card jobs of one station. Thread-safe; one card is encoded at a time."""
+    """The card jobs of one station. Thread-safe; one card is encoded at a time.
+
+    Make one per station database: constructing it runs :meth:`recover`, which spoils any
+    card an earlier process left half-written."""
 
     def __init__(
         self,
@@ -1021,11 +1024,3 @@ class CardIssuer:
             except Exception:  # a bug or a broken store must not kill the thread silently
                 log.exception("card issuance round failed")
             self._wake.wait(self.settings.sync_interval_s)
-
-    def describe(self) -> dict[str, Any]:
-        """A small status view (counts and the spoiled total) for the UI and heartbeat."""
-        with self.db.read() as c:
-            spoiled = c.execute(
-                "SELECT count(*) FROM card_chip WHERE outcome = 'spoiled'"
-            ).fetchone()[0]
-        return {"jobs": self.counts(), "spoiled_cards": spoiled}
