@@ -182,15 +182,7 @@ class Uploader:
         self.clock = clock or outbox.clock
         self._rng = rng or random.SystemRandom()
         self._own_client = client is None
-        self._client = client or httpx.Client(
-            base_url=settings.registry_url,
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_s,
-                read=settings.read_timeout_s,
-                write=settings.write_timeout_s,
-                pool=settings.connect_timeout_s,
-            ),
-        )
+        self._client = client or self._make_client()
         self._auth = auth
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -199,12 +191,26 @@ class Uploader:
         self.last_contact_at: datetime | None = None
         """When the registry last answered (any HTTP answer): for the heartbeat and UI."""
 
+    def _make_client(self) -> httpx.Client:
+        s = self.settings
+        return httpx.Client(
+            base_url=s.registry_url,
+            timeout=httpx.Timeout(
+                connect=s.connect_timeout_s,
+                read=s.read_timeout_s,
+                write=s.write_timeout_s,
+                pool=s.connect_timeout_s,
+            ),
+        )
+
     # --- the thread ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background thread (once)."""
+        """Start the background thread (again after :meth:`stop` too)."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the uploader is running already")
+        if self._own_client and self._client.is_closed:
+            self._client = self._make_client()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
         self._thread.start()

@@ -688,6 +688,47 @@ def test_busy_registry_retry_after_is_honoured(
         server.close()
 
 
+def test_the_thread_survives_a_failing_callback_and_restarts(
+    registry: Registry, live_outbox: Outbox
+) -> None:
+    """on_status raising is logged, never fatal; stop() then start() works again."""
+    built = registry.build(1)
+    receipt = {
+        "package_id": built.package_id,
+        "receipt_number": "R-2026-000002",
+        "sha256": hashlib.sha256(built.data).hexdigest(),
+        "state": "received",
+    }
+    server = BusyRegistry([(201, {}, receipt)])
+    calls: list[str] = []
+
+    def broken(package_id: str, state: str, payload: Mapping[str, Any]) -> None:
+        calls.append(state)
+        raise RuntimeError("a bug in the workflow's handler")
+
+    settings = UploaderSettings(registry_url=server.url, idle_wait_s=0.2)
+    uploader = Uploader(live_outbox, settings, registry.auth(), on_status=broken)
+    try:
+        uploader.start()
+        live_outbox.add(built, "case-1")
+        uploader.notify()
+        deadline = time.monotonic() + 20
+        while live_outbox.counts().pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert calls == ["acknowledged"]
+        assert uploader.running
+        uploader.stop()
+        assert not uploader.running
+        uploader.start()  # its own HTTP client, made again
+        assert uploader.running
+    finally:
+        uploader.stop()
+        server.close()
+    entry = live_outbox.get(built.package_id)
+    assert entry is not None
+    assert entry.receipt_number == "R-2026-000002"
+
+
 # --- the status mirror ----------------------------------------------------------------------
 
 
