@@ -1,9 +1,10 @@
 """Removable media: export of the unacknowledged packages, signed receipts back.
 
-The registry's side (``python -m central media import``) is built by another part of the
-project; these tests sign the receipts themselves with a station CA key made by
+Most tests sign the receipts themselves with a station CA key made by
 ``enrollment.pki.make_station_ca``, exactly as the wire format describes (COSE_Sign1
-ES256 by the station CA key over the CBOR receipts document).
+ES256 by the station CA key over the CBOR receipts document), so each refusal can be
+made on purpose. One test goes the whole way: the station's export imported by the
+registry's own command (``python -m central media import``), its receipts read back.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi.testclient import TestClient
 
+from central.app import create_app
 from enrollment import cose
 from enrollment.keys.software import SoftwareKeySigner
 from enrollment.package import BuiltPackage, build_package
 from enrollment.pki import make_station_ca
+from enrollment.request_signing import StationRequestAuth
 from station.media import (
     MediaError,
     ReceiptsError,
@@ -36,7 +41,7 @@ from station.media import (
 )
 from station.outbox import OUTBOX_SCHEMA, Outbox
 from station.store.database import StationDatabase
-from tests import pkgkit
+from tests import pkgkit, processkit, registrykit
 
 REPO = Path(__file__).resolve().parent.parent
 STATION = pkgkit.STATION
@@ -311,3 +316,61 @@ def test_a_stick_too_small_is_refused_before_copying(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "larger or emptier stick" in result.stdout
     assert result.stdout.strip().endswith("ok")
+
+
+def test_round_trip_through_the_registrys_media_import(tmp_path: Path) -> None:
+    """Export here, ``python -m central media import`` there, receipts back here."""
+    registry_dir = tmp_path / "registry"
+    registry_dir.mkdir()
+    with TestClient(create_app(registrykit.registry_settings(registry_dir))) as client:
+        admin = registrykit.login(client, *registrykit.ADMIN)
+        signer, _ = registrykit.onboard(client, admin, STATION)
+        trust = client.get("/v1/station/trust", auth=StationRequestAuth(signer, STATION))
+        assert trust.status_code == 200, trust.text
+    station_ca = x509.load_pem_x509_certificate(trust.json()["station_ca"].encode())
+    recipient = serialization.load_pem_public_key(trust.json()["package_public_key"].encode())
+    assert isinstance(recipient, ec.EllipticCurvePublicKey)
+    record, tx = pkgkit.example(3)
+    good = [build_package(record, tx, signer=signer, recipient=recipient) for _ in range(2)]
+    # Signed by a key of a CA the registry never heard of: refused there.
+    untrusted = build_package(record, tx, signer=pkgkit.make_kit().signer, recipient=recipient)
+
+    db = StationDatabase(tmp_path / "station.db")
+    try:
+        db.migrate(OUTBOX_SCHEMA)
+        outbox = Outbox(db, tmp_path / "outbox")
+        for i, built in enumerate([*good, untrusted]):
+            outbox.add(built, f"case-{i}")
+        media = tmp_path / "usb"
+        media.mkdir()
+        export = export_to(outbox, media, STATION)
+        assert export.folder is not None
+
+        env = processkit.registry_env(
+            registry_dir, f"sqlite:///{registry_dir / 'registry.db'}", registrykit.ADMIN
+        )
+        command = [sys.executable, "-m", "central", "media", "import", str(export.folder)]
+        first = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert first.returncode == 1, first.stdout + first.stderr  # one package refused
+        result = import_receipts(outbox, export.folder, station_ca, station_id=STATION)
+        assert sorted(result.acknowledged) == sorted(b.package_id for b in good)
+        assert list(result.refused) == [untrusted.package_id]
+        refused = outbox.get(untrusted.package_id)
+        assert refused is not None
+        assert refused.state == "refused"
+        assert refused.refused_code
+        numbers = {b.package_id: outbox.get(b.package_id).receipt_number for b in good}  # type: ignore[union-attr]
+        assert all(numbers.values())
+
+        # The stick goes through the registry again: the same receipts, nothing new here.
+        second = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        again = import_receipts(outbox, export.folder, station_ca, station_id=STATION)
+        assert (again.acknowledged, again.refused) == ((), ())
+        assert {b.package_id: outbox.get(b.package_id).receipt_number for b in good} == numbers  # type: ignore[union-attr]
+    finally:
+        db.close()
