@@ -79,6 +79,14 @@ class ExportResult:
     packages: tuple[str, ...]
     total_bytes: int
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "export_id": self.export_id,
+            "folder": str(self.folder) if self.folder is not None else None,
+            "packages": list(self.packages),
+            "total_bytes": self.total_bytes,
+        }
+
 
 @dataclass(frozen=True)
 class ImportResult:
@@ -91,6 +99,15 @@ class ImportResult:
     """Acknowledged before (by the uploader, or an earlier import of these receipts)."""
     unknown: tuple[str, ...]
     """Receipts for packages this outbox does not hold (logged, ignored)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "export_id": self.export_id,
+            "acknowledged": list(self.acknowledged),
+            "refused": list(self.refused),
+            "unchanged": list(self.unchanged),
+            "unknown": list(self.unknown),
+        }
 
 
 def _utcnow() -> datetime:

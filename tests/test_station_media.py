@@ -141,6 +141,7 @@ def test_export_writes_the_packages_and_the_manifest_last(
     assert states[packages[0].package_id] == ("exported", result.export_id)
     assert states[packages[3].package_id] == ("acknowledged", None)
     assert result.total_bytes == sum(len(p.data) for p in packages[:3])
+    assert json.loads(json.dumps(result.as_json()))["packages"] == wanted
 
     # Until a receipt comes back, every export carries them again.
     outbox.mark_acknowledged(packages[0].package_id, "R-0")
@@ -190,6 +191,7 @@ def test_receipts_acknowledge_and_refuse(
     assert list(result.acknowledged) == ids[:2]
     assert list(result.refused) == [ids[2]]
     assert list(result.unknown) == ["0190c0de-0000-7000-8000-000000000000"]
+    assert result.as_json()["refused"] == [ids[2]]
     first = outbox.get(ids[0])
     assert first is not None
     assert (first.state, first.receipt_number, first.registry_state) == (
