@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from central import residents
@@ -57,6 +57,26 @@ class CredentialsOut(BaseModel):
     credentials_updated_at: datetime | None
 
 
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON Schema with its ``$defs`` written in place, for ``openapi_extra``
+    (where a ``#/$defs/...`` reference would point outside the schema)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 def station_sync_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["stations"], max_body_size=JSON_LIMIT)
 
@@ -87,12 +107,29 @@ def station_sync_router() -> APIRouter:
             commune = residents.office_commune(session, station.office_id)
             return residents.residents_page(session, commune, after, limit)
 
-    @router.post("/station/heartbeat", response_model=HeartbeatAnswer)
-    def station_heartbeat(
-        beat: Heartbeat, request: Request, station: HeartbeatStation
-    ) -> dict[str, Any]:
+    @router.post(
+        "/station/heartbeat",
+        response_model=HeartbeatAnswer,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": inline_schema(Heartbeat)}},
+            }
+        },
+    )
+    def station_heartbeat(request: Request, station: HeartbeatStation) -> dict[str, Any]:
         """The station's state (versions, devices, queue, disk, last sync); the answer
         says whether it should sync."""
+        # Parsed here, after the signature and the body's digest were checked: an unsigned
+        # request is refused as such (401) whatever its body holds.
+        try:
+            beat = Heartbeat.model_validate_json(station.body or b"")
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+            raise api_error(422, "bad_body", problems) from None
         registry = registry_of(request)
         now = registry.now()
         with Session(registry.engine) as session, session.begin():
