@@ -217,14 +217,17 @@ class Uploader:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the request in flight (a chunked upload stops between chunks, its
-        progress kept); close the HTTP client if the uploader made it."""
+        progress kept); close the HTTP client if the uploader made it. A request that
+        outlasts ``timeout`` (a very slow link) is left to finish on its own: the thread
+        is a daemon, and whatever it records afterwards is as valid as before."""
         self._stopping.set()
         self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                raise RuntimeError(f"the uploader did not stop within {timeout} s")
+                log.warning("the uploader's request in flight outlasted %.0f s of stop()", timeout)
+                return
         if self._own_client:
             self._client.close()
 
