@@ -119,6 +119,10 @@ _OLD_ID = re.compile(r"^\d{9}$")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 # Folded words hold only a-z and 0-9, all below "~": prefix p covers [p, p + "~").
 _PREFIX_END = "~"
+# Below this many index entries for its rarest word, a search intersects the words' rows
+# and sorts them (~7 us a row); above it, it walks the names in order and stops at the
+# limit (~0.5 us a row walked, ~limit * rows / matches of them). Measured on 20,000 rows.
+_INTERSECT_BELOW = 500
 
 
 class ResidentListError(ValueError):
@@ -437,7 +441,7 @@ class ResidentList:
                 rows = c.execute(sql, [*params, limit]).fetchall()
                 return [SearchHit(self._resident(r), "filter", 0) for r in rows]
             typed = _lower(query)
-            accent_sql, accent_params = "0", []
+            accent_sql, accent_params = "0", list[object]()
             if typed != folded:  # the officer typed diacritics: prefer names that have them
                 accent_sql = "(' ' || r.name_lower) LIKE ? ESCAPE '\\'"
                 accent_params = ["% " + _like_escape(typed) + "%"]
@@ -461,7 +465,60 @@ class ResidentList:
             ]
             if len(hits) == limit:
                 return hits
-            # Ranks 3-4 from the word table: one index range per query word.
+            # Rank 3: every query word is a prefix of some name word, any order.
+            outside_head = "NOT (r.name_folded >= ? AND r.name_folded < ?)"
+            head_params: list[object] = [folded, folded + _PREFIX_END]
+            sizes = [
+                int(
+                    c.execute(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM residents_words "
+                        "WHERE word >= ? AND word < ? LIMIT ?)",  # counting stops there
+                        (word, word + _PREFIX_END, _INTERSECT_BELOW + 1),
+                    ).fetchone()[0]
+                )
+                for word in words
+            ]
+            word_params: list[object] = []
+            for word in words:
+                word_params.extend([word, word + _PREFIX_END])
+            if min(sizes) <= _INTERSECT_BELOW:
+                # A rare word: intersect the words' index ranges, sort the few rows left.
+                ranges = " INTERSECT ".join(
+                    "SELECT rid FROM residents_words WHERE word >= ? AND word < ?" for _ in words
+                )
+                match_sql = f"r.id IN ({ranges})"
+            else:
+                # Only common words: walk the names in order and stop at the limit.
+                match_sql = " AND ".join(
+                    "EXISTS (SELECT 1 FROM residents_words w WHERE w.rid = r.id "
+                    "AND w.word >= ? AND w.word < ?)"
+                    for _ in words
+                )
+            # Names with the typed diacritics first, as two ordered queries (so that the
+            # walk in name order can still stop at the limit).
+            passes: list[tuple[str, list[object]]] = [("", [])]
+            if accent_params:
+                passes = [
+                    (f" AND {accent_sql}", accent_params),
+                    (f" AND NOT {accent_sql}", accent_params),
+                ]
+            for accent_filter, accent_values in passes:
+                if len(hits) >= limit:
+                    break
+                sql = (
+                    "SELECT r.data, r.local_status FROM residents r "  # noqa: S608
+                    f"WHERE {match_sql} AND {outside_head}{accent_filter}{filters} "
+                    "ORDER BY r.name_folded, r.ref LIMIT ?"
+                )
+                rows = c.execute(
+                    sql,
+                    [*word_params, *head_params, *accent_values, *params, limit - len(hits)],
+                ).fetchall()
+                hits.extend(SearchHit(self._resident(r), "all_words", len(words)) for r in rows)
+            if len(hits) >= limit or len(words) == 1:
+                return hits
+            # Rank 4, partial: some of the words match, the most first. Reached only when
+            # fewer than ``limit`` names match every word.
             values = ", ".join("(?, ?, ?)" for _ in words)
             q_params: list[object] = []
             for i, word in enumerate(words):
@@ -473,27 +530,14 @@ class ResidentList:
                 "hits AS (SELECT rid, COUNT(*) AS matched FROM pairs GROUP BY rid) "
                 f"SELECT r.data, r.local_status, hits.matched, {accent_sql} AS accent "
                 "FROM hits JOIN residents r ON r.id = hits.rid "
-                "WHERE NOT (r.name_folded >= ? AND r.name_folded < ?)"
-                f"{filters} "
+                f"WHERE hits.matched < ?{filters} "
                 "ORDER BY hits.matched DESC, accent DESC, r.name_folded, r.ref LIMIT ?"
             )
             rows = c.execute(
                 sql,
-                [
-                    *q_params,
-                    *accent_params,
-                    folded,
-                    folded + _PREFIX_END,
-                    *params,
-                    limit - len(hits),
-                ],
+                [*q_params, *accent_params, len(words), *params, limit - len(hits)],
             ).fetchall()
-        for r in rows:
-            matched = int(r["matched"])
-            rank: Literal["all_words", "partial"] = (
-                "all_words" if matched == len(words) else "partial"
-            )
-            hits.append(SearchHit(self._resident(r), rank, matched))
+        hits.extend(SearchHit(self._resident(r), "partial", int(r["matched"])) for r in rows)
         return hits
 
 
