@@ -18,16 +18,21 @@ Search. Officers type names without diacritics (a Latin keyboard, or haste), and
 name arrives precomposed (NFC) or decomposed (NFD) from different keyboards. Every name is
 *folded* once, when stored: Unicode NFKD, combining marks dropped, ``đ``/``Đ`` -> ``d``
 (a letter of its own, not a ``d`` with a mark, so NFD leaves it alone), lower case,
-anything else than ``a-z``/``0-9`` a word break. Each folded word goes into an indexed
-word table, so a query word matches as a *prefix* of any name word ("ng v a" already finds
-"Nguyễn Văn An" as the officer types) with one index range scan per query word. Ranking:
+anything else than ``a-z``/``0-9`` a word break. The folded name is indexed, and each
+folded word goes into an indexed word table, so a query word matches as a *prefix* of any
+name word ("ng v a" already finds "Nguyễn Văn An" as the officer types) through index
+ranges, never a scan of every name. Ranking:
 
 1. the whole folded name equals the folded query;
 2. the folded name starts with the folded query (the words in the order typed);
 3. every query word is a prefix of some name word, in any order;
 4. partial: some of the query words match, most matched first.
 
-Within a rank, a name that also matches the diacritics the officer typed comes first
+Ranks 1-2 are one range of the name index. Rank 3 intersects the words' index ranges when
+one word is rare, and otherwise walks the names in order and stops at the limit (a common
+word matches often, so the walk is short); rank 4 is computed only when ranks 1-3 fill
+less than the limit. Within a rank, a name that also matches the diacritics the officer
+typed comes first
 ("Lê" before "Lễ" when "Lê" was typed), then by folded name. Other criteria narrow the
 result: the old 9-digit ID (CMND) exactly, the household book number exactly, the date of
 birth as full date or year (or year-month): a list row with a partial date matches every
