@@ -25,7 +25,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from enrollment import cbor
+import cbor2
+
 from station.store.database import Schema
 
 
@@ -101,7 +102,7 @@ class FingerEntry:
         return self.wsq is not None
 
     def to_bytes(self) -> bytes:
-        return cbor.dumps(
+        return cbor2.dumps(
             {
                 "position": self.position,
                 "wsq": self.wsq,
@@ -118,7 +119,7 @@ class FingerEntry:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FingerEntry:
-        raw = cbor.loads_strict(data, "a draft")
+        raw = cbor2.loads(data)
         return cls(
             position=int(raw["position"]),
             wsq=raw.get("wsq"),
@@ -155,7 +156,7 @@ class FaceEntry:
     seconds: float = 0.0
 
     def to_bytes(self) -> bytes:
-        return cbor.dumps(
+        return cbor2.dumps(
             {
                 "jpeg": self.jpeg,
                 "width": self.width,
@@ -168,7 +169,7 @@ class FaceEntry:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FaceEntry:
-        raw = cbor.loads_strict(data, "a draft")
+        raw = cbor2.loads(data)
         return cls(
             jpeg=bytes(raw["jpeg"]),
             width=int(raw["width"]),

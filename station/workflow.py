@@ -764,8 +764,10 @@ class EnrollmentWorkflow:
             if new_state is not None and case.state not in FINAL | {CaseState.open}:
                 columns["state"] = new_state.value
             self._touch(c, case.id, **columns)
-            if new_state in FINAL and case.state not in FINAL:
-                # The registry holds the package; the station's copy of the biometrics goes.
+            done = {CaseState.issued, CaseState.card_encoded, CaseState.rejected}
+            if new_state in done and case.state not in done:
+                # The registry holds the package and decided: the station's copy of the
+                # captures goes (the card is made from the registry's chip data).
                 self.drafts.delete_case(c, case.id)
                 self.journal.record(c, "station", "case.closed", case.id, state=state)
 
