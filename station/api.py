@@ -13,14 +13,17 @@ call counts as activity for the inactivity logout.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from datetime import date, datetime, time
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from station.appointments import QueueError
 from station.cases import CaseState
 from station.identity import NotProvisionedError, ProvisioningError
 from station.operators import (
@@ -33,6 +36,7 @@ from station.operators import (
     SessionExpired,
 )
 from station.runtime import NotReadyError, StationRuntime
+from station.slip import SlipError
 from station.workflow import WorkflowError
 
 T = TypeVar("T")
@@ -64,6 +68,8 @@ WORKFLOW_STATUS = {
     "citizen_is_operator": 409,
     "disk_full": 507,
     "case_changed": 409,
+    "not_submitted": 409,
+    "slip_gone": 410,
 }
 
 
@@ -130,6 +136,35 @@ class ApproveIn(BaseModel):
     timeout_s: float = Field(15.0, gt=0, le=60)
 
 
+class PlanIn(BaseModel):
+    day: date
+    opens: time
+    closes: time
+    slot_minutes: int = Field(30, ge=5, le=240)
+    capacity: int = Field(8, ge=1, le=200)
+    breaks: list[tuple[time, time]] = Field(default_factory=list, max_length=10)
+
+
+class BookIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    slot_id: int | None = Field(None, ge=1)
+    phone: str | None = Field(None, max_length=20)
+    resident_ref: str | None = Field(None, max_length=64)
+    priority: str | None = Field(None, max_length=20)
+
+
+class CallIn(BaseModel):
+    counter: str = Field(min_length=1, max_length=20)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A dataclass as JSON-ready values (dates as ISO text)."""
+    out: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(obj).items():
+        out[key] = value.isoformat() if isinstance(value, date | datetime | time) else value
+    return out
+
+
 def _case_json(case: Any) -> dict[str, Any]:
     out: dict[str, Any] = case.as_json()
     return out
@@ -158,7 +193,8 @@ def api_router() -> APIRouter:
         return await _call(run)
 
     @router.post("/sync")
-    async def sync(runtime: Runtime, _: Session) -> dict[str, Any]:
+    async def sync(runtime: Runtime) -> dict[str, Any]:
+        """One sync round now (no login: before the first sync nobody can log in)."""
         from station.sync import SyncError
 
         def run() -> dict[str, Any]:
@@ -351,6 +387,87 @@ def api_router() -> APIRouter:
         )
         return _case_json(case)
 
+    @router.get("/cases/{case_id}/slip.pdf")
+    async def slip(
+        case_id: str,
+        runtime: Runtime,
+        _: Session,
+        lang: Annotated[Literal["vi", "en"], Query()] = "vi",
+    ) -> Response:
+        pdf = await _call(lambda: runtime.slip(case_id, lang))
+        return Response(pdf, media_type="application/pdf")
+
+    # --- queue -----------------------------------------------------------------------------
+
+    @router.get("/queue")
+    async def queue(runtime: Runtime, _: Session) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            a = runtime.appointments
+            return {
+                "day": a.today().isoformat(),
+                "slots": [_plain(s) for s in a.slots()],
+                "tickets": [_plain(t) for t in a.tickets()],
+                "waiting": [t.number for t in a.waiting()],
+            }
+
+        return await _call(run)
+
+    @router.post("/queue/plan", status_code=201)
+    async def plan_day(body: PlanIn, runtime: Runtime, _: Session) -> list[dict[str, Any]]:
+        slots = await _call(
+            lambda: runtime.appointments.plan_day(
+                body.day, body.opens, body.closes, slot_minutes=body.slot_minutes,
+                capacity=body.capacity,
+                breaks=[(b[0], b[1]) for b in body.breaks],
+            )
+        )  # fmt: skip
+        return [_plain(s) for s in slots]
+
+    @router.post("/queue/book", status_code=201)
+    async def book(body: BookIn, runtime: Runtime, _: Session) -> dict[str, Any]:
+        if body.slot_id is None:
+            raise ApiError(422, "slot_required", "choose a slot to book into")
+        slot_id = body.slot_id
+        ticket = await _call(
+            lambda: runtime.appointments.book(
+                slot_id, body.name, phone=body.phone, resident_ref=body.resident_ref,
+                priority=body.priority,
+            )
+        )  # fmt: skip
+        return _plain(ticket)
+
+    @router.post("/queue/walk-in", status_code=201)
+    async def walk_in(body: BookIn, runtime: Runtime, _: Session) -> dict[str, Any]:
+        ticket = await _call(
+            lambda: runtime.appointments.walk_in(
+                body.name, phone=body.phone, resident_ref=body.resident_ref,
+                priority=body.priority,
+            )
+        )  # fmt: skip
+        return _plain(ticket)
+
+    @router.post("/queue/{ticket}/check-in")
+    async def check_in(ticket: str, runtime: Runtime, _: Session) -> dict[str, Any]:
+        return _plain(await _call(lambda: runtime.appointments.check_in(ticket)))
+
+    @router.post("/queue/call-next")
+    async def call_next(body: CallIn, runtime: Runtime, _: Session) -> dict[str, Any] | None:
+        ticket = await _call(lambda: runtime.appointments.call_next(body.counter))
+        return None if ticket is None else _plain(ticket)
+
+    @router.post("/queue/{ticket}/no-show")
+    async def no_show(ticket: str, runtime: Runtime, _: Session) -> dict[str, Any]:
+        return _plain(await _call(lambda: runtime.appointments.no_show(ticket)))
+
+    @router.post("/queue/{ticket}/finish")
+    async def finish(ticket: str, runtime: Runtime, _: Session) -> dict[str, Any]:
+        return _plain(await _call(lambda: runtime.appointments.finish(ticket)))
+
+    @router.get("/queue/throughput")
+    async def throughput(runtime: Runtime, _: Session) -> list[dict[str, Any]]:
+        hours = await _call(runtime.appointments.throughput)
+        return [{**_plain(h), "verdict": h.verdict} for h in hours]
+
     # --- outbox ----------------------------------------------------------------------------
 
     @router.get("/outbox")
@@ -407,6 +524,8 @@ def create_app(runtime: StationRuntime) -> FastAPI:
     app.add_exception_handler(LoginFailed, handler(401, "login_failed"))
     app.add_exception_handler(ApprovalRefused, handler(403, "approval_refused"))
     app.add_exception_handler(AuthError, handler(401, "auth_failed"))
+    app.add_exception_handler(QueueError, handler(409, "queue_error"))
+    app.add_exception_handler(SlipError, handler(500, "slip_failed"))
     return app
 
 

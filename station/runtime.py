@@ -25,12 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from station.appointments import APPOINTMENTS_SCHEMA, Appointments
 from station.cases import CASES_SCHEMA, CaseState
 from station.config import StationSettings
 from station.devices import StationDevices
@@ -57,7 +58,7 @@ from station.store.drafts import DRAFTS_SCHEMA, DraftStore
 from station.store.sealing import DataKeySettings, provider_for
 from station.sync import SYNC_SCHEMA, SyncError, Synchronizer
 from station.uploader import Uploader
-from station.workflow import EnrollmentWorkflow, StationContext
+from station.workflow import EnrollmentWorkflow, StationContext, WorkflowError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class StationRuntime:
         self.journal = Journal(self.db, clock=clock)
         self.residents = ResidentList(self.db)
         self.operators = OperatorDirectory(self.db, self.journal)
+        self.appointments = Appointments(self.db, clock)
         self._authenticator = Authenticator(self.db, self.operators, self.journal, clock=clock)
         self.outbox = Outbox(self.db, settings.state_dir / "outbox", clock=clock)
         self.drafts: DraftStore | None = None
@@ -129,6 +131,7 @@ class StationRuntime:
             JOURNAL_SCHEMA,
             RESIDENTS_SCHEMA,
             OPERATORS_SCHEMA,
+            APPOINTMENTS_SCHEMA,
             DRAFTS_SCHEMA,
             OUTBOX_SCHEMA,
             CASES_SCHEMA,
@@ -363,6 +366,34 @@ class StationRuntime:
                 f"{staleness.limit_s / 3600:.0f} h): connect to the registry or sync"
             ]
         return []
+
+    def slip(self, case_id: str, lang: Literal["vi", "en"] = "vi") -> bytes:
+        """The acknowledgement slip of a submitted case (PDF)."""
+        from station.slip import SlipData, render_slip
+
+        online = self.online
+        if online is None:
+            raise NotReadyError("the station is not provisioned")
+        workflow = online.workflow
+        case = workflow.get(case_id)
+        demographics = workflow.demographics(case_id)
+        if case.package_id is None or case.completed_at is None:
+            raise WorkflowError("not_submitted", "the slip is printed once the case is submitted")
+        if demographics is None:
+            raise WorkflowError("slip_gone", "this case's personal data has left the station")
+        officer = self.operators.get(case.operator_id)
+        data = SlipData(
+            office=f"{online.identity.station_id} (office {online.identity.office_id})",
+            station_id=online.identity.station_id,
+            at=case.completed_at,
+            citizen_name=demographics.full_name,
+            date_of_birth=demographics.date_of_birth,
+            package_id=case.package_id,
+            operator=officer.full_name if officer else case.operator_id,
+            receipt_number=case.receipt_number,
+            ticket=case.ticket,
+        )
+        return render_slip(data, lang)
 
     def workflow(self) -> EnrollmentWorkflow:
         online = self.online

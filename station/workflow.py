@@ -93,6 +93,10 @@ class DraftStore(Protocol):
 
     def delete_case(self, conn: sqlite3.Connection, case_id: str) -> Any: ...
 
+    def names(self, case_id: str, *, conn: sqlite3.Connection | None = None) -> list[str]: ...
+
+    def delete(self, conn: sqlite3.Connection, case_id: str, name: str) -> bool: ...
+
 
 class OutboxLike(Protocol):
     def stage(self, built: BuiltPackage) -> Any: ...
@@ -764,12 +768,17 @@ class EnrollmentWorkflow:
             if new_state is not None and case.state not in FINAL | {CaseState.open}:
                 columns["state"] = new_state.value
             self._touch(c, case.id, **columns)
-            done = {CaseState.issued, CaseState.card_encoded, CaseState.rejected}
-            if new_state in done and case.state not in done:
-                # The registry holds the package and decided: the station's copy of the
-                # captures goes (the card is made from the registry's chip data).
+            if new_state in FINAL and case.state not in FINAL:
+                # Nothing more to do here: every piece of the case leaves the station.
                 self.drafts.delete_case(c, case.id)
                 self.journal.record(c, "station", "case.closed", case.id, state=state)
+            elif new_state is CaseState.issued and case.state is not CaseState.issued:
+                # The registry holds the package and issued the card data: the captures go
+                # (the chip is made from the registry's data); the demographics stay for
+                # the slip and the card hand-over until the card is encoded.
+                for name in self.drafts.names(case.id, conn=c):
+                    if name != "demographics":
+                        self.drafts.delete(c, case.id, name)
 
     def _reopen(self, c: sqlite3.Connection, case: Case, payload: Mapping[str, Any]) -> None:
         reasons = list(payload.get("recapture") or [])
