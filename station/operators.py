@@ -153,10 +153,11 @@ class OperatorPolicy(BaseModel):
         cls, settings: Mapping[str, Any], base: OperatorPolicy | None = None
     ) -> OperatorPolicy:
         """The policy with the registry's values (the ``settings`` of
-        ``/v1/station/config``) over ``base``; keys that are not policy are ignored."""
+        ``/v1/station/config``) over ``base``; keys that are not policy, and None values,
+        are ignored."""
         current = (base or cls()).model_dump()
         for key in _REGISTRY_FIELDS:
-            if key in settings:
+            if settings.get(key) is not None:  # None: the registry leaves it to the station
                 current[key] = settings[key]
         return cls.model_validate(current)
 

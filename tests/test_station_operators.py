@@ -403,6 +403,8 @@ def test_policy_from_the_registry_config() -> None:
     assert (policy.lockout_failures, policy.lockout_minutes) == (3, 5)
     assert (policy.inactivity_logout_seconds, policy.operator_match_threshold) == (120, 0.3)
     assert policy.login_step_seconds == OperatorPolicy().login_step_seconds
+    kept = OperatorPolicy.from_station_config({"operator_match_threshold": None}, policy)
+    assert kept.operator_match_threshold == 0.3
     with pytest.raises(ValueError, match="lockout_failures"):
         OperatorPolicy.from_station_config({"lockout_failures": 0})
 
