@@ -300,10 +300,7 @@ def import_media(registry: Registry, folder: Path, *, actor: str = "cli") -> Med
             receipts.append(
                 MediaReceipt(listed.package_id, error=exc.code.replace("-", "_"), detail=exc.detail)
             )
-            registry.metrics.package_refused(exc.code.replace("-", "_"))
             continue
-        if created:
-            registry.metrics.package_received(len(read), 0.0)
         receipts.append(
             MediaReceipt(
                 listed.package_id,

@@ -52,6 +52,7 @@ from enrollment.keys.software import SoftwareKeySigner
 from enrollment.package import build_package
 from enrollment.record import Address, DivisionScheme
 from enrollment.request_signing import StationRequestAuth
+from station.drivers.health import DeviceHealthBoard, DeviceKind, HealthCell
 from tests import registrykit
 from tests.registrykit import ADMIN
 
@@ -578,22 +579,23 @@ def test_resident_status_follows_its_package(world: World) -> None:
 # --- heartbeats ---------------------------------------------------------------------------
 
 
+def _devices() -> list[dict[str, object]]:
+    """Device cells exactly as a station's health board reports them."""
+    board = DeviceHealthBoard()
+    scanner = board.register(HealthCell("scanner", DeviceKind.FINGERPRINT, "uart"))
+    scanner.present(serial="TP5-0042", firmware="2.4.1", model="VN-TP500 R1", baud="57600")
+    camera = board.register(HealthCell("camera", DeviceKind.CAMERA, "v4l2"))
+    camera.present(model="UVC")
+    camera.error("no frame for 5 s")
+    return board.as_json()
+
+
 def _beat(**changes: Any) -> dict[str, Any]:
     beat: dict[str, Any] = {
         "sent_at": "2026-12-01T03:00:00.000Z",
         "software_version": "0.6.0",
         "image_version": "2026.11-rc2",
-        "devices": [
-            {"name": "scanner", "kind": "fingerprint_scanner", "present": True, "ok": True},
-            {
-                "name": "camera",
-                "kind": "camera",
-                "present": True,
-                "ok": False,
-                "last_error": "no frame for 5 s",
-                "backend": "v4l2",
-            },
-        ],
+        "devices": _devices(),
         "queue": {"pending": 12, "oldest_pending_s": 5400.0, "refused": 1},
         "disk": {"free_bytes": 20 * 2**30, "total_bytes": 32 * 2**30},
         "last_sync_at": "2026-12-01T02:55:00Z",
@@ -606,9 +608,14 @@ def test_heartbeat_is_kept_and_answers_the_versions(world: World) -> None:
     site = world.site()
     world.operator(site, "heartbeat.officer")
     listed = world.import_csv(site, "\n".join([HEADER, "H1,Lương Văn Hải,1970,M,,,,,,,"]))
-    r = world.client.post("/v1/station/heartbeat", json=_beat(), auth=site.auth)
+    beat = _beat()
+    r = world.client.post("/v1/station/heartbeat", json=beat, auth=site.auth)
     assert r.status_code == 200, r.text
     answer = r.json()
+    with Session(world.registry.engine) as session:
+        kept = session.get_one(Station, site.station_id).last_heartbeat
+    assert kept is not None
+    assert kept["devices"] == beat["devices"]  # the board's cells, kept as the station sent them
     config = world.client.get("/v1/station/config", auth=site.auth).json()
     staff = world.client.get("/v1/station/operators", auth=site.auth).json()
     assert answer["config_version"] == config["version"]
