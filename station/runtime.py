@@ -284,7 +284,10 @@ class StationRuntime:
         from biometrics.fingerprint.iso19794 import decode_minutiae
         from biometrics.fingerprint.matcher import make_template
 
-        probes = {p: make_template(decode_minutiae(t)) for p, t in templates.items()}
+        # Full templates on both sides: a 1:1 check, not a 1:N gallery search.
+        probes = {
+            p: make_template(decode_minutiae(t), max_cylinders=0) for p, t in templates.items()
+        }
         return self.authenticator().citizen_is_operator(operator_id, probes)
 
     def capture_flat(self, timeout_s: float) -> Any:
