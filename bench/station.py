@@ -218,15 +218,17 @@ def one_enrollment(
     analyzer: FaceAnalyzer,
     face_frame: Frame,
     world: World,
-) -> tuple[dict[str, float], int]:
-    """Milliseconds per step for one enrollment; and the package size."""
+) -> tuple[dict[str, float], dict[str, float], int]:
+    """CPU and wall milliseconds per step for one enrollment; and the package size."""
     ms: dict[str, float] = collections.defaultdict(float)
+    wall: dict[str, float] = collections.defaultdict(float)
 
     @contextlib.contextmanager
     def clock(step: str) -> Iterator[None]:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         yield
-        ms[step] += (time.perf_counter() - t) * 1000
+        ms[step] += (time.thread_time() - c) * 1000
+        wall[step] += (time.perf_counter() - t) * 1000
 
     templates: list[FingerTemplate] = []
     entries: dict[int, FingerEntry] = {}
@@ -282,7 +284,7 @@ def one_enrollment(
         record, tx = build_record(example.demographics, entries, face, context)
     with clock("build_package (sign ES256 + HPKE encrypt)"):
         package = build_package(record, tx, signer=world.signer, recipient=world.recipient)
-    return dict(ms), len(package.data)
+    return dict(ms), dict(wall), len(package.data)
 
 
 def enrollment_table(
@@ -300,34 +302,46 @@ def enrollment_table(
     world = make_world()
     extract_minutiae(rolls[0].image)  # load mindtct
     per_run: list[dict[str, float]] = []
+    per_run_wall: list[dict[str, float]] = []
     sizes = []
     for i in range(runs):
         progress(f"enrollment run {i + 1}/{runs}")
-        ms, size = one_enrollment(rolls, quality, analyzer, face_frame, world)
-        per_run.append(ms)
+        cpu, wall, size = one_enrollment(rolls, quality, analyzer, face_frame, world)
+        per_run.append(cpu)
+        per_run_wall.append(wall)
         sizes.append(size)
     progress("the same ten through TenPrintCapture (replayed rolls)")
-    whole = []
+    whole, whole_wall = [], []
     for _ in range(runs):
         capture = TenPrintCapture(ReplayScanner(rolls), quality, TenPrintSettings(min_quality=0))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         for position in range(1, 11):
             outcome = capture.attempt(position)
             assert outcome.code == "accepted", outcome.code
-        whole.append((time.perf_counter() - t) * 1000)
+        whole.append((time.thread_time() - c) * 1000)
+        whole_wall.append((time.perf_counter() - t) * 1000)
     steps = list(per_run[0])
-    lines = [row("step", "median ms / enrollment", "per finger ms", "share"), row(*["---"] * 4)]
-    totals = [sum(r.values()) for r in per_run]
-    total = med(totals)
+    lines = [
+        row("step", "CPU ms / enrollment", "wall ms", "CPU ms / finger", "share"),
+        row(*["---"] * 5),
+    ]
+    total = med([sum(r.values()) for r in per_run])
+    total_wall = med([sum(r.values()) for r in per_run_wall])
     for step in steps:
-        values = [r[step] for r in per_run]
-        per_finger = f"{med(values) / 10:.1f}" if step in STEPS else ""
-        lines.append(row(step, f"{med(values):.1f}", per_finger, f"{med(values) / total:.0%}"))
-    lines.append(row("**total after the rolls**", f"**{total:.0f}**", "", "100%"))
+        cpu_ms = med([r[step] for r in per_run])
+        wall_ms = med([r[step] for r in per_run_wall])
+        per_finger = f"{cpu_ms / 10:.1f}" if step in STEPS else ""
+        lines.append(
+            row(step, f"{cpu_ms:.1f}", f"{wall_ms:.1f}", per_finger, f"{cpu_ms / total:.0%}")
+        )
+    lines.append(
+        row("**total after the rolls**", f"**{total:.0f}**", f"{total_wall:.0f}", "", "100%")
+    )
     lines.append(
         row(
             "check: ten attempts through TenPrintCapture",
             f"{med(whole):.0f}",
+            f"{med(whole_wall):.0f}",
             f"{med(whole) / 10:.1f}",
             "(the finger steps above)",
         )
@@ -335,12 +349,13 @@ def enrollment_table(
     lines.append(
         row(
             "roll composition (while the finger rolls)",
+            "",
             f"{sum(compose_ms):.0f}",
-            f"{sum(compose_ms) / 10:.1f}",
+            "",
             "not in the total",
         )
     )
-    lines.append(row("package size", f"{med(sizes) / 1024:.0f} KB", "", ""))
+    lines.append(row("package size", f"{med(sizes) / 1024:.0f} KB", "", "", ""))
     return lines, total
 
 
@@ -456,7 +471,8 @@ def main() -> int:
     for line in lines:
         print(line)
     print()
-    print(f"total {total:.0f} ms: target < 2000 ms {'met' if total < 2000 else 'NOT met'}")
+    verdict = "met" if total < 2000 else "NOT met"
+    print(f"total {total:.0f} ms of CPU: target < 2000 ms {verdict}")
     if args.pattern:
         print()
         print(

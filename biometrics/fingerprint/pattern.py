@@ -151,12 +151,12 @@ def _check(image: NDArray[np.uint8]) -> None:
 
 
 def _block_mean(values: F32, step: int) -> F32:
-    """Mean over step x step blocks (the grid's samples); the ragged edge is dropped."""
+    """Mean over step x step blocks (the grid's samples); the ragged edge is dropped.
+    (An area resize by a whole factor is exactly that, and ten times numpy's speed.)"""
     h, w = values.shape
     rows, cols = h // step, w // step
-    cut = values[: rows * step, : cols * step]
-    out: F32 = cut.reshape(rows, step, cols, step).mean(axis=(1, 3), dtype=np.float32)
-    return out
+    cut = np.ascontiguousarray(values[: rows * step, : cols * step], np.float32)
+    return np.asarray(cv2.resize(cut, (cols, rows), interpolation=cv2.INTER_AREA), np.float32)
 
 
 def _skin(image: NDArray[np.uint8], step: int) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
