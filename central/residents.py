@@ -26,9 +26,12 @@ residence is the office's commune (both administrative structures) with
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import hashlib
 import io
+import json
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,14 +39,13 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from central.db.models import Office, Resident, ResidentStatus, Station
 from central.db.ops import append_audit, resident_sequence
 from enrollment.record import (
     Address,
-    AdministrativeArea,
     DivisionScheme,
     Identifier,
     Name,
@@ -113,6 +115,18 @@ class ResidentRow:
     line: int
     ref: str
     fields: dict[str, Any]
+    sha256: str
+    """:func:`fields_sha256` of ``fields``: what a re-import compares with the stored row's."""
+
+
+def fields_sha256(fields: Mapping[str, Any]) -> str:
+    canonical = json.dumps(
+        {name: fields[name] for name in FIELDS},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass
@@ -143,18 +157,27 @@ class ImportResult:
         }
 
 
-def _areas(commune_code: str) -> list[AdministrativeArea]:
+@functools.lru_cache(maxsize=4096)
+def _areas(commune_code: str) -> tuple[dict[str, Any], ...]:
     """The commune in the pre-2025 structure and, where known, the 2025 commune it became
-    part of (records carry both)."""
+    part of (records carry both), as ``AdministrativeArea`` JSON; KeyError when unknown."""
     from enrollment import divisions
 
     table = divisions.load()
-    commune = table.commune(commune_code, DivisionScheme.pre_2025)  # KeyError: unknown
+    commune = table.commune(commune_code, DivisionScheme.pre_2025)
     areas = [commune.area()]
     successor = table.successor(commune_code)
     if successor is not None:
         areas.append(successor.area())
-    return areas
+    # Validated once here, as an Address would; rows only add their (validated) detail.
+    Address(areas=areas)
+    return tuple(a.model_dump(mode="json") for a in areas)
+
+
+def _address(detail: str | None, areas: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """``enrollment.record.Address`` JSON (what ``Address(...).model_dump(mode="json")``
+    gives, without re-validating the code table's areas on every row)."""
+    return {"detail": detail, "areas": [dict(a) for a in areas]}
 
 
 def _message(exc: ValidationError) -> str:
@@ -168,13 +191,15 @@ def _clean(value: str | None) -> str:
 def _check_characters(column: str, value: str) -> None:
     """Refuse control and invisible characters (a zero-width space makes two spellings of
     one name); white space, line breaks in a quoted field included, is collapsed later."""
+    if value.isprintable():  # the common case, in C
+        return
     for ch in value:
         if unicodedata.category(ch).startswith("C") and not ch.isspace():
             raise ValueError(f"{column}: control or invisible character U+{ord(ch):04X}")
 
 
 def _row(
-    line: int, raw: Mapping[str, str | None], residence: list[AdministrativeArea]
+    line: int, raw: Mapping[str, str | None], residence: tuple[dict[str, Any], ...]
 ) -> ResidentRow:
     """Validate one CSV record; ValueError with a message that names the column."""
     values = {c: _clean(raw.get(c)) for c in COLUMNS}
@@ -214,7 +239,7 @@ def _row(
             raise ValueError(
                 f"origin_commune {values['origin_commune']!r} is not a pre-2025 commune code"
             ) from None
-        origin = Address(detail=origin_detail, areas=origin_areas).model_dump(mode="json")
+        origin = _address(origin_detail, origin_areas)
     elif origin_detail:
         raise ValueError("origin_detail needs origin_commune (the commune's GSO code)")
     fields = {
@@ -225,12 +250,10 @@ def _row(
         "household_number": household,
         "father_name": check(_NAME, "father_name"),
         "mother_name": check(_NAME, "mother_name"),
-        "permanent_residence": Address(detail=residence_detail, areas=residence).model_dump(
-            mode="json"
-        ),
+        "permanent_residence": _address(residence_detail, residence),
         "place_of_origin": origin,
     }
-    return ResidentRow(line, ref, fields)
+    return ResidentRow(line, ref, fields, fields_sha256(fields))
 
 
 def _decode(data: bytes) -> str:
@@ -313,95 +336,118 @@ def _office(session: Session, office_id: int) -> Office:
     return office
 
 
-def import_residents(
+@dataclass(frozen=True)
+class ParsedList:
+    """A resident list read and checked for one office's commune, ready to apply."""
+
+    office_id: int
+    commune_code: str
+    rows: list[ResidentRow]
+    errors: list[RowError]
+    sha256: str
+
+
+def read_list(session: Session, office_id: int, data: bytes) -> ParsedList:
+    """Look up the office (a read) and check ``data`` against its commune. Run it outside
+    the writing transaction: checking 50,000 rows takes seconds, and on SQLite a writing
+    transaction holds the one write lock that every upload needs too.
+
+    Raises LookupError for an unknown office, :class:`ResidentFileError` for a file that
+    cannot be read as a whole."""
+    commune = _office(session, office_id).commune_code
+    rows, errors = parse_csv(data, commune)
+    return ParsedList(office_id, commune, rows, errors, hashlib.sha256(data).hexdigest())
+
+
+def apply_list(
     session: Session,
-    office_id: int,
-    data: bytes,
+    parsed: ParsedList,
     now: datetime,
     actor: str,
     *,
     replace: bool = False,
     check: bool = False,
 ) -> ImportResult:
-    """Import ``data`` (CSV) into the list of the office's commune, in the caller's
-    transaction: new refs are inserted, changed rows updated, identical rows left alone
-    (no new ``seq``). With ``replace`` the rows absent from the file are marked removed
-    (rows whose line has an error are not). With ``check`` nothing is written.
-
-    Raises :class:`ResidentFileError` for an unreadable file and LookupError for an
-    unknown office; bad rows are reported in the result and skipped.
-    """
-    office = _office(session, office_id)
-    commune = office.commune_code
-    rows, errors = parse_csv(data, commune)
+    """Apply a checked list in the caller's (writing) transaction: new refs inserted,
+    changed rows updated, identical rows left alone (no new ``seq``). With ``replace`` the
+    rows absent from the file are marked removed (not those whose line has an error).
+    With ``check`` nothing is written."""
+    commune, rows, errors = parsed.commune_code, parsed.rows, parsed.errors
     result = ImportResult(commune, rows=len(rows) + len(errors), errors=errors, checked_only=check)
-    columns = [getattr(Resident, name) for name in ("id", "ref", "removed_at", *FIELDS)]
-    existing = {
-        r.ref: r for r in session.execute(select(*columns).where(Resident.commune_code == commune))
-    }
-    inserts: list[dict[str, Any]] = []
-    changes: list[dict[str, Any]] = []
-    removals: list[int] = []
-    for row in rows:
-        old = existing.get(row.ref)
-        if old is None:
-            inserts.append(row.fields | {"ref": row.ref})
-        elif old.removed_at is not None or any(
-            getattr(old, name) != row.fields[name] for name in FIELDS
-        ):
-            changes.append(row.fields | {"id": old.id})
-        else:
-            result.unchanged += 1
-    if replace:
-        keep = {row.ref for row in rows} | {e.ref for e in errors if e.ref}
-        removals = [
-            old.id for ref, old in existing.items() if ref not in keep and old.removed_at is None
-        ]
-    result.created, result.updated, result.removed = len(inserts), len(changes), len(removals)
-    if not check and (inserts or changes or removals):
-        with resident_sequence(session) as seq:
-            if inserts:
-                session.execute(
-                    insert(Resident),
-                    [
-                        values
-                        | {
-                            "commune_code": commune,
-                            "seq": seq.next(),
-                            "status": ResidentStatus.pending,
-                            "created_at": now,
-                            "updated_at": now,
-                            "removed_at": None,
-                        }
-                        for values in inserts
-                    ],
-                )
-            if changes:
-                session.execute(
-                    update(Resident),
-                    [
-                        values | {"seq": seq.next(), "updated_at": now, "removed_at": None}
-                        for values in changes
-                    ],
-                )
-            if removals:
-                session.execute(
-                    update(Resident),
-                    [
-                        {"id": rid, "seq": seq.next(), "updated_at": now, "removed_at": now}
-                        for rid in removals
-                    ],
-                )
+    with contextlib.ExitStack() as locked:
+        # The counter's lock first (writes only): the rows compared with the file are then
+        # the latest, and no other writer of residents changes them before this commits.
+        seq = None if check else locked.enter_context(resident_sequence(session))
+        existing = {
+            r.ref: r
+            for r in session.execute(
+                select(
+                    Resident.id, Resident.ref, Resident.removed_at, Resident.fields_sha256
+                ).where(Resident.commune_code == commune)
+            )
+        }
+        inserts: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        for row in rows:
+            old = existing.get(row.ref)
+            digest = row.sha256
+            if old is None:
+                inserts.append(row.fields | {"ref": row.ref, "fields_sha256": digest})
+            elif old.removed_at is not None or old.fields_sha256 != digest:
+                changes.append(row.fields | {"id": old.id, "fields_sha256": digest})
+            else:
+                result.unchanged += 1
+        removals: list[int] = []
+        if replace:
+            keep = {row.ref for row in rows} | {e.ref for e in errors if e.ref}
+            removals = [
+                old.id
+                for ref, old in existing.items()
+                if ref not in keep and old.removed_at is None
+            ]
+        result.created, result.updated, result.removed = len(inserts), len(changes), len(removals)
+        if seq is not None and inserts:
+            session.execute(
+                insert(Resident),
+                [
+                    values
+                    | {
+                        "commune_code": commune,
+                        "seq": seq.next(),
+                        "status": ResidentStatus.pending,
+                        "created_at": now,
+                        "updated_at": now,
+                        "removed_at": None,
+                    }
+                    for values in inserts
+                ],
+            )
+        if seq is not None and changes:
+            session.execute(
+                update(Resident),
+                [
+                    values | {"seq": seq.next(), "updated_at": now, "removed_at": None}
+                    for values in changes
+                ],
+            )
+        if seq is not None and removals:
+            session.execute(
+                update(Resident),
+                [
+                    {"id": rid, "seq": seq.next(), "updated_at": now, "removed_at": now}
+                    for rid in removals
+                ],
+            )
     if not check:
         append_audit(
             session,
             now,
             actor,
             "residents.imported",
-            f"office:{office_id}",
+            f"office:{parsed.office_id}",
             {
                 "commune": commune,
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "sha256": parsed.sha256,
                 "created": result.created,
                 "updated": result.updated,
                 "unchanged": result.unchanged,
@@ -418,6 +464,26 @@ def import_residents(
     ).scalar_one_or_none()
     result.next = int(top or 0)
     return result
+
+
+def import_residents(
+    engine: Engine,
+    office_id: int,
+    data: bytes,
+    now: datetime,
+    actor: str,
+    *,
+    replace: bool = False,
+    check: bool = False,
+) -> ImportResult:
+    """Read and check ``data`` (CSV) for the office's commune, then apply it in one writing
+    transaction (:func:`read_list`, :func:`apply_list`). Bad rows are reported in the
+    result and skipped; LookupError for an unknown office, :class:`ResidentFileError` for
+    an unreadable file."""
+    with Session(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+        parsed = read_list(session, office_id, data)
+    with Session(engine) as session, session.begin():
+        return apply_list(session, parsed, now, actor, replace=replace, check=check)
 
 
 # --- status as packages arrive and are issued ---------------------------------------------

@@ -77,24 +77,21 @@ def _ask(what: str) -> str:
 
 
 def _residents(args: argparse.Namespace, settings: Any) -> int:
-    from sqlalchemy.orm import Session
-
     from central.db.engine import engine_from_settings
     from central.residents import ResidentFileError, import_residents
 
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     engine = engine_from_settings(settings.database)
     try:
-        with Session(engine) as session, session.begin():
-            result = import_residents(
-                session,
-                args.office,
-                data,
-                datetime.now(UTC),
-                "cli",
-                replace=args.replace,
-                check=args.check,
-            )
+        result = import_residents(
+            engine,
+            args.office,
+            data,
+            datetime.now(UTC),
+            "cli",
+            replace=args.replace,
+            check=args.check,
+        )
     except LookupError as exc:
         print(f"{exc}: list the offices with GET /v1/offices", file=sys.stderr)
         return 2

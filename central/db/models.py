@@ -561,6 +561,8 @@ class Resident(Base):
     mother_name: Mapped[str | None] = mapped_column(String(100))
     permanent_residence: Mapped[dict[str, Any]] = mapped_column(JSON)
     place_of_origin: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # SHA-256 of the fields above as canonical JSON: a re-import compares this, not them.
+    fields_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     removed_at: Mapped[datetime | None]

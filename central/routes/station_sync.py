@@ -242,17 +242,16 @@ def residents_router() -> APIRouter:
 
         def run() -> dict[str, Any]:
             try:
-                with Session(registry.engine) as session, session.begin():
-                    result = residents.import_residents(
-                        session,
-                        office_id,
-                        data,
-                        registry.now(),
-                        user.actor,
-                        replace=replace,
-                        check=check,
-                    )
-                    return result.as_json()
+                result = residents.import_residents(
+                    registry.engine,
+                    office_id,
+                    data,
+                    registry.now(),
+                    user.actor,
+                    replace=replace,
+                    check=check,
+                )
+                return result.as_json()
             except LookupError as exc:
                 raise api_error(404, "unknown_office", str(exc)) from None
             except residents.ResidentFileError as exc:

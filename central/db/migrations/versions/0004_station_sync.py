@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("mother_name", sa.String(length=100), nullable=True),
         sa.Column("permanent_residence", sa.JSON(), nullable=False),
         sa.Column("place_of_origin", sa.JSON(), nullable=True),
+        sa.Column("fields_sha256", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
