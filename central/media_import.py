@@ -270,7 +270,8 @@ def import_media(registry: Registry, folder: Path, *, actor: str = "cli") -> Med
     """Ingest every package of the export ``folder`` and write its ``receipts.cose``.
 
     A database or blob store that fails raises (nothing is wrong with the media: run it
-    again); every other problem is a per-package error in the receipts.
+    again); so does a folder where the receipts cannot be written (:class:`MediaError`);
+    every other problem is a per-package error in the receipts.
     """
     manifest = read_manifest(folder)
     station_id = manifest.station_id
@@ -315,7 +316,13 @@ def import_media(registry: Registry, folder: Path, *, actor: str = "cli") -> Med
         cbor.dumps(payload), registry.keys.station_ca_signer(), RECEIPTS_CONTENT_TYPE
     )
     path = folder / RECEIPTS_FILE
-    _write_atomically(path, signed)
+    try:
+        _write_atomically(path, signed)
+    except OSError as exc:
+        raise MediaError(
+            f"cannot write {path}: {exc.strerror}. The packages are ingested; copy the "
+            "folder somewhere writable and import it again for the same receipts"
+        ) from exc
     result = MediaImport(manifest, receipts, path)
     with Session(registry.engine) as session, session.begin():
         append_audit(

@@ -311,6 +311,23 @@ def test_a_folder_without_a_readable_manifest_is_refused(world: World) -> None:
     assert not (folder / "receipts.cose").exists()
 
 
+def test_a_folder_where_receipts_cannot_be_written(world: World) -> None:
+    station = world.station()
+    built = world.package(station, 22)
+    folder = world.export(station, [built])
+    (folder / "receipts.cose").mkdir()  # in the way, as a read-only stick would be
+    with pytest.raises(MediaError, match="import it again"):
+        import_media(world.registry, folder)
+    (folder / "receipts.cose").rmdir()
+    again = import_media(world.registry, folder)  # the package was ingested: same receipt
+    assert (again.received, again.held) == (0, 1)
+    receipts = by_package(signed_receipts(folder, world.station_ca(station)))
+    assert (
+        receipts[built.package_id]["receipt_number"]
+        == world.receipt(station, built.package_id)["receipt_number"]
+    )
+
+
 def test_command_line_prints_a_summary(world: World) -> None:
     station = world.station()
     good, lost = world.package(station, 20), world.package(station, 21)
