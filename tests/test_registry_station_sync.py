@@ -206,6 +206,22 @@ def test_config_is_the_policy_with_its_version(world: World) -> None:
     assert changed["version"] != body["version"]
 
 
+def test_the_registrys_defaults_are_the_stations_own() -> None:
+    """A station applies what the registry sends over its built-in defaults: with the
+    registry's defaults the same, the first sync changes nothing a station measured."""
+    from central.station_sync import StationPolicySettings
+    from station.capture.tenprint import TenPrintSettings
+    from station.operators import OperatorPolicy
+    from station.policy import StationPolicy
+
+    registry = StationPolicySettings()
+    station = StationPolicy()
+    for name in POLICY_FIELDS - {"operator_match_threshold", "same_finger_threshold"}:
+        assert getattr(registry, name) == getattr(station, name), name
+    assert registry.operator_match_threshold == OperatorPolicy().operator_match_threshold
+    assert registry.same_finger_threshold == TenPrintSettings().same_finger_threshold
+
+
 # --- operator credentials ---------------------------------------------------------------
 
 
