@@ -314,8 +314,8 @@ class Heartbeat(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     sent_at: AwareDatetime
-    software_version: Annotated[str, Field(min_length=1, max_length=64)]
-    image_version: Annotated[str, Field(max_length=64)] | None = None
+    software_version: Annotated[str, Field(min_length=1, max_length=100)]
+    image_version: Annotated[str, Field(max_length=100)] | None = None
     devices: list[DeviceCell] = Field(default_factory=list, max_length=32)
     queue: QueueState
     disk: DiskState

@@ -53,6 +53,8 @@ from enrollment.package import build_package
 from enrollment.record import Address, DivisionScheme
 from enrollment.request_signing import StationRequestAuth
 from station.drivers.health import DeviceHealthBoard, DeviceKind, HealthCell
+from station.heartbeat import HeartbeatSources, payload
+from station.residents import ResidentRow as StationResidentRow
 from tests import registrykit
 from tests.registrykit import ADMIN
 
@@ -440,6 +442,8 @@ def test_import_reports_bad_rows_by_line_and_imports_the_good(world: World) -> N
     page = world.page(site)
     rows = {r["ref"]: r for r in page["residents"]}
     assert set(rows) == {"R1", "R2", "R10"}
+    for row in rows.values():  # what the station's resident list takes in
+        StationResidentRow.model_validate(row)
     r1 = rows["R1"]
     assert set(r1) == RESIDENT_FIELDS
     assert r1["full_name"] == "Nguyễn Thị Bình"  # NFC
@@ -650,9 +654,17 @@ def test_heartbeat_is_kept_and_answers_the_versions(world: World) -> None:
     assert next(s for s in listing if s["id"] == site.station_id)["last_heartbeat"] == last
     metrics = world.client.get("/metrics").text
     assert f'registry_station_heartbeat_age_seconds{{station="{site.station_id}"}}' in metrics
-    # The latest replaces the previous one.
+    # The latest replaces the previous one; here, the body the station's own code makes.
+    sources = HeartbeatSources(
+        software_version="0.6.1",
+        image_version=lambda: "x" * 100,
+        devices=_devices,
+        queue=lambda: {"pending": 0, "oldest_pending_s": None, "refused": 0},
+        disk_path=world.tmp,
+        last_sync_at=lambda: None,
+    )
     world.client.post(
-        "/v1/station/heartbeat", json=_beat(software_version="0.6.1"), auth=site.auth
+        "/v1/station/heartbeat", json=payload(sources, datetime.now(UTC)), auth=site.auth
     ).raise_for_status()
     station = world.client.get(f"/v1/stations/{site.station_id}", headers=world.admin).json()
     assert station["last_heartbeat"]["software_version"] == "0.6.1"
