@@ -417,9 +417,10 @@ def hands_table(persons: int, seed: int, threshold: float) -> list[str]:
             own.append(pat.hand_vote(hand, {p: reads[p] for p in boxes}).log_ratio)
             other = {p: reads[p + offset] for p in boxes}
             swapped.append(pat.hand_vote(hand, other).log_ratio)
+    ratios = (10, 20, 50, 100)
     lines = [
-        row("hands", "n", "median ln ratio", "5 %", "95 %", f"warned (ln ratio > {threshold:.1f})"),
-        row(*["---"] * 6),
+        row("hands", "n", "median ln ratio", "5 %", "95 %", *[f"warned at {r}:1" for r in ratios]),
+        row(*["---"] * (5 + len(ratios))),
     ]
     for name, values in (("as rolled", own), ("other hand in the boxes", swapped)):
         v = np.array(values)
@@ -430,9 +431,11 @@ def hands_table(persons: int, seed: int, threshold: float) -> list[str]:
                 f"{np.median(v):.1f}",
                 f"{np.percentile(v, 5):.1f}",
                 f"{np.percentile(v, 95):.1f}",
-                f"{np.mean(v > threshold):.1%}",
+                *[f"{np.mean(v > math.log(r)):.1%}" for r in ratios],
             )
         )
+    lines.append("")
+    lines.append(f"the station warns at ln ratio > {threshold:.2f} ({math.exp(threshold):.0f}:1)")
     return lines
 
 
