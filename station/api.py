@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from station.appointments import QueueError
+from station.cards import CardIssuanceError
 from station.cases import CaseState
 from station.identity import NotProvisionedError, ProvisioningError
 from station.operators import (
@@ -151,6 +152,11 @@ class BookIn(BaseModel):
     phone: str | None = Field(None, max_length=20)
     resident_ref: str | None = Field(None, max_length=64)
     priority: str | None = Field(None, max_length=20)
+
+
+class EncodeIn(BaseModel):
+    printed_mrz: str | None = Field(None, max_length=200)
+    """The MRZ the reader scanned off the printed card body (checked against the chip)."""
 
 
 class CallIn(BaseModel):
@@ -468,6 +474,36 @@ def api_router() -> APIRouter:
         hours = await _call(runtime.appointments.throughput)
         return [{**_plain(h), "verdict": h.verdict} for h in hours]
 
+    # --- cards -----------------------------------------------------------------------------
+
+    @router.get("/cards")
+    async def cards(
+        runtime: Runtime,
+        _: Session,
+        state: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            issuer = runtime.cards()
+            return {
+                "counts": issuer.counts(),
+                "jobs": [_plain(j) for j in issuer.jobs(state, limit=limit)],
+            }
+
+        return await _call(run)
+
+    @router.post("/cards/{package_id}/encode")
+    async def encode_card(
+        package_id: str, body: EncodeIn, runtime: Runtime, session: Session
+    ) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            result = runtime.cards().encode(package_id, body.printed_mrz)
+            with runtime.db.write() as c:
+                runtime.journal.record(c, session.operator_id, "card.encoded", package_id)
+            return _plain(result)
+
+        return await _call(run)
+
     # --- outbox ----------------------------------------------------------------------------
 
     @router.get("/outbox")
@@ -525,6 +561,16 @@ def create_app(runtime: StationRuntime) -> FastAPI:
     app.add_exception_handler(ApprovalRefused, handler(403, "approval_refused"))
     app.add_exception_handler(AuthError, handler(401, "auth_failed"))
     app.add_exception_handler(QueueError, handler(409, "queue_error"))
+
+    @app.exception_handler(CardIssuanceError)
+    async def card_error(_: Request, exc: CardIssuanceError) -> JSONResponse:
+        status = 404 if exc.code == "no_such_job" else 409
+        detail: dict[str, Any] | None = None
+        serial = getattr(exc, "serial", None)
+        if serial is not None:
+            detail = {"card_serial": serial}
+        return _error_response(status, exc.code, str(exc), detail)
+
     app.add_exception_handler(SlipError, handler(500, "slip_failed"))
     return app
 

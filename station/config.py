@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from station.cards import CardIssuanceSettings
 from station.drivers.camera.settings import CameraSettings
 from station.drivers.card.settings import CardSettings
 from station.drivers.fingerprint.settings import ScannerSettings
@@ -81,6 +82,7 @@ class StationSettings(BaseSettings):
     background: bool = True
     """Run the uploader, sync and heartbeat threads (False: tests drive them by hand)."""
     uploader: UploaderSettings = UploaderSettings()
+    cards: CardIssuanceSettings = CardIssuanceSettings()
 
     @classmethod
     def settings_customise_sources(

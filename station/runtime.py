@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from station.appointments import APPOINTMENTS_SCHEMA, Appointments
+from station.cards import CardIssuer, aes_gcm_sealing
 from station.cases import CASES_SCHEMA, CaseState
 from station.config import StationSettings
 from station.devices import StationDevices
@@ -42,6 +43,7 @@ from station.identity import (
     load_identity,
     provision,
 )
+from station.issuance_client import IssuanceClient
 from station.journal import JOURNAL_SCHEMA, Journal
 from station.operators import (
     OPERATORS_SCHEMA,
@@ -84,6 +86,33 @@ class Online:
     uploader: Uploader
     heartbeat: Heartbeat
     workflow: EnrollmentWorkflow
+    cards: CardIssuer
+
+
+class _LazyEncoder:
+    """The card encoder as the issuer sees it: looked up at each use, so a station whose
+    encoder was unplugged at start can issue cards once a technician plugs it in."""
+
+    def __init__(self, runtime: StationRuntime) -> None:
+        self._runtime = runtime
+
+    def _encoder(self) -> Any:
+        devices = self._runtime.devices
+        if devices is None:
+            raise NotReadyError("this station runs without devices")
+        return devices.encoder
+
+    def wait_for_card(self, timeout: float | None = None) -> bytes:
+        return bytes(self._encoder().wait_for_card(timeout))
+
+    def chip_serial(self) -> str:
+        return str(self._encoder().chip_serial())
+
+    def personalise(self, chip: Any, secrets: object | None = None, *, lock: bool = True) -> Any:
+        return self._encoder().personalise(chip, secrets, lock=lock)
+
+    def verify(self, chip: Any, csca: Any) -> Any:
+        return self._encoder().verify(chip, csca)
 
 
 class NotReadyError(RuntimeError):
@@ -142,7 +171,8 @@ class StationRuntime:
         provider = provider_for(
             DataKeySettings(backend=keys.backend, tcti=keys.tcti), self.settings.state_dir
         )
-        self.drafts = DraftStore(self.db, provider.load_or_create())
+        self._data_key = provider.load_or_create()
+        self.drafts = DraftStore(self.db, self._data_key)
         report = self.outbox.recover()
         log.info("outbox recovered: %s", report)
         if self.settings.open_devices:
@@ -158,6 +188,7 @@ class StationRuntime:
         online, self.online = self.online, None
         if online is not None:
             online.heartbeat.stop()
+            online.cards.stop()
             online.uploader.stop()
             online.synchronizer.close()
             online.client.close()
@@ -254,13 +285,34 @@ class StationRuntime:
             on_answer=self._on_heartbeat,
             clock=self.clock,
         )
-        self.online = Online(identity, client, synchronizer, uploader, heartbeat, workflow)
+        issuance = IssuanceClient(
+            url, identity.auth(), timeout_s=self.settings.cards.http_timeout_s
+        )
+        seal, unseal = aes_gcm_sealing(self._data_key)
+        cards = CardIssuer(
+            self.db,
+            _LazyEncoder(self),
+            issuance.fetch_issuance,
+            issuance.report_card,
+            lambda: load_identity(self.identity_dir, self.settings.keys).csca,
+            seal=seal,
+            unseal=unseal,
+            settings=self.settings.cards,
+            clock=self.clock,
+        )
+        # The card job is created in the same transaction that marks the case issued.
+        workflow.on_issued = lambda conn, package_id: cards.on_issued(package_id, conn)
+        self.online = Online(identity, client, synchronizer, uploader, heartbeat, workflow, cards)
         finished = workflow.recover()
         if finished:
             log.info("finished packaging %d case(s) a power cut interrupted", len(finished))
+        caught_up = workflow.reconcile(self.outbox)
+        if caught_up:
+            log.info("caught up the registry's state of %d case(s)", caught_up)
         if self.settings.background:
             uploader.start()
             heartbeat.start()
+            cards.start()
             self._start_sync_loop()
 
     def _drafts(self) -> DraftStore:
@@ -397,6 +449,12 @@ class StationRuntime:
             ticket=case.ticket,
         )
         return render_slip(data, lang)
+
+    def cards(self) -> CardIssuer:
+        online = self.online
+        if online is None:
+            raise NotReadyError("the station is not provisioned")
+        return online.cards
 
     def workflow(self) -> EnrollmentWorkflow:
         online = self.online

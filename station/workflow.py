@@ -202,6 +202,8 @@ class EnrollmentWorkflow:
         self.station = station
         self.clock = clock
         self.on_queued = on_queued
+        self.on_issued: Callable[[sqlite3.Connection, str], Any] | None = None
+        """Called inside the transaction that marks a case issued (the card job)."""
 
     # --- reading ------------------------------------------------------------------------
 
@@ -773,12 +775,39 @@ class EnrollmentWorkflow:
                 self.drafts.delete_case(c, case.id)
                 self.journal.record(c, "station", "case.closed", case.id, state=state)
             elif new_state is CaseState.issued and case.state is not CaseState.issued:
+                if self.on_issued is not None:
+                    self.on_issued(c, package_id)
                 # The registry holds the package and issued the card data: the captures go
                 # (the chip is made from the registry's data); the demographics stay for
                 # the slip and the card hand-over until the card is encoded.
                 for name in self.drafts.names(case.id, conn=c):
                     if name != "demographics":
                         self.drafts.delete(c, case.id, name)
+
+    def reconcile(self, outbox: Any) -> int:
+        """After a restart: apply registry states the outbox recorded but the cases missed
+        (a power cut between the two commits). Returns how many cases moved."""
+        moved = 0
+        live = [CaseState.queued, CaseState.acknowledged, CaseState.issued]
+        for case in self.cases(live, limit=100_000):
+            if case.package_id is None:
+                continue
+            entry = outbox.get(case.package_id)
+            if entry is None:
+                continue
+            state = entry.registry_state or (
+                "acknowledged" if entry.receipt_number is not None else None
+            )
+            if state is None or state == case.registry_state:
+                continue
+            payload = {
+                "receipt_number": entry.receipt_number,
+                "reject_code": entry.reject_code,
+                "recapture": entry.recapture or [],
+            }
+            self.on_registry_status(case.package_id, state, payload)
+            moved += 1
+        return moved
 
     def _reopen(self, c: sqlite3.Connection, case: Case, payload: Mapping[str, Any]) -> None:
         reasons = list(payload.get("recapture") or [])
