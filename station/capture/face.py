@@ -20,9 +20,9 @@ best-scoring of those frames is taken, its crop analysed afresh (no tracking) an
 still passes, encoded as the portrait JPEG. A timeout gives back the hints that were
 shown most often, so the officer knows what kept the capture from succeeding.
 
-Cost here: ~20 ms a frame on one core at 640 x 480 (bench/station.py), so the loop keeps
-up with a 15 fps camera; a slower machine simply gets the newest frame each time (the
-camera drops what the loop did not take).
+Cost here: 15-18 ms a frame on one core at 640 x 480 or 1280 x 960 (bench/station.py), so
+the loop keeps up with a 15 fps camera; a slower machine simply gets the newest frame each
+time (the camera drops what the loop did not take).
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ class FaceCaptureSettings(BaseModel):
     """Give up after this long (the result names the hints seen most often)."""
     read_timeout_s: float = Field(2.0, gt=0.0, le=30.0)
     """No frame for this long is a camera fault."""
-    portrait_width: int = Field(480, ge=240, le=1200)
+    portrait_width: int = Field(480, ge=360, le=1200)
     """Width of the ICAO portrait in pixels (height 4/3 of it; eyes a quarter of it
-    apart: ISO/IEC 19794-5 token geometry)."""
+    apart: ISO/IEC 19794-5 token geometry; at least 360, which puts the eyes 90 px apart,
+    the portrait checks' minimum)."""
     min_source_eye_distance: float = Field(60.0, gt=0.0)
     """Pixels between the eyes in the camera frame below which the citizen is asked to
     come closer: the crop would be blown up from too few pixels (ISO/IEC 19794-5 asks

@@ -187,6 +187,8 @@ class FingerResult:
                 )
         elif self.wsq is None or self.template is None or self.quality is None:
             raise ValueError(f"a {self.status} finger needs its image, template and quality")
+        if self.pattern is not None and self.pattern not in set(Pattern):
+            raise ValueError(f"unknown pattern class {self.pattern!r}")
 
     @property
     def done(self) -> bool:
@@ -342,6 +344,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "disconnected": (
         "Máy quét bị ngắt kết nối: kiểm tra cáp USB.",
         "The scanner was disconnected: check the USB cable.",
+    ),
+    "protocol": (
+        "Tín hiệu từ máy quét bị lỗi: thử lại; nếu lặp lại, kiểm tra cáp.",
+        "The scanner's data kept arriving damaged: try again; check the cable if it repeats.",
     ),
     "extraction": (
         "Không xử lý được ảnh vân tay: lăn lại.",
