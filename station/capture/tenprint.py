@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from biometrics.errors import BiometricsError
+from biometrics.errors import BackendUnavailableError, BiometricsError
 from biometrics.fingerprint.iso19794 import decode_minutiae, encode_minutiae
 from biometrics.fingerprint.matcher import FingerTemplate, make_template, verify
 from biometrics.fingerprint.minutiae import MinutiaeExtractor, MinutiaSet, extract_minutiae
@@ -588,6 +588,8 @@ class TenPrintCapture:
         started = time.perf_counter()
         try:
             scored = self._score(rolled.image)
+        except BackendUnavailableError:
+            raise  # a station without mindtct or its model is misinstalled, not unlucky
         except BiometricsError as exc:
             return self._failed(position, "extraction", str(exc))
         same = self._same_finger(position, scored.template)
