@@ -19,6 +19,7 @@ from datetime import date, datetime, time
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -71,6 +72,10 @@ WORKFLOW_STATUS = {
     "case_changed": 409,
     "not_submitted": 409,
     "slip_gone": 410,
+    "no_devices": 503,
+    "device_missing": 503,
+    "camera_busy": 409,
+    "scanner_busy": 409,
 }
 
 
@@ -157,6 +162,15 @@ class BookIn(BaseModel):
 class EncodeIn(BaseModel):
     printed_mrz: str | None = Field(None, max_length=200)
     """The MRZ the reader scanned off the printed card body (checked against the chip)."""
+
+
+class CaptureIn(BaseModel):
+    timeout_s: float | None = Field(None, gt=0, le=300)
+
+
+class ExceptionIn(BaseModel):
+    code: str = Field(min_length=1, max_length=40)
+    reason: str | None = Field(None, max_length=200)
 
 
 class CallIn(BaseModel):
@@ -357,7 +371,87 @@ def api_router() -> APIRouter:
 
     @router.get("/cases/{case_id}/review")
     async def review(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any]:
-        return (await _call(lambda: runtime.workflow().review(case_id))).as_json()
+        def run() -> dict[str, Any]:
+            out = runtime.workflow().review(case_id).as_json()
+            out["hand_warnings"] = runtime.live.hand_warnings(case_id)
+            return out
+
+        return await _call(run)
+
+    # --- live capture ----------------------------------------------------------------------
+
+    @router.post("/cases/{case_id}/face/start", status_code=202)
+    async def face_start(
+        case_id: str, body: CaptureIn, runtime: Runtime, session: Session
+    ) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            runtime.live.start_face(case_id, session.operator_id, body.timeout_s)
+            return runtime.live.face_status(case_id)
+
+        return await _call(run)
+
+    @router.get("/cases/{case_id}/face")
+    async def face_status(
+        case_id: str,
+        runtime: Runtime,
+        _: Session,
+        wait_s: Annotated[float, Query(ge=0, le=30)] = 0,
+    ) -> dict[str, Any]:
+        if wait_s > 0:
+            return await _call(lambda: runtime.live.wait_face(case_id, wait_s))
+        return await _call(lambda: runtime.live.face_status(case_id))
+
+    @router.get("/cases/{case_id}/face/preview.jpg")
+    async def face_preview(case_id: str, runtime: Runtime, _: Session) -> Response:
+        preview = runtime.live.face_preview(case_id)
+        if preview is None:
+            raise ApiError(404, "no_preview", "no live preview for this case now")
+        return Response(preview, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @router.get("/cases/{case_id}/face/portrait.jpg")
+    async def face_portrait(case_id: str, runtime: Runtime, _: Session) -> Response:
+        face = await _call(lambda: runtime.workflow().face(case_id))
+        if face is None:
+            raise ApiError(404, "no_portrait", "no portrait stored for this case")
+        return Response(face.jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @router.post("/cases/{case_id}/face/cancel", status_code=204)
+    async def face_cancel(case_id: str, runtime: Runtime, _: Session) -> Response:
+        runtime.live.cancel_face(case_id)
+        return Response(status_code=204)
+
+    @router.post("/cases/{case_id}/fingers/{position}/roll")
+    async def finger_roll(
+        case_id: str,
+        position: Annotated[int, PathParam(ge=1, le=10)],
+        body: CaptureIn,
+        runtime: Runtime,
+        session: Session,
+    ) -> dict[str, Any]:
+        return await _call(
+            lambda: runtime.live.roll(case_id, session.operator_id, position, body.timeout_s)
+        )
+
+    @router.post("/cases/{case_id}/fingers/{position}/exception")
+    async def finger_exception(
+        case_id: str,
+        position: Annotated[int, PathParam(ge=1, le=10)],
+        body: ExceptionIn,
+        runtime: Runtime,
+        session: Session,
+    ) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            runtime.live.mark_exception(
+                case_id, session.operator_id, position, body.code, body.reason
+            )
+            return _case_json(runtime.workflow().get(case_id))
+
+        return await _call(run)
+
+    @router.post("/cases/{case_id}/fingers/cancel", status_code=204)
+    async def finger_cancel(case_id: str, runtime: Runtime, _: Session) -> Response:
+        runtime.live.cancel_roll(case_id)
+        return Response(status_code=204)
 
     @router.post("/cases/{case_id}/approve")
     async def approve(
@@ -376,6 +470,7 @@ def api_router() -> APIRouter:
     @router.post("/cases/{case_id}/submit")
     async def submit(case_id: str, runtime: Runtime, session: Session) -> dict[str, Any]:
         result = await _call(lambda: runtime.workflow().submit(case_id, session.operator_id))
+        runtime.live.forget(case_id)
         return {
             "case": _case_json(result.case),
             "package_id": result.package_id,

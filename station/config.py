@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from station.capture.face import FaceCaptureSettings
 from station.cards import CardIssuanceSettings
 from station.drivers.camera.settings import CameraSettings
 from station.drivers.card.settings import CardSettings
@@ -83,6 +84,7 @@ class StationSettings(BaseSettings):
     """Run the uploader, sync and heartbeat threads (False: tests drive them by hand)."""
     uploader: UploaderSettings = UploaderSettings()
     cards: CardIssuanceSettings = CardIssuanceSettings()
+    face: FaceCaptureSettings = FaceCaptureSettings()
 
     @classmethod
     def settings_customise_sources(

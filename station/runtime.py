@@ -45,6 +45,7 @@ from station.identity import (
 )
 from station.issuance_client import IssuanceClient
 from station.journal import JOURNAL_SCHEMA, Journal
+from station.live_capture import LiveCapture
 from station.operators import (
     OPERATORS_SCHEMA,
     Authenticator,
@@ -151,6 +152,10 @@ class StationRuntime:
         self.started_at: datetime | None = None
         self.scanner_lock = threading.Lock()
         """One capture at a time on the scanner (login, approval, ten prints)."""
+        self.live = LiveCapture(
+            lambda: self.devices, self.workflow, self.policy, self.scanner_lock,
+            face_settings=settings.face,
+        )  # fmt: skip
 
     # --- lifecycle --------------------------------------------------------------------------
 

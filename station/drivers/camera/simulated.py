@@ -255,6 +255,8 @@ class SimulatedCamera(Camera):
         self._next = 0
         self._replug = False
         """Set when the script unplugged the camera: the next open continues the script."""
+        self._origin = 0
+        """The frame at which the current person's script started (:meth:`sit`)."""
 
     def controls(self) -> frozenset[Control]:
         return ALL_CONTROLS
@@ -279,18 +281,22 @@ class SimulatedCamera(Camera):
         else:
             new_script = SceneScript([Segment.model_validate(s) for s in script], self.script.loop)
         renderer = SceneRenderer(source, new_script, self._width, self._height, self._fps, seed)
-        # One assignment each: a frame being grabbed finishes with the old person.
+        # The camera's clock runs on (a frame being grabbed keeps its due time); the new
+        # script starts at the next frame.
+        origin = int((time.monotonic() - self._t0) * self._fps) + 1 if self._t0 else 0
         self.seed, self.script, self._source = seed, new_script, source
         self._renderer = renderer
-        self._next = 0
-        self._t0 = time.monotonic()
+        self._origin = origin
         self.health.present(person=source.name, script=str(new_script))
 
     def render(self, index: int) -> Frame | None:
         """Frame ``index`` as the camera would deliver it under the current controls,
         without waiting for it (tests, previews); None past a non-looping script."""
         out = self.renderer.frame(
-            index, self._exposure or "auto", self._white_balance or "auto", self._gain or 1.0
+            max(0, index - self._origin),
+            self._exposure or "auto",
+            self._white_balance or "auto",
+            self._gain or 1.0,
         )
         if out is None:
             return None
@@ -298,7 +304,8 @@ class SimulatedCamera(Camera):
         return Frame(image, self._t0 + index / self._fps, index, metadata)
 
     def _unplugged_now(self) -> bool:
-        state = self.renderer.state_at(int((time.monotonic() - self._t0) * self._fps))
+        now = int((time.monotonic() - self._t0) * self._fps)
+        state = self.renderer.state_at(max(0, now - self._origin))
         return state is not None and state.scene is Scene.UNPLUGGED
 
     def _open_device(self) -> None:
@@ -328,7 +335,7 @@ class SimulatedCamera(Camera):
         index = self._next
         # Running late (a busy machine): skip to the frame due now, as a sensor would.
         index = max(index, int((time.monotonic() - self._t0) / period))
-        state = self.renderer.state_at(index)
+        state = self.renderer.state_at(max(0, index - self._origin))
         if state is not None and state.scene is Scene.UNPLUGGED:
             # The cable goes at that frame's time, not when it is rendered ahead.
             if self._stop.wait(max(0.0, self._t0 + index * period - time.monotonic())):
