@@ -312,3 +312,5 @@ def test_bad_input_is_refused(scanner: FingerprintScanner, quality: StationQuali
         FingerResult(position=2, status="exception", exception_code="lost")
     with pytest.raises(ValueError, match="not a finger result"):
         FingerResult.from_dict({"status": "captured"})
+    with pytest.raises(ValueError, match="pattern class"):
+        FingerResult(position=2, status="exception", exception_code="bandaged", pattern="spiral")
