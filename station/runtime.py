@@ -294,11 +294,19 @@ class StationRuntime:
             url, identity.auth(), timeout_s=self.settings.cards.http_timeout_s
         )
         seal, unseal = aes_gcm_sealing(self._data_key)
+
+        def report_card(package_id: str, card_serial: str) -> str:
+            # The uploader stops asking once a package is issued; the card report's answer
+            # is how the case learns it is done (idempotent: a re-report says it again).
+            state = issuance.report_card(package_id, card_serial)
+            workflow.on_registry_status(package_id, state, {})
+            return state
+
         cards = CardIssuer(
             self.db,
             _LazyEncoder(self),
             issuance.fetch_issuance,
-            issuance.report_card,
+            report_card,
             lambda: load_identity(self.identity_dir, self.settings.keys).csca,
             seal=seal,
             unseal=unseal,
