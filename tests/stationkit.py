@@ -163,3 +163,120 @@ __all__ = [
     "station_settings",
     "station_token",
 ]
+
+
+def station_env(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ``python -m station serve`` process living under ``tmp``:
+    simulated scanner (unpaced), camera and card bay; the caller's own ``STATION_*``
+    variables are dropped so nothing of the developer's configuration leaks in."""
+    import os
+
+    from tests.imagekit import ensure_face_assets
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATION_")}
+    env.update(
+        {
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "STATION_STATE_DIR": str(tmp / "state"),
+            "STATION_RUN_DIR": str(tmp / "run"),
+            "STATION_IMAGE_VERSION_FILE": str(tmp / "image-version"),
+            "STATION_MIN_FREE_DISK_MB": "16",
+            "STATION_SCANNER__BACKEND": "simulated",
+            "STATION_SCANNER__SIMULATOR__SEED": str(SIM_SEED),
+            "STATION_SCANNER__SIMULATOR__PACE": "false",
+            "STATION_CAMERA__BACKEND": "simulated",
+            "STATION_CAMERA__SEED": "0",
+            "STATION_CAMERA__ASSETS": str(ensure_face_assets()),
+            "STATION_CAMERA__SCENE_SCRIPT": '["walk_in:1", "good:600"]',
+            "STATION_CARD__BACKEND": "simulated",
+            "STATION_UPLOADER__STATUS_POLL_S": "0.5",
+            "STATION_UPLOADER__IDLE_WAIT_S": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+class StationProcess:
+    """``python -m station serve`` as a child process in its own session: :meth:`kill`
+    SIGKILLs the whole session (the service, its scanner simulator and private pcscd), as
+    a power cut would."""
+
+    def __init__(self, env: dict[str, str], log: Path, port: int) -> None:
+        self.env = env
+        self.log = log
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: Any = None
+        self.started: list[int] = []
+
+    def start(self) -> StationProcess:
+        import subprocess
+        import sys
+
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "station", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started.append(self.process.pid)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise RuntimeError(f"the station exited while starting:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/api/status", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the station was not ready in {timeout} s:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL the whole session and reap the service."""
+        import contextlib
+        import os
+        import signal
+
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL after ``timeout``."""
+        import contextlib
+        import os
+        import signal
+        import subprocess
+
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+        self.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
