@@ -6,7 +6,8 @@ that says whose move it is (400/422 the officer's input, 401 log in, 403 not all
 404 unknown, 409 not now, 503 a device or the registry is missing). Blocking work (device
 captures, packaging, the data key) runs in the thread pool, never on the event loop.
 
-Every route but the status, the first-boot provisioning and the login steps needs an
+Every route but the status, the first-boot provisioning, the login steps and the simulated
+card slot (``/api/simulator/card``: a hand laying a card on the reader) needs an
 operator session (``Authorization: Bearer <token>`` from ``POST /api/login/finger``); each
 call counts as activity for the inactivity logout.
 """
@@ -14,8 +15,10 @@ call counts as activity for the inactivity logout.
 from __future__ import annotations
 
 import dataclasses
+import secrets
+import threading
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
@@ -27,6 +30,10 @@ from pydantic import BaseModel, Field
 from station.appointments import QueueError
 from station.cards import CardIssuanceError
 from station.cases import CaseState
+from station.devices import DeviceUnavailableError
+from station.drivers.card.bay import CardBay
+from station.drivers.card.emulator import CardEmulator
+from station.drivers.card.errors import CardEncoderError
 from station.identity import NotProvisionedError, ProvisioningError
 from station.operators import (
     ApprovalRefused,
@@ -598,6 +605,69 @@ def api_router() -> APIRouter:
             return _plain(result)
 
         return await _call(run)
+
+    # --- simulator -------------------------------------------------------------------------
+
+    inserted: list[CardEmulator] = []  # the simulated card on the encoder now (0 or 1)
+    card_slot = threading.Lock()
+
+    def simulated_bay(runtime: StationRuntime) -> CardBay:
+        if runtime.settings.card.backend != "simulated":
+            raise ApiError(409, "not_simulated", "the card encoder is real hardware: put a "
+                           "blank card on it by hand")  # fmt: skip
+        bay = runtime.devices.card_bay if runtime.devices is not None else None
+        if bay is None:
+            why = "the station runs without devices"
+            if runtime.devices is not None:
+                why = runtime.devices.board.get("card_encoder").last_error or "not opened"
+            raise ApiError(503, "device_missing", f"the simulated card bay is not running: {why}")
+        return bay
+
+    @router.post("/simulator/card", status_code=201)
+    async def simulator_card_insert(runtime: Runtime) -> dict[str, Any]:
+        """Put a new blank emulated card on the simulated encoder: the hand that lays a
+        card on the reader, for the demo and a technician without cards. No login, as
+        the hand needs none; refused (409) on a station with a real encoder."""
+
+        def run() -> dict[str, Any]:
+            bay = simulated_bay(runtime)
+            with card_slot:
+                if inserted and inserted[0].inserted:
+                    raise ApiError(409, "card_present", "a card is already on the encoder; "
+                                   "take it off first (DELETE /api/simulator/card)")  # fmt: skip
+                name = f"blank-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+                card = bay.card(name)
+                try:
+                    card.insert()
+                except (TimeoutError, RuntimeError, OSError) as exc:
+                    raise ApiError(
+                        503, "device_missing", f"the card did not go on: {exc}"
+                    ) from None
+                inserted[:] = [card]
+                return {"card": name, "reader": bay.reader}
+
+        return await _call(run)
+
+    @router.delete("/simulator/card", status_code=204)
+    async def simulator_card_remove(runtime: Runtime) -> Response:
+        """Take the simulated card off the encoder and wait until the encoder sees the
+        reader empty (pcscd notices on its next poll), so that the next card is not met
+        by this one's ghost. Nothing on the encoder: nothing to do."""
+
+        def run() -> None:
+            simulated_bay(runtime)
+            with card_slot:
+                cards, inserted[:] = list(inserted), []
+                try:
+                    for card in cards:
+                        card.remove()
+                    if cards and runtime.devices is not None:
+                        runtime.devices.encoder.wait_for_removal(10)
+                except (CardEncoderError, DeviceUnavailableError, TimeoutError) as exc:
+                    raise ApiError(503, "device_missing", str(exc)) from None
+
+        await _call(run)
+        return Response(status_code=204)
 
     # --- outbox ----------------------------------------------------------------------------
 
