@@ -11,10 +11,14 @@ $(STAMP): uv.lock pyproject.toml scripts/bootstrap.sh
 
 bootstrap: $(STAMP)
 
+# The package contract byte by byte (a few seconds), then the whole journey: a registry and
+# two simulated stations as processes, four enrollments, a duplicate adjudicated, cards
+# verified (2-3 minutes); it keeps serving until Ctrl-C, or exits after its summary with
+# `make demo ONCE=1`. scripts/demo_devices.py and scripts/demo_registry.py still show the
+# devices and the registry alone.
 demo: $(STAMP)
 	$(PY) scripts/demo.py
-	$(PY) scripts/demo_devices.py
-	$(PY) scripts/demo_registry.py
+	ONCE=$(ONCE) $(PY) scripts/demo_journey.py
 
 # Fast suites plus lint and types; RUN_SLOW=1 adds the slow ones.
 test: $(STAMP)
