@@ -648,7 +648,7 @@ class Journey:
                 problems.append(f"{e.citizen.name}: registry state {view['state']}, not {want}")
             who = e.citizen.name + (" (walk-in)" if e.citizen.duplicate_of else "")
             rows.append(
-                (who, e.station.office.station_id, e.package_id[:8] + "…",
+                (who, e.station.office.station_id, "…" + e.package_id[-8:],
                  view["receipt_number"], view["state"], number, card)
             )  # fmt: skip
         distinct = [numbers[c.name] for c in CITIZENS if c.duplicate_of is None]
@@ -691,10 +691,14 @@ class Journey:
 # --- start, run, stop ---------------------------------------------------------------------
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM both end the demo cleanly. Set explicitly: a shell
+    that starts a background job without job control leaves it ignoring SIGINT."""
+
     def handler(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 
 
@@ -755,7 +759,8 @@ def _serve(registry: Registry, stations: list[Station]) -> None:
               f"officer {o.officer[0]} PIN {o.officer[3]}, finger: person {o.officer[2]} "
               f"via {s.run_dir / 'fingerprint.ctl'})")  # fmt: skip
     print("the kiosk UI comes next (issue 7); until then the API pages above are the UI. By hand:")
-    print("  POST /api/login/secret {operator_id, pin}; put the officer's finger on the scanner:")
+    print("  POST /api/login/secret {operator_id, pin}; put the officer's finger on the scanner")
+    print("  (from the repository folder):")
     print(
         f"  {sys.executable} -c 'from station.drivers.fingerprint.sim_control import "
         'SimulatorControl as S; S("<ctl>").present(finger=2, person=<person>)\''
@@ -773,7 +778,7 @@ def _serve(registry: Registry, stations: list[Station]) -> None:
 
 def main() -> int:
     once = os.environ.get("ONCE", "").strip().lower() not in ("", "0", "false", "no")
-    _stop_on_sigterm()
+    _stop_on_signals()
     print("== The whole journey: a registry, two stations, four enrollments, one duplicate ==")
     if WORK.exists():
         shutil.rmtree(WORK)
