@@ -116,6 +116,8 @@ class CameraControl:
                 if not chunk:
                     break
                 data += chunk
+        if not data:
+            raise ConnectionError("the simulated camera closed its control socket (stopped?)")
         reply: dict[str, Any] = json.loads(data)
         if not reply.get("ok"):
             raise RuntimeError(f"the simulated camera refused {cmd}: {reply.get('error')}")
