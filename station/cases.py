@@ -76,6 +76,9 @@ CASES_SCHEMA = Schema(
         CREATE INDEX enrollment_case_state ON enrollment_case (state, updated_at);
         CREATE INDEX enrollment_case_resident ON enrollment_case (resident_ref)
         """,
+        # Everyone who put something into the case: none of them may be the citizen,
+        # none of them may approve it.
+        "ALTER TABLE enrollment_case ADD COLUMN actors TEXT NOT NULL DEFAULT '[]'",
     ),
 )
 
@@ -206,6 +209,8 @@ class Case:
     recapture: list[dict[str, Any]] = field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    actors: tuple[str, ...] = ()
+    """Every operator who opened, filled in or captured for the case."""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Case:
@@ -234,6 +239,7 @@ class Case:
             recapture=list(json.loads(row["recapture"])) if row["recapture"] else [],
             created_at=when(row["created_at"]),
             updated_at=when(row["updated_at"]),
+            actors=tuple(json.loads(row["actors"])),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -257,6 +263,7 @@ class Case:
             "receipt_number": self.receipt_number,
             "reject_code": self.reject_code,
             "recapture": self.recapture,
+            "actors": list(self.actors),
         }
 
 

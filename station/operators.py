@@ -66,7 +66,7 @@ import contextlib
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -540,6 +540,16 @@ class Authenticator:
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, OperatorSession] = {}
         self._lock = threading.Lock()
+        self._attempts: dict[str, threading.Lock] = {}
+        """One attempt at a time per operator: the lock check, the slow hash and the
+        failure count would otherwise race (parallel guesses past the lockout)."""
+
+    @contextlib.contextmanager
+    def _attempt(self, operator_id: str) -> Iterator[None]:
+        with self._lock:
+            lock = self._attempts.setdefault(operator_id, threading.Lock())
+        with lock:
+            yield
 
     @property
     def policy(self) -> OperatorPolicy:
@@ -582,6 +592,10 @@ class Authenticator:
                 "SELECT failures, locked_until FROM operators_lockout WHERE operator_id = ?",
                 (operator_id,),
             ).fetchone()
+            held = row["locked_until"] if row else None
+            if held is not None and datetime.fromisoformat(held) > now:
+                # Locked meanwhile (by an attempt of another process): keep that lock.
+                raise OperatorLocked(operator_id, datetime.fromisoformat(held))
             failures = (int(row["failures"]) if row else 0) + 1
             until: datetime | None = None
             if failures >= limit:
@@ -701,8 +715,9 @@ class Authenticator:
     ) -> LoginChallenge:
         """Factor 1 (PIN or password). Raises :class:`LoginFailed`,
         :class:`OperatorLocked` or :class:`OperatorDisabled`."""
-        op = self._usable(operator_id, actor="station", action="operator.login_refused")
-        factor = self._check_secret(op, pin, password, actor="station")
+        with self._attempt(operator_id):
+            op = self._usable(operator_id, actor="station", action="operator.login_refused")
+            factor = self._check_secret(op, pin, password, actor="station")
         now = self._now()
         token = secrets.token_urlsafe(24)
         expires = now + timedelta(seconds=self._policy.login_step_seconds)
@@ -723,8 +738,9 @@ class Authenticator:
             with self._lock:
                 self._pending.pop(challenge, None)
             raise LoginFailed("the login step timed out; enter the PIN or password again")
-        op = self._usable(pending.operator_id, actor="station", action="operator.login_refused")
-        position, score = self._match_finger(op, finger_image, ppi, actor="station")
+        with self._attempt(pending.operator_id):
+            op = self._usable(pending.operator_id, actor="station", action="operator.login_refused")
+            position, score = self._match_finger(op, finger_image, ppi, actor="station")
         token = secrets.token_urlsafe(32)
         session = OperatorSession(token, op.operator_id, op.full_name, op.role, now, now)
         with self._db.write() as c:
@@ -745,6 +761,13 @@ class Authenticator:
                 del self._sessions[old]
             self._sessions[token] = session
         return session
+
+    def challenge_open(self, challenge: str) -> bool:
+        """Whether a login challenge (factor 1 passed) is still waiting for its finger."""
+        now = self._now()
+        with self._lock:
+            pending = self._pending.get(challenge)
+        return pending is not None and pending.expires > now
 
     def session(self, token: str) -> OperatorSession:
         """The open session, or :class:`SessionExpired` (unknown, idle too long, or the
@@ -835,6 +858,32 @@ class Authenticator:
             raise ApprovalRefused(
                 "nobody approves their own case: another supervisor must approve it"
             )
+        with self._attempt(supervisor_id):
+            score = self._approver(
+                supervisor_id, pin, password, finger_image, ppi, action, subject, requested_by
+            )
+        approval = Approval(
+            approval_id=secrets.token_hex(8),
+            supervisor_id=supervisor_id,
+            requested_by=requested_by,
+            action=action,
+            subject=subject,
+            at=self._now(),
+            score=round(score, 3),
+        )
+        return self._granted(approval)
+
+    def _approver(
+        self,
+        supervisor_id: str,
+        pin: str | None,
+        password: str | None,
+        finger_image: NDArray[np.uint8],
+        ppi: int,
+        action: str,
+        subject: str,
+        requested_by: str,
+    ) -> float:
         op = self._usable(supervisor_id, actor=requested_by, action="approval.refused")
         if op.role != "supervisor":
             with self._db.write() as c:
@@ -850,15 +899,10 @@ class Authenticator:
             raise ApprovalRefused(f"{op.full_name} is not a supervisor")
         self._check_secret(op, pin, password, actor=supervisor_id)
         _, score = self._match_finger(op, finger_image, ppi, actor=supervisor_id)
-        approval = Approval(
-            approval_id=secrets.token_hex(8),
-            supervisor_id=supervisor_id,
-            requested_by=requested_by,
-            action=action,
-            subject=subject,
-            at=self._now(),
-            score=round(score, 3),
-        )
+        return score
+
+    def _granted(self, approval: Approval) -> Approval:
+        supervisor_id, subject, action = approval.supervisor_id, approval.subject, approval.action
         with self._db.write() as c:
             self._succeeded(c, supervisor_id)
             self._journal.record(
@@ -868,7 +912,7 @@ class Authenticator:
                 subject,
                 approval_id=approval.approval_id,
                 action=action,
-                requested_by=requested_by,
+                requested_by=approval.requested_by,
                 score=approval.score,
             )
         return approval

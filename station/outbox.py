@@ -326,7 +326,10 @@ class Outbox:
         if path.exists():
             if path.read_bytes() == built.data:
                 return path  # staged already (a retry after an error further on)
-            raise OutboxError(f"{path} exists with other content: package ids must be unique")
+            if self.get(built.package_id) is not None:
+                raise OutboxError(f"{path} exists with other content: package ids must be unique")
+            # Staged by an earlier attempt that never recorded it (so never sent): a
+            # rebuild under the same id has other bytes (new nonce); it replaces it.
         try:
             atomic_write(path, built.data)
         except OSError as exc:

@@ -77,6 +77,16 @@ FINGER_NAMES = {
 PROTECTED_FIELDS = ("full_name", "date_of_birth", "sex")
 
 
+_RANK = {
+    CaseState.queued: 0,
+    CaseState.acknowledged: 1,
+    CaseState.issued: 2,
+    CaseState.card_encoded: 3,
+    CaseState.rejected: 3,
+}
+"""How far along the registry's answers have taken a submitted case."""
+
+
 class WorkflowError(RuntimeError):
     """The action is not possible now; ``code`` is stable for the UI, the message says why."""
 
@@ -269,8 +279,17 @@ class EnrollmentWorkflow:
             )
         return case
 
-    def _touch(self, c: sqlite3.Connection, case_id: str, **columns: Any) -> None:
+    def _touch(
+        self, c: sqlite3.Connection, case_id: str, *, actor: str | None = None, **columns: Any
+    ) -> None:
         columns["updated_at"] = self.clock().isoformat()
+        if actor is not None:
+            row = c.execute(
+                "SELECT actors FROM enrollment_case WHERE id = ?", (case_id,)
+            ).fetchone()
+            actors = list(json.loads(row["actors"])) if row else []
+            if actor not in actors:
+                columns["actors"] = json.dumps([*actors, actor])
         sets = ", ".join(f"{k} = ?" for k in columns)
         # Column names come from this module's own keyword arguments, never from input.
         sql = f"UPDATE enrollment_case SET {sets} WHERE id = ?"  # noqa: S608
@@ -346,9 +365,10 @@ class EnrollmentWorkflow:
         with self.db.write() as c:
             c.execute(
                 "INSERT INTO enrollment_case (id, state, operator_id, ticket, resident_ref, "
-                "started_at, created_at, updated_at) VALUES (?, 'open', ?, ?, ?, ?, ?, ?)",
+                "started_at, created_at, updated_at, actors) "
+                "VALUES (?, 'open', ?, ?, ?, ?, ?, ?, ?)",
                 (case_id, operator_id, ticket, resident_ref, now.isoformat(), now.isoformat(),
-                 now.isoformat()),
+                 now.isoformat(), json.dumps([operator_id])),
             )  # fmt: skip
             case = self._row(c, case_id)
             if resident_ref is not None:
@@ -421,7 +441,15 @@ class EnrollmentWorkflow:
                     "not_eligible", problems[0].message, details=[p.code for p in problems]
                 )
             self.drafts.put(c, case_id, "demographics", demographics.model_dump_json().encode())
-            self._touch(c, case_id, has_demographics=1)
+            approvals = dict(case.approvals)
+            approvals.pop("demographics", None)  # an approval covers what was approved
+            self._touch(
+                c,
+                case_id,
+                actor=operator_id,
+                has_demographics=1,
+                approvals=json.dumps(approvals),
+            )
             self.journal.record(c, operator_id, "case.demographics", case_id)
         return demographics
 
@@ -429,7 +457,7 @@ class EnrollmentWorkflow:
         now = self.clock()
         with self.db.write() as c:
             self._editable(c, case_id)
-            self._touch(c, case_id, consent_at=now.isoformat())
+            self._touch(c, case_id, actor=operator_id, consent_at=now.isoformat())
             self.journal.record(c, operator_id, "case.consent", case_id)
             return self._row(c, case_id)
 
@@ -458,7 +486,7 @@ class EnrollmentWorkflow:
                 self.drafts.put(c, case_id, "face.exception", exception.encode())
             else:
                 self.drafts.put(c, case_id, "face.exception", b"")
-            self._touch(c, case_id, has_face=1, approvals=json.dumps(approvals))
+            self._touch(c, case_id, actor=operator_id, has_face=1, approvals=json.dumps(approvals))
             self.journal.record(
                 c, operator_id, "case.face", case_id, quality=face.quality, exception=exception
             )
@@ -491,7 +519,13 @@ class EnrollmentWorkflow:
             fingers[entry.position] = entry.summary()
             approvals = dict(case.approvals)
             approvals.pop(f"finger:{entry.position}", None)  # a new capture needs a new look
-            self._touch(c, case_id, fingers=json.dumps(fingers), approvals=json.dumps(approvals))
+            self._touch(
+                c,
+                case_id,
+                actor=operator_id,
+                fingers=json.dumps(fingers),
+                approvals=json.dumps(approvals),
+            )
             self.journal.record(
                 c,
                 operator_id,
@@ -583,9 +617,10 @@ class EnrollmentWorkflow:
         verified the supervisor (PIN + finger, station.operators)."""
         with self.db.write() as c:
             case = self._editable(c, case_id)
-            if supervisor_id == case.operator_id:
+            if supervisor_id == case.operator_id or supervisor_id in case.actors:
                 raise WorkflowError(
-                    "self_approval", "the officer of a case cannot approve their own case"
+                    "self_approval",
+                    "someone who worked on a case cannot approve it: ask another supervisor",
                 )
             pending = {i.code for i in self._approval_items(case)}
             unknown = [i for i in items if i not in pending]
@@ -606,7 +641,7 @@ class EnrollmentWorkflow:
             case = self._editable(c, case_id)
             self.drafts.delete_case(c, case_id)
             self._touch(c, case_id, state=CaseState.cancelled.value)
-            if case.resident_ref:
+            if case.resident_ref and self._resident(case.resident_ref) is not None:
                 self.residents.mark_local(c, case.resident_ref, None)
             self.journal.record(c, operator_id, "case.cancelled", case_id, reason=reason[:200])
             return self._row(c, case_id)
@@ -614,10 +649,16 @@ class EnrollmentWorkflow:
     # --- submit ---------------------------------------------------------------------------
 
     def submit(self, case_id: str, operator_id: str) -> SubmitResult:
-        """Build, sign and encrypt the package and put it in the outbox."""
+        """Build, sign and encrypt the package and put it in the outbox.
+
+        A case caught in ``packaging`` (the build failed: a key error, a full disk) is
+        packaged again under its id: nothing of it was sent, the outbox has no row."""
         import time
 
         t0 = time.perf_counter()
+        current = self.get(case_id)
+        if current.state is CaseState.packaging:
+            return self._package(case_id, operator_id, t0)
         review = self.review(case_id)
         if not review.can_submit:
             problems = review.missing + review.needs_approval + review.eligibility
@@ -629,24 +670,34 @@ class EnrollmentWorkflow:
         fingers = self.fingers(case_id)
         templates = {p: f.template for p, f in fingers.items() if f.template}
         case = review.case
-        if templates and self.station.citizen_is_operator(case.operator_id, templates):
-            with self.db.write() as c:
-                self.journal.record(c, operator_id, "case.citizen_is_operator", case_id)
-            raise WorkflowError(
-                "citizen_is_operator",
-                "the fingerprints are the logged-in officer's: an officer cannot enroll "
-                "themselves; ask another officer",
-            )
+        people = dict.fromkeys([case.operator_id, *case.actors, operator_id])
+        for person in people:
+            if templates and self.station.citizen_is_operator(person, templates):
+                with self.db.write() as c:
+                    self.journal.record(
+                        c, operator_id, "case.citizen_is_operator", case_id, operator=person
+                    )
+                raise WorkflowError(
+                    "citizen_is_operator",
+                    "the fingerprints are those of an officer who worked on this case: an "
+                    "officer cannot enroll themselves; ask another officer",
+                )
         if not self.outbox.space_ok(self.station.min_free_bytes // 4):
             raise WorkflowError(
                 "disk_full", "the disk is full: upload or export the outbox, then submit again"
             )
         with self.db.write() as c:
             case = self._editable(c, case_id)
+            if case.updated_at != review.case.updated_at:
+                # Something was captured or edited while the checks ran: check again.
+                raise WorkflowError(
+                    "case_changed", "the case changed while it was being checked; submit again"
+                )
             package_id = case.package_id or new_package_id()
             self._touch(
                 c,
                 case_id,
+                actor=operator_id,
                 state=CaseState.packaging.value,
                 package_id=package_id,
                 completed_at=self.clock().isoformat(),
@@ -663,7 +714,6 @@ class EnrollmentWorkflow:
         face = self.face(case_id)
         if demographics is None or face is None or case.consent_at is None:
             raise WorkflowError("not_ready", f"case {case_id} lost a piece before packaging")
-        exc = self.drafts.get(case_id, "face.exception")
         context = CaptureContext(
             station_id=self.station.station_id,
             operator_id=case.operator_id,
@@ -675,13 +725,40 @@ class EnrollmentWorkflow:
             completed_at=case.completed_at,
         )
         t1 = time.perf_counter()
+        try:
+            return self._build_and_queue(case, demographics, face, context, actor, t0, t1)
+        except WorkflowError:
+            raise
+        except Exception as exc:  # a signer, key or store failure: the case stays packaging
+            log.exception("packaging case %s failed", case_id)
+            raise WorkflowError(
+                "packaging_failed",
+                f"the package could not be built ({type(exc).__name__}: {exc}); "
+                "submit again, or call a technician if it repeats",
+            ) from exc
+
+    def _build_and_queue(
+        self,
+        case: Case,
+        demographics: Demographics,
+        face: FaceEntry,
+        context: CaptureContext,
+        actor: str,
+        t0: float,
+        t1: float,
+    ) -> SubmitResult:
+        import time
+
+        case_id = case.id
+        assert case.package_id is not None
+        face_exception = self.drafts.get(case_id, "face.exception")
         record, transaction = build_record(
             demographics,
             self.fingers(case_id),
             face,
             context,
             approvals=case.approvals,
-            face_exception=exc.decode() if exc else None,
+            face_exception=face_exception.decode() if face_exception else None,
         )
         t2 = time.perf_counter()
         built = build_package(
@@ -693,7 +770,13 @@ class EnrollmentWorkflow:
             created=case.completed_at,
         )
         t3 = time.perf_counter()
-        self.outbox.stage(built)
+        try:
+            self.outbox.stage(built)
+        except OSError as exc:
+            raise WorkflowError(
+                "packaging_failed",
+                f"the package could not be written ({exc}); free space, then submit again",
+            ) from exc
         with self.db.write() as c:
             current = self._row(c, case_id)
             if current.state is not CaseState.packaging or current.package_id != built.package_id:
@@ -751,7 +834,8 @@ class EnrollmentWorkflow:
             receipt = payload.get("receipt_number") or case.receipt_number
             reject = payload.get("reject_code")
             if state == "rejected" and reject == "recapture-needed":
-                self._reopen(c, case, payload)
+                if case.state in (CaseState.queued, CaseState.acknowledged):
+                    self._reopen(c, case, payload)
                 return
             new_state = {
                 "acknowledged": CaseState.acknowledged,
@@ -767,6 +851,8 @@ class EnrollmentWorkflow:
             columns: dict[str, Any] = {"registry_state": state, "receipt_number": receipt}
             if reject:
                 columns["reject_code"] = reject
+            if new_state is not None and _RANK.get(new_state, 0) < _RANK.get(case.state, 0):
+                return  # an older answer arriving late: states only move forward
             if new_state is not None and case.state not in FINAL | {CaseState.open}:
                 columns["state"] = new_state.value
             self._touch(c, case.id, **columns)

@@ -510,3 +510,27 @@ def test_the_journal_is_append_only_and_filters_by_action(
     with pytest.raises(Exception, match="append-only"), db.write() as c:
         c.execute("DELETE FROM journal_entries")
     assert len(journal.recent(10)) == 3
+
+
+def test_parallel_guesses_cannot_get_past_the_lockout(auth: Authenticator) -> None:
+    """A burst of wrong PINs in parallel (the API has a thread pool): exactly as many hash
+    checks as the limit allows, then the lock holds and no late failure lifts it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def guess(_: int) -> str:
+        try:
+            auth.begin_login("officer1", pin="000000")
+        except OperatorLocked:
+            return "locked"
+        except LoginFailed:
+            return "failed"
+        return "in"
+
+    with ThreadPoolExecutor(9) as pool:
+        outcomes = list(pool.map(guess, range(27)))
+    assert outcomes.count("in") == 0
+    assert outcomes.count("failed") == 4  # the fifth failure answers "locked"
+    state = auth.lock_state("officer1")
+    assert state.locked_until is not None
+    with pytest.raises(OperatorLocked):
+        auth.begin_login("officer1", pin=OFFICER_PIN)

@@ -6,6 +6,7 @@ recapture reopening the case), and a power cut while packaging."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,6 +193,26 @@ def test_eligibility_and_bad_input(station: StationRuntime) -> None:
     assert closed.value.code == "case_not_editable"
 
 
+def test_an_approval_covers_only_what_was_approved(station: StationRuntime) -> None:
+    workflow = station.workflow()
+    case = workflow.open_case(OFFICER[0], resident_ref="DC01-0004")
+    form = _demographics(workflow, case.id)
+    workflow.save_demographics(case.id, OFFICER[0], {**form, "full_name": "Vũ Thị Lành"})
+    workflow.record_consent(case.id, OFFICER[0])
+    assert [i.code for i in workflow.review(case.id).needs_approval] == ["demographics"]
+    workflow.approve(case.id, SUPERVISOR[0], ["demographics"])
+    assert workflow.review(case.id).needs_approval == []
+    # Edited again after the approval: it must be approved again.
+    workflow.save_demographics(case.id, OFFICER[0], {**form, "full_name": "Vũ Thị Lãnh"})
+    assert [i.code for i in workflow.review(case.id).needs_approval] == ["demographics"]
+    # Someone who captured for the case cannot approve it either.
+    workflow.store_face(case.id, SUPERVISOR[0], _face(6))
+    with pytest.raises(WorkflowError) as own:
+        workflow.approve(case.id, SUPERVISOR[0], ["demographics"])
+    assert own.value.code == "self_approval"
+    workflow.cancel(case.id, OFFICER[0], "test")
+
+
 def _open_listed(workflow: EnrollmentWorkflow, ref: str) -> str:
     return workflow.open_case(OFFICER[0], resident_ref=ref).id
 
@@ -294,3 +315,35 @@ def test_power_cut_while_packaging_rebuilds_under_the_same_id(station: StationRu
     entry = station.outbox.get(package_id)
     assert entry is not None
     assert entry.case_id == case.id
+
+
+def test_a_failed_build_can_be_submitted_again(station: StationRuntime) -> None:
+    workflow = station.workflow()
+    case = workflow.open_case(OFFICER[0])
+    demographics = {
+        "full_name": "Phan Văn Tài",
+        "date_of_birth": "1988-08-08",
+        "sex": "M",
+        "ethnicity": "01",
+        "place_of_origin": {"areas": [AREA]},
+        "permanent_residence": {"detail": "Số 8 phố Phúc Xá", "areas": [AREA]},
+    }
+    workflow.save_demographics(case.id, OFFICER[0], demographics)
+    workflow.record_consent(case.id, OFFICER[0])
+    _capture_all(workflow, case.id, person=6)
+    context = workflow.station
+
+    def broken() -> Any:
+        raise OSError("the package key could not be read")
+
+    workflow.station = dataclasses.replace(context, package_key=broken)
+    try:
+        with pytest.raises(WorkflowError) as failed:
+            workflow.submit(case.id, OFFICER[0])
+        assert failed.value.code == "packaging_failed"
+        assert workflow.get(case.id).state is CaseState.packaging
+    finally:
+        workflow.station = context
+    result = workflow.submit(case.id, OFFICER[0])  # the same id, packaged now
+    assert result.case.state is CaseState.queued
+    assert result.package_id == workflow.get(case.id).package_id
