@@ -15,17 +15,20 @@ call counts as activity for the inactivity logout.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from station.appointments import QueueError
 from station.cards import CardIssuanceError
@@ -44,11 +47,14 @@ from station.operators import (
     OperatorSession,
     SessionExpired,
 )
+from station.outbox import OutboxError
+from station.residents import ResidentListError
 from station.runtime import NotReadyError, StationRuntime
 from station.slip import SlipError
 from station.workflow import WorkflowError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -285,6 +291,10 @@ def api_router() -> APIRouter:
     @router.post("/login/finger")
     async def login_finger(body: FingerLoginIn, runtime: Runtime) -> dict[str, Any]:
         def run() -> dict[str, Any]:
+            if not runtime.authenticator().challenge_open(body.challenge):
+                # Checked before the scanner is touched: a stale or forged challenge must
+                # not tie up the scanner (or the API's threads waiting for it).
+                raise ApiError(401, "login_failed", "the login step timed out; start again")
             image = runtime.capture_flat(body.timeout_s)
             session = runtime.authenticator().complete_login(body.challenge, image)
             return {
@@ -477,7 +487,7 @@ def api_router() -> APIRouter:
     @router.post("/cases/{case_id}/submit")
     async def submit(case_id: str, runtime: Runtime, session: Session) -> dict[str, Any]:
         result = await _call(lambda: runtime.workflow().submit(case_id, session.operator_id))
-        runtime.live.forget(case_id)
+        runtime.live.forget(case_id)  # the captures' copies in memory go with the case
         return {
             "case": _case_json(result.case),
             "package_id": result.package_id,
@@ -493,6 +503,7 @@ def api_router() -> APIRouter:
         case = await _call(
             lambda: runtime.workflow().cancel(case_id, session.operator_id, body.reason)
         )
+        runtime.live.forget(case_id)
         return _case_json(case)
 
     @router.get("/cases/{case_id}/slip.pdf")
@@ -703,6 +714,21 @@ def create_app(runtime: StationRuntime) -> FastAPI:
     app = FastAPI(title="vn-eid station", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.runtime = runtime
     app.include_router(api_router())
+    hosts = list(runtime.settings.service.allowed_hosts)
+    # DNS rebinding: a page from elsewhere that resolves its own name to 127.0.0.1 sends
+    # its own Host; only the station's names are served.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+
+    @app.middleware("http")
+    async def same_origin(request: Request, call_next: Any) -> Any:
+        # A browser names the page a request comes from; a page of another site may not
+        # change anything here (the kiosk's own page is served from these hosts).
+        origin = request.headers.get("origin")
+        if origin and request.method not in ("GET", "HEAD", "OPTIONS"):
+            host = urlsplit(origin).hostname or ""
+            if host not in hosts:
+                return _error_response(403, "foreign_origin", f"requests from {origin} refused")
+        return await call_next(request)
 
     def handler(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def handle(_: Request, exc: Exception) -> JSONResponse:
@@ -718,7 +744,24 @@ def create_app(runtime: StationRuntime) -> FastAPI:
     async def workflow_error(_: Request, exc: WorkflowError) -> JSONResponse:
         return _error_response(WORKFLOW_STATUS.get(exc.code, 409), exc.code, str(exc), exc.details)
 
-    app.add_exception_handler(NotReadyError, handler(409, "not_provisioned"))
+    @app.exception_handler(NotReadyError)
+    async def not_ready(_: Request, exc: NotReadyError) -> JSONResponse:
+        status = {"no_devices": 503, "device_missing": 503, "busy": 409}.get(exc.code, 409)
+        return _error_response(status, exc.code, str(exc))
+
+    @app.exception_handler(CardEncoderError)
+    async def card_encoder(_: Request, exc: CardEncoderError) -> JSONResponse:
+        return _error_response(409, getattr(exc, "code", "card_error"), str(exc))
+
+    for bad_input in (ResidentListError, ValueError):
+        app.add_exception_handler(bad_input, handler(422, "bad_request"))
+    app.add_exception_handler(OutboxError, handler(409, "outbox_error"))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return _error_response(500, "internal", "an unexpected error; it has been logged")
+
     app.add_exception_handler(NotProvisionedError, handler(409, "not_provisioned"))
     app.add_exception_handler(OperatorLocked, handler(423, "operator_locked"))
     app.add_exception_handler(OperatorDisabled, handler(403, "operator_disabled"))

@@ -52,6 +52,8 @@ class ServiceSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    """Host names the API answers to (anything else: 400, against DNS rebinding)."""
 
 
 class StationSettings(BaseSettings):

@@ -102,9 +102,15 @@ class Heartbeat:
             self.last_error = f"{response.status_code} {response.text[:200]}"
             log.warning("heartbeat refused: %s", self.last_error)
             return None
+        try:
+            answer: Mapping[str, Any] = response.json()
+            if not isinstance(answer, Mapping):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # a captive portal or a proxy answering with HTML
+            self.last_error = f"the answer is not the registry's ({exc})"
+            return None
         self.last_beat_at = self.clock()
         self.last_error = None
-        answer: Mapping[str, Any] = response.json()
         if self.on_answer is not None:
             try:
                 self.on_answer(answer)
@@ -124,8 +130,14 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.beat()
-            self._wake.wait(max(1.0, self.interval()))
+            interval = 300.0
+            try:
+                self.beat()
+                interval = self.interval()
+            except Exception as exc:  # building the body failed: report it, keep beating
+                log.exception("heartbeat failed")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            self._wake.wait(max(1.0, interval))
             self._wake.clear()
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -278,6 +278,11 @@ def load_identity(folder: Path, keys: KeySettings | None = None) -> StationIdent
     if not isinstance(package_key, ec.EllipticCurvePublicKey):
         raise NotProvisionedError("the stored package key is not an EC key")
     signer = _load_signer(folder, keys, certificate)
+    if signer.public_key() != certificate.public_key():
+        raise NotProvisionedError(
+            f"the station certificate in {folder} is not for the station's key (an "
+            "interrupted provisioning?); reset the identity and provision again"
+        )
     return StationIdentity(
         station_id=str(meta["station_id"]),
         office_id=int(meta["office_id"]),

@@ -169,14 +169,9 @@ class LiveCapture:
             camera = devices.camera
         except DeviceUnavailableError as exc:
             raise WorkflowError("device_missing", str(exc)) from None
-        with self._lock:
-            current = self._face
-            if current is not None and current.thread is not None and current.thread.is_alive():
-                raise WorkflowError(
-                    "camera_busy", f"the camera is capturing for case {current.case_id}"
-                )
+        analyzer = self.analyzer()
         session = FaceSession(
-            case_id, operator_id, FaceCapture(camera, self.analyzer(), self.face_settings)
+            case_id, operator_id, FaceCapture(camera, analyzer, self.face_settings)
         )
 
         def on_feedback(feedback: FaceFeedback) -> None:
@@ -206,9 +201,14 @@ class LiveCapture:
                 session.error = f"{type(exc).__name__}: {exc}"
 
         session.thread = threading.Thread(target=run, name=f"face-{case_id[:8]}", daemon=True)
-        with self._lock:
+        with self._lock:  # the check and the reservation together: one loop per camera
+            current = self._face
+            if current is not None and current.thread is not None and current.thread.is_alive():
+                raise WorkflowError(
+                    "camera_busy", f"the camera is capturing for case {current.case_id}"
+                )
             self._face = session
-        session.thread.start()
+            session.thread.start()
 
     def face_status(self, case_id: str) -> dict[str, Any]:
         session = self._face
@@ -355,6 +355,19 @@ class LiveCapture:
             capture = self._tenprints.get(case_id)
         if capture is not None:
             capture.cancel()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End any capture (the service is stopping)."""
+        with self._lock:
+            session = self._face
+            captures = list(self._tenprints.values())
+            self._tenprints.clear()
+        for capture in captures:
+            capture.cancel()
+        if session is not None:
+            session.capture.cancel()
+            if session.thread is not None:
+                session.thread.join(timeout)
 
     def forget(self, case_id: str) -> None:
         """Drop a case's in-memory capture state (submitted or cancelled)."""

@@ -18,6 +18,8 @@ and queues exactly as when it is online.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import shutil
 import threading
@@ -38,6 +40,7 @@ from station.config import StationSettings
 from station.devices import StationDevices
 from station.heartbeat import Heartbeat, HeartbeatSources, read_image_version
 from station.identity import (
+    NotProvisionedError,
     StationIdentity,
     is_provisioned,
     load_identity,
@@ -56,7 +59,7 @@ from station.outbox import OUTBOX_SCHEMA, Outbox
 from station.policy import StationPolicy
 from station.record_builder import device_infos
 from station.residents import RESIDENTS_SCHEMA, ResidentList
-from station.store.database import StationDatabase
+from station.store.database import Schema, StationDatabase
 from station.store.drafts import DRAFTS_SCHEMA, DraftStore
 from station.store.sealing import DataKeySettings, provider_for
 from station.sync import SYNC_SCHEMA, SyncError, Synchronizer
@@ -64,6 +67,12 @@ from station.uploader import Uploader
 from station.workflow import EnrollmentWorkflow, StationContext, WorkflowError
 
 log = logging.getLogger(__name__)
+
+
+META_SCHEMA = Schema(
+    "meta",
+    ("CREATE TABLE station_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),
+)
 
 
 def software_version() -> str:
@@ -88,6 +97,7 @@ class Online:
     heartbeat: Heartbeat
     workflow: EnrollmentWorkflow
     cards: CardIssuer
+    issuance: IssuanceClient
 
 
 class _LazyEncoder:
@@ -100,7 +110,7 @@ class _LazyEncoder:
     def _encoder(self) -> Any:
         devices = self._runtime.devices
         if devices is None:
-            raise NotReadyError("this station runs without devices")
+            raise NotReadyError("this station runs without devices", code="no_devices")
         return devices.encoder
 
     def wait_for_card(self, timeout: float | None = None) -> bytes:
@@ -117,7 +127,12 @@ class _LazyEncoder:
 
 
 class NotReadyError(RuntimeError):
-    """The station cannot do this yet (not provisioned); the message says what to do."""
+    """The station cannot do this now; ``code`` says why (not_provisioned, no_devices,
+    device_missing, busy, provisioned), the message what to do."""
+
+    def __init__(self, message: str, *, code: str = "not_provisioned") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class StationRuntime:
@@ -150,6 +165,11 @@ class StationRuntime:
         self._stopping = threading.Event()
         self._sync_wake = threading.Event()
         self.started_at: datetime | None = None
+        self.identity_error: str | None = None
+        self.key_error: str | None = None
+        self._provisioning = threading.Lock()
+        self._link_lock = threading.Lock()
+        self._link_ok = False
         self.scanner_lock = threading.Lock()
         """One capture at a time on the scanner (login, approval, ten prints)."""
         self.live = LiveCapture(
@@ -170,6 +190,7 @@ class StationRuntime:
             OUTBOX_SCHEMA,
             CASES_SCHEMA,
             SYNC_SCHEMA,
+            META_SCHEMA,
             *self._extra_schemas,
         )
         keys = self.settings.keys
@@ -177,33 +198,69 @@ class StationRuntime:
             DataKeySettings(backend=keys.backend, tcti=keys.tcti), self.settings.state_dir
         )
         self._data_key = provider.load_or_create()
+        self._check_data_key(self._data_key)
         self.drafts = DraftStore(self.db, self._data_key)
         report = self.outbox.recover()
         log.info("outbox recovered: %s", report)
         if self.settings.open_devices:
             self.devices = StationDevices(self.settings).open()
         if is_provisioned(self.identity_dir):
-            self._go_online(load_identity(self.identity_dir, self.settings.keys))
+            try:
+                self._go_online(load_identity(self.identity_dir, self.settings.keys))
+            except NotProvisionedError as exc:
+                # A damaged identity must not stop the station: the technician page says why.
+                log.error("the station identity cannot be used: %s", exc)
+                self.identity_error = str(exc)
         self.started_at = self.clock()
         return self
 
+    def _check_data_key(self, key: bytes) -> None:
+        """The first key's fingerprint stays in the database: a key file lost or swapped
+        later (a new key made silently) is detected instead of every draft failing."""
+        check = hmac.new(key, b"vn-eid station data key", hashlib.sha256).hexdigest()
+        with self.db.write() as c:
+            row = c.execute(
+                "SELECT value FROM station_meta WHERE key = 'data_key_check'"
+            ).fetchone()
+            if row is None:
+                c.execute(
+                    "INSERT INTO station_meta (key, value) VALUES ('data_key_check', ?)", (check,)
+                )
+            elif not hmac.compare_digest(str(row[0]), check):
+                self.key_error = (
+                    "the data key is not the one the drafts were sealed with (key file lost "
+                    "or replaced, or another TPM): open cases cannot be read; call a technician"
+                )
+                log.error(self.key_error)
+
     def stop(self) -> None:
+        """Stop every thread, close the devices and the store; each part is stopped even
+        when another fails to (a hung thread must not leave pcscd or the database open)."""
         self._stopping.set()
         self._sync_wake.set()
         online, self.online = self.online, None
+        steps: list[tuple[str, Callable[[], object]]] = [("live capture", self.live.stop)]
         if online is not None:
-            online.heartbeat.stop()
-            online.cards.stop()
-            online.uploader.stop()
-            online.synchronizer.close()
-            online.client.close()
+            steps += [
+                ("heartbeat", online.heartbeat.stop),
+                ("card issuer", online.cards.stop),
+                ("uploader", online.uploader.stop),
+                ("sync", online.synchronizer.close),
+                ("registry client", online.client.close),
+                ("issuance client", online.issuance.close),
+            ]
         thread, self._sync_thread = self._sync_thread, None
         if thread is not None:
-            thread.join(30)
-        if self.devices is not None:
-            self.devices.close()
-            self.devices = None
-        self.db.close()
+            steps.append(("sync loop", lambda: thread.join(30)))
+        devices, self.devices = self.devices, None
+        if devices is not None:
+            steps.append(("devices", devices.close))
+        steps.append(("database", self.db.close))
+        for name, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("stopping the %s failed", name)
 
     # --- identity ----------------------------------------------------------------------------
 
@@ -214,9 +271,15 @@ class StationRuntime:
     def provision(self, registry_url: str, token: str) -> StationIdentity:
         """First boot: enroll with the registry's token, then start the online parts and
         a first sync (in the background: its result shows in the status)."""
-        if self.online is not None:
-            raise NotReadyError("this station is already provisioned")
-        identity = provision(self.identity_dir, registry_url, token, keys=self.settings.keys)
+        if not self._provisioning.acquire(blocking=False):
+            raise NotReadyError("provisioning is already under way", code="busy")
+        try:
+            if self.online is not None:
+                raise NotReadyError("this station is already provisioned", code="provisioned")
+            identity = provision(self.identity_dir, registry_url, token, keys=self.settings.keys)
+        finally:
+            self._provisioning.release()
+        self.identity_error = None
         with self.db.write() as c:
             self.journal.record(
                 c, "technician", "station.provisioned", identity.station_id,
@@ -315,7 +378,9 @@ class StationRuntime:
         )
         # The card job is created in the same transaction that marks the case issued.
         workflow.on_issued = lambda conn, package_id: cards.on_issued(package_id, conn)
-        self.online = Online(identity, client, synchronizer, uploader, heartbeat, workflow, cards)
+        self.online = Online(
+            identity, client, synchronizer, uploader, heartbeat, workflow, cards, issuance
+        )
         finished = workflow.recover()
         if finished:
             log.info("finished packaging %d case(s) a power cut interrupted", len(finished))
@@ -340,9 +405,13 @@ class StationRuntime:
             settings = {
                 k: v for k, v in online.synchronizer.policy().model_dump().items() if v is not None
             }
-            policy = OperatorPolicy.from_station_config(settings, self._authenticator.policy)
-            if policy != self._authenticator.policy:
-                self._authenticator.set_policy(policy)
+            try:
+                policy = OperatorPolicy.from_station_config(settings, self._authenticator.policy)
+            except ValueError as exc:  # pydantic's ValidationError: keep the last good one
+                log.error("the registry's login policy is not usable, keeping the last: %s", exc)
+            else:
+                if policy != self._authenticator.policy:
+                    self._authenticator.set_policy(policy)
         return self._authenticator
 
     def _citizen_is_operator(self, operator_id: str, templates: Mapping[int, bytes]) -> bool:
@@ -358,14 +427,17 @@ class StationRuntime:
     def capture_flat(self, timeout_s: float) -> Any:
         """A flat impression from the scanner (an operator's or supervisor's finger)."""
         if self.devices is None:
-            raise NotReadyError("this station runs without devices")
+            raise NotReadyError("this station runs without devices", code="no_devices")
         from station.devices import DeviceUnavailableError
 
+        if not self.scanner_lock.acquire(timeout=2.0):
+            raise NotReadyError("the scanner is busy with another capture", code="busy")
         try:
-            with self.scanner_lock:
-                return self.devices.scanner.capture_flat(0, timeout=timeout_s)
+            return self.devices.scanner.capture_flat(0, timeout=timeout_s)
         except DeviceUnavailableError as exc:
-            raise NotReadyError(str(exc)) from exc
+            raise NotReadyError(str(exc), code="device_missing") from exc
+        finally:
+            self.scanner_lock.release()
 
     def _capture_devices(self) -> tuple[Any, ...]:
         if self.devices is None:
@@ -375,12 +447,28 @@ class StationRuntime:
     # --- background ----------------------------------------------------------------------------
 
     def _start_sync_loop(self) -> None:
+        """Sync at start, when a heartbeat announces newer data, after a failed round
+        (every heartbeat period until one succeeds) and otherwise a few times a day, with
+        jitter so that a fleet does not sync in step."""
+        import random
+
+        rng = random.Random()  # noqa: S311 -- spreading load, not a secret
+
         def loop() -> None:
             while not self._stopping.is_set():
-                self.sync_now(quiet=True)
+                try:
+                    ok = self.sync_now(quiet=True) is not None
+                except Exception:  # a bug or a broken store must not end syncing for good
+                    log.exception("sync round failed")
+                    ok = False
                 online = self.online
-                interval = online.synchronizer.policy().heartbeat_seconds if online else 60.0
-                self._sync_wake.wait(max(5.0, interval))
+                policy = online.synchronizer.policy() if online else StationPolicy()
+                if ok:
+                    fallback = min(policy.staleness_limit_hours * 3600 / 8, 6 * 3600)
+                    wait = fallback * rng.uniform(0.8, 1.0)
+                else:
+                    wait = policy.heartbeat_seconds * rng.uniform(0.8, 1.2)
+                self._sync_wake.wait(max(5.0, wait))
                 self._sync_wake.clear()
 
         self._sync_thread = threading.Thread(target=loop, name="sync", daemon=True)
@@ -393,19 +481,33 @@ class StationRuntime:
         try:
             report = online.synchronizer.sync_once()
         except SyncError as exc:
+            self._link_down()
             if not quiet:
                 raise
             log.info("sync failed (will retry): %s", exc)
             return None
-        online.uploader.notify(link_up=True)
+        self._link_up()
         return report
+
+    def _link_up(self) -> None:
+        """The registry answered. Only a change from down to up clears the uploads'
+        back-off (a registry that keeps answering 503 keeps its Retry-After)."""
+        online = self.online
+        if online is None:
+            return
+        with self._link_lock:
+            was_down, self._link_ok = not self._link_ok, True
+        online.uploader.notify(link_up=was_down)
+
+    def _link_down(self) -> None:
+        with self._link_lock:
+            self._link_ok = False
 
     def _on_heartbeat(self, answer: Mapping[str, Any]) -> None:
         online = self.online
         if online is not None and online.synchronizer.needs_sync(answer):
             self._sync_wake.set()
-        if online is not None:
-            online.uploader.notify(link_up=True)
+        self._link_up()
 
     def _on_status(self, package_id: str, state: str, payload: Mapping[str, Any]) -> None:
         online = self.online
@@ -422,7 +524,11 @@ class StationRuntime:
     def blockers(self) -> list[str]:
         """Why no new enrollment may start now; [] when it may."""
         online = self.online
+        if self.key_error:
+            return [self.key_error]
         if online is None:
+            if self.identity_error:
+                return [f"the station identity is damaged: {self.identity_error}"]
             return ["the station is not provisioned: a technician enters the registry token"]
         staleness = online.synchronizer.staleness()
         if staleness.last_sync_at is None:

@@ -28,10 +28,13 @@ from typing import Any, Protocol
 
 import httpx
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from station.identity import StationIdentity, write_trust
+from station.identity import StationIdentity
 from station.policy import StationPolicy
 from station.store.database import Schema, StationDatabase
+from station.store.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class ResidentSink(Protocol):
 
     def cursor(self) -> int: ...
 
+    def reset(self, conn: sqlite3.Connection) -> None: ...
+
 
 class OperatorSink(Protocol):
     """Where the operator list goes (station.operators.OperatorDirectory)."""
@@ -67,6 +72,10 @@ class OperatorSink(Protocol):
     def replace(
         self, conn: sqlite3.Connection, operators: Sequence[Mapping[str, Any]], version: str
     ) -> Any: ...
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 class SyncError(RuntimeError):
@@ -222,12 +231,23 @@ class Synchronizer:
             station_ca = x509.load_pem_x509_certificate(trust["station_ca"].encode())
         except (KeyError, ValueError, AttributeError) as exc:
             raise SyncError(f"the trust anchors are malformed: {exc}") from exc
-        write_trust(self.identity_folder, station_ca=station_ca, csca=csca)
-        if trust.get("package_public_key"):
-            from station.store.files import atomic_write
-
-            atomic_write(
-                self.identity_folder / "package-key.pem", str(trust["package_public_key"]).encode()
+        self._write_if_changed("station-ca.pem", _pem(station_ca))
+        self._write_if_changed("csca.pem", b"".join(_pem(c) for c in csca))
+        key_pem = trust.get("package_public_key")
+        if key_pem:
+            try:
+                key = serialization.load_pem_public_key(str(key_pem).encode())
+            except (ValueError, TypeError) as exc:
+                raise SyncError(f"the registry's package key is malformed: {exc}") from exc
+            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+                key.curve, ec.SECP256R1
+            ):
+                raise SyncError("the registry's package key is not a P-256 key")
+            self._write_if_changed(
+                "package-key.pem",
+                key.public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                ),
             )
 
         staff = self._json("/v1/station/operators")
@@ -254,6 +274,10 @@ class Synchronizer:
                 raise SyncError(f"a resident page is malformed: {exc}") from exc
             if rows or next_seq != cursor:
                 with self.db.write() as c:
+                    if next_seq < cursor:
+                        # The registry's list was rebuilt (a restore): start over.
+                        log.warning("resident cursor %d is behind ours; full reload", next_seq)
+                        self.residents.reset(c)
                     self.residents.apply(c, rows, next_seq)
                 applied += len(rows)
             if complete or next_seq <= cursor:
@@ -276,6 +300,16 @@ class Synchronizer:
         )
         log.info("sync round done: %s", report)
         return report
+
+    def _write_if_changed(self, name: str, data: bytes) -> None:
+        """Rewrite a trust file only when it changed (an SD card wears with every fsync)."""
+        path = self.identity_folder / name
+        try:
+            if path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        atomic_write(path, data)
 
     def needs_sync(self, answer: Mapping[str, Any]) -> bool:
         """Whether a heartbeat answer announces data newer than ours."""

@@ -145,6 +145,8 @@ def station_settings(tmp: Path, **overrides: Any) -> Any:
         "background": False,
         "image_version_file": tmp / "image-version",
         "min_free_disk_mb": 16,
+        # TestClient calls itself "testserver".
+        "service": {"allowed_hosts": ["127.0.0.1", "localhost", "testserver"]},
     }
     values.update(overrides)
     return StationSettings(**values)

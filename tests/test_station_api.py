@@ -1,0 +1,108 @@
+"""The station service's API edges, without a registry or devices: who may call it (host
+names, origins, sessions), error shapes, and the start-up checks that keep a damaged
+station usable enough to say what is wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from station.api import create_app
+from station.heartbeat import Heartbeat, HeartbeatSources
+from station.runtime import StationRuntime
+from tests import stationkit
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[TestClient]:
+    runtime = StationRuntime(stationkit.station_settings(tmp_path)).start()
+    try:
+        with TestClient(create_app(runtime)) as client:
+            yield client
+    finally:
+        runtime.stop()
+
+
+def test_only_the_stations_own_names_and_pages_are_served(api: TestClient) -> None:
+    assert api.get("/api/status").status_code == 200
+    # DNS rebinding: another site's name pointed at 127.0.0.1.
+    rebound = api.get("/api/status", headers={"host": "rebind.evil.example"})
+    assert rebound.status_code == 400
+    # A page of another site may not change anything.
+    forged = api.post(
+        "/api/provision",
+        json={"registry_url": "http://evil.example", "token": "x"},
+        headers={"origin": "http://evil.example"},
+    )
+    assert forged.status_code == 403
+    assert forged.json()["error"] == "foreign_origin"
+    own = api.post("/api/sync", headers={"origin": "http://127.0.0.1:8080"})
+    assert own.status_code == 409  # let through: refused for its own reason
+    assert own.json()["error"] == "not_provisioned"
+
+
+def test_errors_have_one_shape_and_say_whose_move_it_is(api: TestClient) -> None:
+    r = api.post("/api/cases", json={})
+    assert r.status_code == 401
+    assert r.json()["error"] == "login_required"
+    r = api.post("/api/cases", json={}, headers={"authorization": "Bearer forged"})
+    assert r.status_code == 401
+    assert r.json()["error"] == "session_expired"
+    # A stale or forged challenge is refused before the scanner is touched.
+    r = api.post("/api/login/finger", json={"challenge": "forged"})
+    assert r.status_code == 401
+    assert r.json()["error"] == "login_failed"
+    r = api.post("/api/login/secret", json={"operator_id": "nobody", "pin": "1234"})
+    assert r.status_code == 401
+    assert set(r.json()) >= {"error", "detail"}
+    r = api.post("/api/provision", json={"registry_url": "", "token": ""})
+    assert r.status_code == 422
+
+
+def test_a_heartbeat_answered_by_a_captive_portal_keeps_beating(tmp_path: Path) -> None:
+    answers = iter(
+        [
+            httpx.Response(200, text="<html>Wi-Fi login</html>"),
+            httpx.Response(200, json={"config_version": "v2"}),
+        ]
+    )
+    client = httpx.Client(
+        base_url="http://registry.test", transport=httpx.MockTransport(lambda _: next(answers))
+    )
+    seen: list[object] = []
+    beat = Heartbeat(
+        client,
+        HeartbeatSources(
+            software_version="1",
+            image_version=lambda: None,
+            devices=list,
+            queue=lambda: {"pending": 0, "oldest_pending_s": None, "refused": 0},
+            disk_path=tmp_path,
+            last_sync_at=lambda: None,
+        ),
+        interval=lambda: 1.0,
+        on_answer=seen.append,
+    )
+    assert beat.beat() is None
+    assert beat.last_error is not None
+    assert "not the registry's" in beat.last_error
+    assert beat.beat() == {"config_version": "v2"}
+    assert beat.last_error is None
+    assert seen == [{"config_version": "v2"}]
+
+
+def test_a_replaced_data_key_is_noticed_not_papered_over(tmp_path: Path) -> None:
+    settings = stationkit.station_settings(tmp_path)
+    runtime = StationRuntime(settings).start()
+    runtime.stop()
+    (tmp_path / "state" / "data-key").unlink()  # lost: the next start makes another one
+    runtime = StationRuntime(settings).start()
+    try:
+        (blocker,) = runtime.blockers()
+        assert "data key" in blocker
+    finally:
+        runtime.stop()
