@@ -287,6 +287,18 @@ def _template_of(iso_record: bytes) -> FingerTemplate:
     return make_template(decode_minutiae(iso_record), max_cylinders=0)
 
 
+_SEALED = b"VNS1"
+"""Prefix of a template sealed with the station data key."""
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The registry's operator list, checked and decoded (:meth:`OperatorDirectory.validate`)."""
+
+    valid: dict[str, tuple[OperatorWire, dict[int, bytes], str | None, str | None]]
+    skipped: list[SkippedCredential]
+
+
 class OperatorDirectory:
     """The office's operators as last synced (tables ``operators*``)."""
 
@@ -295,6 +307,33 @@ class OperatorDirectory:
         self._journal = journal or Journal(db)
         self._templates: dict[str, dict[int, FingerTemplate]] = {}
         self._lock = threading.Lock()
+        self._seal: Callable[[bytes, bytes], bytes] | None = None
+        self._unseal: Callable[[bytes, bytes], bytes] | None = None
+
+    def use_sealing(
+        self, seal: Callable[[bytes, bytes], bytes], unseal: Callable[[bytes, bytes], bytes]
+    ) -> None:
+        """Keep the operators' finger templates encrypted with the station data key
+        (biometric data at rest); records stored before are read as they are."""
+        self._seal, self._unseal = seal, unseal
+
+    def _sealed(self, operator_id: str, position: int, record: bytes) -> bytes:
+        if self._seal is None:
+            return record
+        return _SEALED + self._seal(record, f"operator/{operator_id}/{position}".encode())
+
+    def _opened(self, operator_id: str, position: int, stored: bytes) -> bytes:
+        if not stored.startswith(_SEALED):
+            return stored
+        if self._unseal is None:
+            raise TemplateFormatError("a sealed template, and no data key to open it")
+        return self._unseal(stored[len(_SEALED) :], f"operator/{operator_id}/{position}".encode())
+
+    def invalidate(self) -> None:
+        """Forget cached templates (call after the transaction of :meth:`replace`
+        committed: a read between the clear and the commit could cache the old ones)."""
+        with self._lock:
+            self._templates.clear()
 
     def version(self) -> str | None:
         """The ``version`` of the operator list last applied (None before the first sync)."""
@@ -304,17 +343,10 @@ class OperatorDirectory:
             ).fetchone()
         return None if row is None else str(row["value"])
 
-    def replace(
-        self,
-        conn: sqlite3.Connection,
-        operators: Iterable[Mapping[str, Any] | OperatorWire],
-        version: str,
-    ) -> ReplaceResult:
-        """Make the directory exactly ``operators`` (the registry's full list), in the
-        caller's transaction. Malformed operators, hashes and finger templates are
-        skipped and journalled (``operators.credential_skipped``): one bad template must
-        not lock an office out. Operators no longer listed are removed with their
-        lockout state; listed ones keep theirs."""
+    def validate(self, operators: Iterable[Mapping[str, Any] | OperatorWire]) -> Validated:
+        """Check and decode the registry's list (slow: every template is decoded), before
+        the write transaction that :meth:`replace` needs, so that it holds the lock only
+        for the SQL."""
         skipped: list[SkippedCredential] = []
         valid: dict[str, tuple[OperatorWire, dict[int, bytes], str | None, str | None]] = {}
         for raw in operators:
@@ -364,7 +396,22 @@ class OperatorDirectory:
                 else:
                     fingers[finger.position] = record
             valid[op.operator_id] = (op, fingers, pin_hash, password_hash)
+        return Validated(valid, skipped)
 
+    def replace(
+        self,
+        conn: sqlite3.Connection,
+        operators: Iterable[Mapping[str, Any] | OperatorWire] | Validated,
+        version: str,
+    ) -> ReplaceResult:
+        """Make the directory exactly ``operators`` (the registry's full list, or what
+        :meth:`validate` made of it), in the caller's transaction. Malformed operators,
+        hashes and finger templates are skipped and journalled
+        (``operators.credential_skipped``): one bad template must not lock an office out.
+        Operators no longer listed are removed with their lockout state; listed ones keep
+        theirs. The template cache is emptied once the caller's transaction commits."""
+        checked = operators if isinstance(operators, Validated) else self.validate(operators)
+        valid, skipped = checked.valid, checked.skipped
         keep = list(valid)
         marks = ", ".join("?" for _ in keep) or "NULL"
         # Only "?" placeholders are spliced in; the ids are bound.
@@ -386,7 +433,10 @@ class OperatorDirectory:
             conn.executemany(
                 "INSERT INTO operators_fingers (operator_id, position, iso_record) "
                 "VALUES (?, ?, ?)",
-                [(op.operator_id, pos, rec) for pos, rec in sorted(fingers.items())],
+                [
+                    (op.operator_id, pos, self._sealed(op.operator_id, pos, rec))
+                    for pos, rec in sorted(fingers.items())
+                ],
             )
         conn.execute(
             "INSERT INTO operators_meta (key, value) VALUES (?, ?) "
@@ -463,7 +513,12 @@ class OperatorDirectory:
                 "SELECT position, iso_record FROM operators_fingers WHERE operator_id = ?",
                 (operator_id,),
             ).fetchall()
-        built = {int(r["position"]): _template_of(bytes(r["iso_record"])) for r in rows}
+        built = {
+            int(r["position"]): _template_of(
+                self._opened(operator_id, int(r["position"]), bytes(r["iso_record"]))
+            )
+            for r in rows
+        }
         with self._lock:
             self._templates[operator_id] = built
         return built

@@ -200,6 +200,7 @@ class StationRuntime:
         self._data_key = provider.load_or_create()
         self._check_data_key(self._data_key)
         self.drafts = DraftStore(self.db, self._data_key)
+        self.operators.use_sealing(*aes_gcm_sealing(self._data_key))
         report = self.outbox.recover()
         log.info("outbox recovered: %s", report)
         if self.settings.open_devices:

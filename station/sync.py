@@ -69,9 +69,11 @@ class ResidentSink(Protocol):
 class OperatorSink(Protocol):
     """Where the operator list goes (station.operators.OperatorDirectory)."""
 
-    def replace(
-        self, conn: sqlite3.Connection, operators: Sequence[Mapping[str, Any]], version: str
-    ) -> Any: ...
+    def validate(self, operators: Sequence[Mapping[str, Any]]) -> Any: ...
+
+    def replace(self, conn: sqlite3.Connection, operators: Any, version: str) -> Any: ...
+
+    def invalidate(self) -> None: ...
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -258,9 +260,11 @@ class Synchronizer:
             raise SyncError(f"the operator list is malformed: {exc}") from exc
         operators_changed = operators_version != self._get("operators_version")
         if operators_changed:
+            checked = self.operators.validate(operators)  # slow: outside the write lock
             with self.db.write() as c:
-                self.operators.replace(c, operators, operators_version)
+                self.operators.replace(c, checked, operators_version)
                 _set(c, "operators_version", operators_version, started)
+            self.operators.invalidate()
 
         applied = 0
         cursor = self.residents.cursor()

@@ -68,6 +68,11 @@ def test_first_sync_then_offline_login_and_deltas(registry: Registry, tmp_path: 
         hits = runtime.residents.search("do minh khoi")
         assert [h.resident.full_name for h in hits] == ["Đỗ Minh Khôi"]
         assert runtime.policy().min_age_years == 14
+        # The operators' finger templates are biometric data: sealed at rest.
+        with runtime.db.read() as c:
+            stored = [bytes(r[0]) for r in c.execute("SELECT iso_record FROM operators_fingers")]
+        assert stored
+        assert all(record.startswith(b"VNS1") for record in stored)
 
         # The operator list is on the station: the officer logs in with PIN + finger,
         # even with the registry out of reach.
