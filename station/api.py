@@ -20,6 +20,7 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -38,6 +39,7 @@ from station.drivers.card.bay import CardBay
 from station.drivers.card.emulator import CardEmulator
 from station.drivers.card.errors import CardEncoderError
 from station.identity import NotProvisionedError, ProvisioningError
+from station.media import MediaError
 from station.operators import (
     ApprovalRefused,
     AuthError,
@@ -186,6 +188,11 @@ class ExceptionIn(BaseModel):
     reason: str | None = Field(None, max_length=200)
 
 
+class MediaIn(BaseModel):
+    path: str = Field(min_length=1, max_length=500)
+    """The mounted media (export) or the export folder holding receipts.cose (import)."""
+
+
 class CallIn(BaseModel):
     counter: str = Field(min_length=1, max_length=20)
 
@@ -196,6 +203,13 @@ def _plain(obj: Any) -> dict[str, Any]:
     for key, value in dataclasses.asdict(obj).items():
         out[key] = value.isoformat() if isinstance(value, date | datetime | time) else value
     return out
+
+
+def _finish_ticket(runtime: StationRuntime, ticket: str) -> None:
+    try:
+        runtime.appointments.finish(ticket)
+    except QueueError:
+        log.info("ticket %s was not being served", ticket)
 
 
 def _case_json(case: Any) -> dict[str, Any]:
@@ -342,12 +356,18 @@ def api_router() -> APIRouter:
 
     @router.post("/cases", status_code=201)
     async def open_case(body: OpenCaseIn, runtime: Runtime, session: Session) -> dict[str, Any]:
-        case = await _call(
-            lambda: runtime.workflow().open_case(
+        def run() -> dict[str, Any]:
+            if body.ticket is not None:
+                runtime.appointments.get(body.ticket)  # an unknown ticket: refused first
+            case = runtime.workflow().open_case(
                 session.operator_id, resident_ref=body.resident_ref, ticket=body.ticket
             )
-        )
-        return _case_json(case)
+            if body.ticket is not None:
+                # The queue's clock for this citizen: service starts now.
+                runtime.appointments.start_service(body.ticket, case.id)
+            return _case_json(case)
+
+        return await _call(run)
 
     @router.get("/cases")
     async def list_cases(
@@ -488,6 +508,9 @@ def api_router() -> APIRouter:
     async def submit(case_id: str, runtime: Runtime, session: Session) -> dict[str, Any]:
         result = await _call(lambda: runtime.workflow().submit(case_id, session.operator_id))
         runtime.live.forget(case_id)  # the captures' copies in memory go with the case
+        ticket = result.case.ticket
+        if ticket is not None:
+            await _call(lambda: _finish_ticket(runtime, ticket))
         return {
             "case": _case_json(result.case),
             "package_id": result.package_id,
@@ -504,6 +527,9 @@ def api_router() -> APIRouter:
             lambda: runtime.workflow().cancel(case_id, session.operator_id, body.reason)
         )
         runtime.live.forget(case_id)
+        ticket = case.ticket
+        if ticket is not None:
+            await _call(lambda: _finish_ticket(runtime, ticket))
         return _case_json(case)
 
     @router.get("/cases/{case_id}/slip.pdf")
@@ -682,6 +708,45 @@ def api_router() -> APIRouter:
 
     # --- outbox ----------------------------------------------------------------------------
 
+    @router.post("/outbox/export")
+    async def export(body: MediaIn, runtime: Runtime, session: Session) -> dict[str, Any]:
+        """Copy the unsent packages onto mounted removable media (no network at all)."""
+        from station.media import export_to
+
+        def run() -> dict[str, Any]:
+            online = runtime.online
+            if online is None:
+                raise NotReadyError("the station is not provisioned")
+            result = export_to(runtime.outbox, Path(body.path), online.identity.station_id)
+            with runtime.db.write() as c:
+                runtime.journal.record(c, session.operator_id, "outbox.exported", body.path)
+            out: dict[str, Any] = result.as_json()
+            return out
+
+        return await _call(run)
+
+    @router.post("/outbox/import-receipts")
+    async def import_receipts(body: MediaIn, runtime: Runtime, session: Session) -> dict[str, Any]:
+        """Read the registry's signed receipts back from the media."""
+        from station.media import import_receipts as read_receipts
+
+        def run() -> dict[str, Any]:
+            online = runtime.online
+            if online is None:
+                raise NotReadyError("the station is not provisioned")
+            result = read_receipts(
+                runtime.outbox,
+                Path(body.path),
+                online.identity.station_ca,
+                station_id=online.identity.station_id,
+            )
+            with runtime.db.write() as c:
+                runtime.journal.record(c, session.operator_id, "outbox.receipts", body.path)
+            out: dict[str, Any] = result.as_json()
+            return out
+
+        return await _call(run)
+
     @router.get("/outbox")
     async def outbox(
         runtime: Runtime,
@@ -756,6 +821,7 @@ def create_app(runtime: StationRuntime) -> FastAPI:
     for bad_input in (ResidentListError, ValueError):
         app.add_exception_handler(bad_input, handler(422, "bad_request"))
     app.add_exception_handler(OutboxError, handler(409, "outbox_error"))
+    app.add_exception_handler(MediaError, handler(422, "media_error"))
 
     @app.exception_handler(Exception)
     async def internal(_: Request, exc: Exception) -> JSONResponse:

@@ -125,10 +125,15 @@ def _login(world: World, who: tuple[str, str, int, str]) -> dict[str, str]:
 
 
 def _enroll(
-    world: World, auth: dict[str, str], person: int, resident_ref: str | None, form: dict[str, Any]
+    world: World,
+    auth: dict[str, str],
+    person: int,
+    resident_ref: str | None,
+    form: dict[str, Any],
+    ticket: str | None = None,
 ) -> dict[str, Any]:
     api = world.api
-    r = api.post("/api/cases", json={"resident_ref": resident_ref}, headers=auth)
+    r = api.post("/api/cases", json={"resident_ref": resident_ref, "ticket": ticket}, headers=auth)
     assert r.status_code == 201, r.text
     case_id = r.json()["id"]
     proposal = api.get(f"/api/cases/{case_id}/proposal", headers=auth).json() or {}
@@ -196,12 +201,26 @@ def _wait_cases(
 
 def test_journey_with_a_duplicate_and_cards(world: World) -> None:
     auth = _login(world, OFFICER)
+    # The first citizen came without an appointment: a walk-in ticket, called to counter 1.
+    r = world.api.post("/api/queue/walk-in", json={"name": "Lê Văn Cường"}, headers=auth)
+    assert r.status_code == 201, r.text
+    called = world.api.post("/api/queue/call-next", json={"counter": "1"}, headers=auth).json()
+    assert called["number"] == r.json()["number"]
     citizens = [
         (0, "DC01-0001", {"ethnicity": "01"}),
         (6, "DC01-0002", {"ethnicity": "01"}),
         (10, "DC01-0004", {"ethnicity": "01"}),
     ]
-    submitted = [_enroll(world, auth, p, ref, form) for p, ref, form in citizens]
+    submitted = [
+        _enroll(world, auth, p, ref, form, ticket=called["number"] if n == 0 else None)
+        for n, (p, ref, form) in enumerate(citizens)
+    ]
+    queue = world.api.get("/api/queue", headers=auth).json()
+    (ticket,) = queue["tickets"]
+    assert ticket["state"] == "done"
+    assert ticket["case_id"] == submitted[0]["case"]["id"]
+    hours = world.api.get("/api/queue/throughput", headers=auth).json()
+    assert sum(h["served"] for h in hours) == 1
     ids = [s["case"]["id"] for s in submitted]
     first = _wait_cases(world, auth, ids, {"issued"}, 300)
     assert all(c["receipt_number"] for c in first.values())
