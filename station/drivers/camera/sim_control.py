@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from station.drivers.camera.simulated import SimulatedCamera
+from station.drivers.control_socket import send_command
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +107,7 @@ class CameraControl:
         self.timeout = timeout
 
     def send(self, **cmd: Any) -> dict[str, Any]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(self.timeout)
-            sock.connect(str(self.path))
-            sock.sendall(json.dumps(cmd).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        if not data:
-            raise ConnectionError("the simulated camera closed its control socket (stopped?)")
-        reply: dict[str, Any] = json.loads(data)
-        if not reply.get("ok"):
-            raise RuntimeError(f"the simulated camera refused {cmd}: {reply.get('error')}")
-        return reply
+        return send_command(self.path, cmd, self.timeout, "simulated camera")
 
     def sit(self, seed: int, script: list[str] | None = None) -> None:
         """Another person sits down (``seed``), playing ``script`` from its start."""

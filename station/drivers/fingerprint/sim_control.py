@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from station.drivers.control_socket import send_command
 
 
 class SimulatorControl:
@@ -22,20 +22,7 @@ class SimulatorControl:
 
     def send(self, **cmd: Any) -> dict[str, Any]:
         """Send ``{"cmd": ..., ...}``; raise RuntimeError when the simulator refuses it."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(self.timeout)
-            sock.connect(str(self.path))
-            sock.sendall(json.dumps(cmd).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        reply: dict[str, Any] = json.loads(data)
-        if not reply.get("ok"):
-            raise RuntimeError(f"simulator refused {cmd}: {reply.get('error')}")
-        return reply
+        return send_command(self.path, cmd, self.timeout, "scanner simulator")
 
     def present(self, finger: int, fault: str = "none", **extra: Any) -> None:
         """Queue the next presentation (ahead of the default script)."""
