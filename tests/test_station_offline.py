@@ -31,6 +31,7 @@ Numbers are printed (``pytest -s``) and recorded in docs/station-outbox.md "Offl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import statistics
@@ -50,6 +51,7 @@ from station.api import create_app
 from station.cases import CaseState
 from station.outbox import PENDING_STATES, REFUSED
 from station.runtime import StationRuntime
+from station.workflow import SubmitResult
 from tests import offlinekit, processkit, registrykit, stationkit
 from tests.registrykit import ADMIN
 
@@ -84,7 +86,7 @@ class Registry:
         """package id -> (receipt number, body SHA-256) of this station's packages, read
         from the registry's own database."""
         uri = f"file:{self.folder / 'registry.db'}?mode=ro"
-        with sqlite3.connect(uri, uri=True) as db:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
             rows = db.execute(
                 "SELECT package_id, receipt_number, body_sha256 FROM package WHERE station_id = ?",
                 (station_id,),
@@ -119,7 +121,9 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     assert processkit.leftovers(processes.pids()) == []
 
 
-def _enroll(runtime: StationRuntime, people: offlinekit.People, index: int, ref: str | None) -> Any:
+def _enroll(
+    runtime: StationRuntime, people: offlinekit.People, index: int, ref: str | None
+) -> SubmitResult:
     """One citizen through the workflow, as the kiosk drives it; the submit's result."""
     workflow = runtime.workflow()
     officer = OFFICER[0]
@@ -296,6 +300,7 @@ def _check_arrival(
     deadline = time.monotonic() + 60
     while runtime.outbox.counts().pending and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert runtime.outbox.counts().pending == 0, runtime.outbox.counts()
     for pid in again:
         resent = runtime.outbox.get(pid)
         assert resent is not None
