@@ -160,7 +160,6 @@ class StationRuntime:
         self.drafts: DraftStore | None = None
         self.online: Online | None = None
         self._extra_schemas = extra_schemas
-        self._sync_lock = threading.Lock()
         self._sync_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._sync_wake = threading.Event()
