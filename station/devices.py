@@ -45,9 +45,18 @@ class DeviceUnavailableError(RuntimeError):
 class StationDevices:
     """Owns every device driver (and simulator) of one station process."""
 
-    def __init__(self, settings: StationSettings, board: DeviceHealthBoard | None = None) -> None:
+    def __init__(
+        self,
+        settings: StationSettings,
+        board: DeviceHealthBoard | None = None,
+        *,
+        pcscd: PcscDaemon | None = None,
+    ) -> None:
         self.settings = settings
         self.board = board or DeviceHealthBoard()
+        self._given_pcscd = pcscd
+        """A simulated card bay on this private pcscd instead of starting one (a process
+        talks to one pcscd for its life: tests that share theirs pass it here)."""
         self._scanner: FingerprintScanner | None = None
         self._scanner_sim: SimulatorProcess | None = None
         self._camera: Camera | None = None
@@ -257,6 +266,11 @@ class StationDevices:
 
     def _open_card(self) -> None:
         s = self.settings.card
+        if s.backend == "simulated" and self.pcscd is None and self._given_pcscd is not None:
+            self.pcscd = self._given_pcscd
+            cards = self.settings.state_dir / "cards"
+            cards.mkdir(parents=True, exist_ok=True)
+            self.card_bay = CardBay(self.pcscd, cards)
         if s.backend == "simulated" and self.pcscd is None:
             reason = pcscd_unavailable()
             if reason is not None:
@@ -299,7 +313,7 @@ class StationDevices:
             if bay is not None:
                 bay.close()
         finally:
-            if daemon is not None:
+            if daemon is not None and daemon is not self._given_pcscd:
                 daemon.stop()
 
 

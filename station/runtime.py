@@ -144,6 +144,7 @@ class StationRuntime:
         *,
         clock: Callable[[], datetime] = _utc_now,
         extra_schemas: tuple[Any, ...] = (),
+        pcscd: Any = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -160,6 +161,8 @@ class StationRuntime:
         self.drafts: DraftStore | None = None
         self.online: Online | None = None
         self._extra_schemas = extra_schemas
+        self._pcscd = pcscd
+        """A private pcscd to put the simulated card bay on (tests share one per process)."""
         self._sync_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._sync_wake = threading.Event()
@@ -203,7 +206,7 @@ class StationRuntime:
         report = self.outbox.recover()
         log.info("outbox recovered: %s", report)
         if self.settings.open_devices:
-            self.devices = StationDevices(self.settings).open()
+            self.devices = StationDevices(self.settings, pcscd=self._pcscd).open()
         if is_provisioned(self.identity_dir):
             try:
                 self._go_online(load_identity(self.identity_dir, self.settings.keys))

@@ -25,7 +25,7 @@ from station.api import create_app
 from station.drivers.camera.sim_control import CameraControl
 from station.drivers.card.bay import pcscd_unavailable
 from station.runtime import StationRuntime
-from tests import processkit, registrykit, stationkit
+from tests import cardkit, processkit, registrykit, stationkit
 from tests.imagekit import ensure_face_assets
 from tests.registrykit import ADMIN
 
@@ -93,7 +93,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 uploader={"status_poll_s": 0.5, "idle_wait_s": 1.0},
                 cards={"sync_interval_s": 1.0},
             )
-            runtime = StationRuntime(settings).start()
+            # The test process's one pcscd (the PC/SC client keeps the first it talks to).
+            runtime = StationRuntime(settings, pcscd=cardkit.shared_pcscd()).start()
             try:
                 assert runtime.devices is not None
                 board = {c["name"]: c for c in runtime.devices.board.as_json()}

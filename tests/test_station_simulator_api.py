@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from station.api import create_app
 from station.drivers.card.bay import pcscd_unavailable
 from station.runtime import StationRuntime
-from tests import stationkit
+from tests import cardkit, stationkit
 
 
 def _runtime(tmp: Path, card_backend: str, open_devices: bool) -> StationRuntime:
@@ -26,7 +26,9 @@ def _runtime(tmp: Path, card_backend: str, open_devices: bool) -> StationRuntime
         camera={"backend": "opencv", "device": str(tmp / "no-camera.mp4")},
         card={"backend": card_backend},
     )
-    return StationRuntime(settings).start()
+    # The test process's one pcscd (the PC/SC client keeps the first it talks to).
+    pcscd = cardkit.shared_pcscd() if card_backend == "simulated" else None
+    return StationRuntime(settings, pcscd=pcscd).start()
 
 
 @pytest.fixture
