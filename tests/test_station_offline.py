@@ -25,7 +25,7 @@ One run, on a real clock and real processes:
    station built, one distinct receipt per package, the same receipt the station holds;
    a few packages sent again get their first receipts back.
 
-The default suite runs ``n = 200``; ``RUN_SLOW=1`` runs the full week (``n = 2000``).
+The default suite runs ``n = 80``; ``RUN_SLOW=1`` runs the full week (``n = 2000``).
 Numbers are printed (``pytest -s``) and recorded in docs/station-outbox.md "Offline week".
 """
 
@@ -426,7 +426,7 @@ def _outcomes(requests: list[offlinekit.Request]) -> dict[str, int]:
 @pytest.mark.parametrize(
     "n",
     [
-        pytest.param(200, id="n200"),
+        pytest.param(80, id="n80"),
         pytest.param(2000, marks=[pytest.mark.slow, pytest.mark.timeout(3600)], id="week-2000"),
     ],
 )
