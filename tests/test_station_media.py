@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from station.media import (
 )
 from station.outbox import OUTBOX_SCHEMA, Outbox
 from station.store.database import StationDatabase
-from tests import pkgkit, processkit, registrykit
+from tests import pkgkit, processkit, registrykit, tmpfskit
 
 REPO = Path(__file__).resolve().parent.parent
 STATION = pkgkit.STATION
@@ -267,15 +266,10 @@ def test_receipts_problems_are_explained(
 
 
 SMALL_STICK = """
-import pickle, subprocess, sys
-from pathlib import Path
+import pickle
 from station.media import MediaError, export_to
 from station.outbox import OUTBOX_SCHEMA, Outbox
 from station.store.database import StationDatabase
-base = Path(sys.argv[1])
-(base / "usb").mkdir()
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(base / "usb")],
-               check=True)
 db = StationDatabase(base / "station.db")
 db.migrate(OUTBOX_SCHEMA)
 outbox = Outbox(db, base / "outbox")
@@ -297,27 +291,10 @@ def test_a_stick_too_small_is_refused_before_copying(
     tmp_path: Path, packages: list[BuiltPackage]
 ) -> None:
     """A real small medium: a 256 KiB tmpfs in a private mount namespace."""
-    try:
-        probe = subprocess.run(
-            ["unshare", "-rm", "true"], capture_output=True, timeout=30, check=False
-        )
-    except FileNotFoundError:
-        pytest.skip("unshare is not installed")
-    if probe.returncode != 0:
-        pytest.skip(f"no user namespaces here: {probe.stderr.decode()[-200:]}")
     (tmp_path / "packages.pickle").write_bytes(pickle.dumps(packages))
-    result = subprocess.run(
-        ["unshare", "-rm", sys.executable, "-c", SMALL_STICK, str(tmp_path)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "larger or emptier stick" in result.stdout
-    assert result.stdout.strip().endswith("ok")
+    out = tmpfskit.run_on_tmpfs(SMALL_STICK, tmp_path, "usb", "256k")
+    assert "larger or emptier stick" in out
+    assert out.strip().endswith("ok")
 
 
 def test_round_trip_through_the_registrys_media_import(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from station.outbox import (
     OutboxFileError,
 )
 from station.store.database import Schema, StationDatabase
-from tests import pkgkit
+from tests import pkgkit, tmpfskit
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = Schema("testcase", ("CREATE TABLE testcase_case (case_id TEXT PRIMARY KEY, state TEXT)",))
@@ -364,14 +364,9 @@ def test_space_guard(outbox: Outbox) -> None:
 
 
 FULL_DISK = """
-import pickle, subprocess, sys
-from pathlib import Path
+import pickle
 from station.outbox import OUTBOX_SCHEMA, Outbox, OutboxFullError
 from station.store.database import StationDatabase
-base = Path(sys.argv[1])
-(base / "outbox").mkdir()
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(base / "outbox")],
-               check=True)
 db = StationDatabase(base / "station.db")
 db.migrate(OUTBOX_SCHEMA)
 outbox = Outbox(db, base / "outbox")
@@ -396,28 +391,11 @@ print("ok")
 
 def test_a_full_disk_stops_staging_with_nothing_half_written(tmp_path: Path, maker: Maker) -> None:
     """A real full file system: a 128 KiB tmpfs in a private mount namespace."""
-    try:
-        probe = subprocess.run(
-            ["unshare", "-rm", "true"], capture_output=True, timeout=30, check=False
-        )
-    except FileNotFoundError:
-        pytest.skip("unshare is not installed")
-    if probe.returncode != 0:
-        pytest.skip(f"no user namespaces here: {probe.stderr.decode()[-200:]}")
     first, second = maker.build(), maker.build()
     assert len(first.data) + len(second.data) > 128 * 1024 > len(first.data)
     (tmp_path / "first.pickle").write_bytes(pickle.dumps(first))
     (tmp_path / "second.pickle").write_bytes(pickle.dumps(second))
-    result = subprocess.run(
-        ["unshare", "-rm", sys.executable, "-c", FULL_DISK, str(tmp_path)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "full: no room for package" in result.stdout
-    assert "disk is full" in result.stdout
-    assert result.stdout.strip().endswith("ok")
+    out = tmpfskit.run_on_tmpfs(FULL_DISK, tmp_path, "outbox", "128k")
+    assert "full: no room for package" in out
+    assert "disk is full" in out
+    assert out.strip().endswith("ok")

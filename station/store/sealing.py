@@ -158,12 +158,8 @@ def _read_private_file(path: Path, magic: bytes, what: str) -> bytes:
     return blob[len(magic) :]
 
 
-# --- software -------------------------------------------------------------------------------
-
-
-class SoftwareDataKey:
-    """The key in a 0600 file. Protects the drafts by file permissions only: whoever reads
-    the SD card reads the key. Use the TPM backend on a device."""
+class _KeyFile:
+    """What both providers share: the key file's path, and make-once-then-load."""
 
     def __init__(self, path: Path) -> None:
         self._path = Path(path)
@@ -174,6 +170,30 @@ class SoftwareDataKey:
 
     def exists(self) -> bool:
         return self._path.exists()
+
+    def create(self) -> bytes:
+        raise NotImplementedError
+
+    def load(self) -> bytes:
+        raise NotImplementedError
+
+    def load_or_create(self) -> bytes:
+        # Two processes racing: the second one's create fails on the link, so it loads.
+        if not self.exists():
+            try:
+                return self.create()
+            except DataKeyError as exc:
+                if not isinstance(exc.__cause__, FileExistsError):
+                    raise
+        return self.load()
+
+
+# --- software -------------------------------------------------------------------------------
+
+
+class SoftwareDataKey(_KeyFile):
+    """The key in a 0600 file. Protects the drafts by file permissions only: whoever reads
+    the SD card reads the key. Use the TPM backend on a device."""
 
     def create(self) -> bytes:
         key = os.urandom(KEY_BYTES)
@@ -188,15 +208,6 @@ class SoftwareDataKey:
         if len(key) != KEY_BYTES:
             raise DataKeyError(f"the data key file {self._path} is damaged (wrong length)")
         return key
-
-    def load_or_create(self) -> bytes:
-        if not self.exists():
-            try:
-                return self.create()
-            except DataKeyError as exc:
-                if not isinstance(exc.__cause__, FileExistsError):
-                    raise
-        return self.load()
 
 
 # --- TPM ------------------------------------------------------------------------------------
@@ -219,19 +230,12 @@ def _sealed_template() -> Any:
     )
 
 
-class TpmSealedDataKey:
+class TpmSealedDataKey(_KeyFile):
     """The key sealed by the TPM behind ``tcti``; the file holds the sealed blobs only."""
 
     def __init__(self, path: Path, tcti: str) -> None:
-        self._path = Path(path)
+        super().__init__(path)
         self._tcti = tcti
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def exists(self) -> bool:
-        return self._path.exists()
 
     def create(self) -> bytes:
         if self._path.exists():
@@ -305,15 +309,6 @@ class TpmSealedDataKey:
         if len(key) != KEY_BYTES:
             raise DataKeyError(f"the sealed data key {self._path} has a wrong length")
         return key
-
-    def load_or_create(self) -> bytes:
-        if not self.exists():
-            try:
-                return self.create()
-            except DataKeyError as exc:
-                if not isinstance(exc.__cause__, FileExistsError):
-                    raise
-        return self.load()
 
 
 def data_key_provider(
