@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 # (SoftHSM2 for PKCS#11, swtpm for TPM 2.0; libtss2-dev lets tpm2-pytss build), and the
 # PC/SC stack the card encoder talks to (pcscd + the vpcd virtual reader; pyscard builds
 # against libpcsclite-dev), PostgreSQL, which the registry tests start on their own, and
-# DejaVu fonts (Vietnamese glyphs in the station's printed slips).
+# DejaVu fonts (Vietnamese glyphs in the station's printed slips and kiosk), and Chromium,
+# the kiosk's browser, which the UI tests drive through Playwright.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc make pkg-config openssl
               libtss2-dev softhsm2 swtpm swtpm-tools
-              pcscd libpcsclite-dev vsmartcard-vpcd postgresql fonts-dejavu-core)
+              pcscd libpcsclite-dev vsmartcard-vpcd postgresql fonts-dejavu-core chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

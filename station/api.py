@@ -320,6 +320,19 @@ def api_router() -> APIRouter:
 
         return await _call(run)
 
+    @router.get("/session")
+    async def whoami(runtime: Runtime, session: Session) -> dict[str, Any]:
+        """Who is logged in with this token (the kiosk's header), and when the inactivity
+        logout falls due."""
+        idle = runtime.authenticator().policy.inactivity_logout_seconds
+        return {
+            "operator_id": session.operator_id,
+            "full_name": session.full_name,
+            "role": session.role,
+            "started": session.started.isoformat(),
+            "logout_after_s": idle,
+        }
+
     @router.post("/logout", status_code=204)
     async def logout(runtime: Runtime, session: Session) -> Response:
         await _call(lambda: runtime.authenticator().logout(session.token))
@@ -846,6 +859,9 @@ def create_app(runtime: StationRuntime) -> FastAPI:
         return _error_response(status, exc.code, str(exc), detail)
 
     app.add_exception_handler(SlipError, handler(500, "slip_failed"))
+    from station.ui.app import install_ui  # the kiosk's pages, over this same API
+
+    install_ui(app)
     return app
 
 

@@ -604,6 +604,8 @@ class StationRuntime:
             out["sync"] = online.synchronizer.staleness().as_json()
             out["policy"] = online.synchronizer.policy().model_dump()
             out["link"] = {
+                # Up: the last sync and the last heartbeat both reached the registry.
+                "up": self._link_ok and online.heartbeat.last_error is None,
                 "last_contact_at": (
                     online.uploader.last_contact_at.isoformat()
                     if online.uploader.last_contact_at

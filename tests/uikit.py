@@ -1,0 +1,259 @@
+"""The kiosk in a real browser: a registry process, a station runtime with its simulated
+devices served over real HTTP (uvicorn in a thread), and Debian's Chromium driven by
+Playwright (its own browser download is not used).
+
+One world per test session (starting it takes ~20 s): tests share the registry, the
+station and the officers, so each test opens its own enrollments and must not depend on
+another's. Screenshots go to build/ui/<width>x<height>/ (CI artefacts); the accessibility
+check is axe-core (shipped by axe-playwright-python).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from station.api import create_app
+from station.drivers.camera.sim_control import CameraControl
+from station.drivers.card.bay import pcscd_unavailable
+from station.runtime import StationRuntime
+from tests import cardkit, processkit, registrykit, stationkit
+from tests.imagekit import ensure_face_assets
+from tests.registrykit import ADMIN
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "build" / "ui"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SIZES = {"small": (800, 480), "large": (1280, 800)}
+"""The two screens the kiosk is made for: a 7-inch and a 10-inch panel."""
+
+ADJUDICATOR = ("adjudicator", "adjudicator password 1")
+OFFICER, SUPERVISOR = stationkit.staff("00001")
+STATION_ID = "HN-BD-UI"
+
+
+def browser_unavailable() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return "Chromium is not installed (apt install chromium)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (make bootstrap)"
+    return pcscd_unavailable()
+
+
+@dataclass
+class Kiosk:
+    """The running world a browser test drives."""
+
+    url: str
+    registry_url: str
+    registry: httpx.Client
+    admin: dict[str, str]
+    runtime: StationRuntime
+    camera: CameraControl
+    officer: tuple[str, str, int, str] = OFFICER
+    supervisor: tuple[str, str, int, str] = SUPERVISOR
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scanner(self) -> Any:
+        """The scanner simulator's control: ``present(finger=, person=)`` lays a finger."""
+        assert self.runtime.devices is not None
+        sim = self.runtime.devices.scanner_simulator
+        assert sim is not None
+        return sim.control
+
+
+class _Server(threading.Thread):
+    """uvicorn serving the station app on 127.0.0.1:port, in this process (the tests
+    reach into the runtime for the simulators)."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        super().__init__(name="kiosk-http", daemon=True)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+
+    def run(self) -> None:
+        self.server.run()
+
+    def wait_started(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the kiosk's HTTP server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.join(10)
+
+
+@pytest.fixture(scope="session")
+def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
+    reason = browser_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    assets = ensure_face_assets()
+    tmp = tmp_path_factory.mktemp("kiosk")
+    port = processkit.free_port()
+    env = processkit.registry_env(
+        tmp / "registry",
+        f"sqlite:///{tmp / 'registry.db'}",
+        ADMIN,
+        {"REGISTRY_WORKER__IN_PROCESS": "true", "REGISTRY_WORKER__IDLE_POLL_SECONDS": "0.2"},
+    )
+    (tmp / "registry").mkdir()
+    process = processkit.RegistryProcess(
+        "registry", ["serve", "--port", str(port)], env, tmp / "registry.log"
+    )
+    registry_url = f"http://127.0.0.1:{port}"
+    with processkit.ProcessSet() as processes:
+        processes.add(process).start()
+        process.wait_http(f"{registry_url}/readyz", timeout=180)
+        with httpx.Client(base_url=registry_url, timeout=60) as registry:
+            admin = registrykit.login(registry, *ADMIN)
+            registry.post(
+                "/v1/users",
+                json={"username": ADJUDICATOR[0], "password": ADJUDICATOR[1],
+                      "roles": ["adjudicator"]},
+                headers=admin,
+            ).raise_for_status()  # fmt: skip
+            office = stationkit.setup_office(registry, admin, commune_code="00001")
+            token = stationkit.station_token(registry, admin, office, STATION_ID)
+            settings = stationkit.station_settings(
+                tmp / "station",
+                open_devices=True,
+                background=True,
+                scanner={
+                    "backend": "simulated",
+                    "simulator": {"seed": stationkit.SIM_SEED, "pace": False},
+                },
+                camera={
+                    "backend": "simulated",
+                    "seed": 0,
+                    "assets": assets,
+                    "scene_script": ["walk_in:1", "good:600"],
+                },
+                card={"backend": "simulated"},
+                uploader={"status_poll_s": 0.5, "idle_wait_s": 1.0},
+                cards={"sync_interval_s": 1.0},
+            )
+            runtime = StationRuntime(settings, pcscd=cardkit.shared_pcscd()).start()
+            server: _Server | None = None
+            try:
+                assert runtime.devices is not None
+                http_port = processkit.free_port()
+                server = _Server(create_app(runtime), http_port)
+                server.start()
+                server.wait_started()
+                url = f"http://127.0.0.1:{http_port}"
+                with httpx.Client(base_url=url, timeout=60) as station:
+                    r = station.post(
+                        "/api/provision", json={"registry_url": registry_url, "token": token}
+                    )
+                    assert r.status_code == 201, r.text
+                    assert station.post("/api/sync").status_code == 200
+                camera = CameraControl(runtime.devices.camera_control_path)
+                yield Kiosk(url, registry_url, registry, admin, runtime, camera)
+            finally:
+                if server is not None:
+                    server.stop()
+                runtime.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    reason = browser_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def new_page(browser: Any, kiosk: Kiosk, size: str = "large", lang: str = "vi") -> Any:
+    """A fresh browser context (no cookies) at one of the kiosk's screen sizes."""
+    width, height = SIZES[size]
+    context = browser.new_context(
+        viewport={"width": width, "height": height},
+        base_url=kiosk.url,
+        locale="vi-VN" if lang == "vi" else "en-US",
+        timezone_id="Asia/Ho_Chi_Minh",
+    )
+    if lang != "vi":
+        context.add_cookies([{"name": "station_lang", "value": lang, "url": kiosk.url}])
+    context.set_default_timeout(30_000)
+    return context.new_page()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save the page as build/ui/<w>x<h>/<name>.png (a test artefact) and return the path."""
+    size = page.viewport_size
+    folder = ARTIFACTS / f"{size['width']}x{size['height']}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{re.sub(r'[^a-z0-9_-]+', '-', name.lower())}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
+
+
+def serious_violations(page: Any) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} -> "
+        + "; ".join(n["target"][0] if n.get("target") else "?" for n in v["nodes"][:5])
+        for v in results.response["violations"]
+        if v.get("impact") in ("serious", "critical")
+    ]
+
+
+def login(page: Any, kiosk: Kiosk, who: tuple[str, str, int, str] | None = None) -> None:
+    """Log in through the login screen: ID and PIN typed, a finger on the simulator."""
+    who = who or kiosk.officer
+    page.goto("/login")
+    page.fill("#operator_id", who[0])
+    page.fill("#secret", who[3])
+    kiosk.scanner.present(finger=2, person=who[2])
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"^(?!.*/login).*$"))
+
+
+__all__ = [
+    "ARTIFACTS",
+    "SIZES",
+    "Kiosk",
+    "browser",
+    "browser_unavailable",
+    "kiosk",
+    "login",
+    "new_page",
+    "screenshot",
+    "serious_violations",
+]
