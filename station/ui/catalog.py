@@ -2,8 +2,8 @@
 from the kiosk's Python and templates (Babel's extractors, the standard gettext tooling),
 and adds the new ones to the right PO file untranslated.
 
-    python -m station.ui.catalog check     # exit 1 and a list when anything is missing
-    python -m station.ui.catalog update    # add missing msgids (empty) to locale/vi/*.po
+    python -m station.ui.catalog check [AREA]    # exit 1 and a list when anything is missing
+    python -m station.ui.catalog update [AREA]   # add missing msgids (empty) to the PO files
 
 A string belongs to the PO file of its screen group: ``pages/<area>.py`` and
 ``templates/<area>/`` go to ``<area>.po``; everything else (the frame, errors) to
@@ -80,12 +80,14 @@ def placeholders(text: str) -> set[str]:
     return set(_PLACEHOLDER.findall(text))
 
 
-def problems(language: str = "vi") -> list[str]:
+def problems(language: str = "vi", area: str | None = None) -> list[str]:
     """What is wrong with ``language``'s catalog against the code: missing or untranslated
     msgids, and translations whose %(name)s placeholders differ from the msgid's."""
     catalog = i18n.read_catalog(language, (i18n.LOCALE_DIR / language).glob("*.po"))
     out: list[str] = []
     for msgid, message in sorted(extract().items()):
+        if area is not None and message.area != area:
+            continue
         if message.plural is None:
             text = catalog.singular.get(msgid)
             if text is None:
@@ -112,8 +114,10 @@ def _po_files(language: str) -> Iterator[Path]:
     yield from sorted((i18n.LOCALE_DIR / language).glob("*.po"))
 
 
-def update(language: str = "vi") -> int:
-    """Add every missing msgid, untranslated, to its area's PO file; the number added."""
+def update(language: str = "vi", area: str | None = None) -> int:
+    """Add every missing msgid (of ``area`` only, when given), untranslated, to its area's
+    PO file; the number added. Only files that gain entries are written (several people
+    may be translating other areas' files at the same time)."""
     have: set[str] = set()
     catalogs: dict[str, PoCatalog] = {}
     for path in _po_files(language):
@@ -122,9 +126,11 @@ def update(language: str = "vi") -> int:
         catalogs[path.stem] = po
         have.update(str(m.id[0] if isinstance(m.id, tuple) else m.id) for m in po if m.id)
     added = 0
+    touched: set[str] = set()
     for msgid, message in sorted(extract().items()):
-        if msgid in have:
+        if msgid in have or (area is not None and message.area != area):
             continue
+        touched.add(message.area)
         if message.area not in catalogs:
             catalogs[message.area] = PoCatalog(
                 locale=language,
@@ -147,8 +153,9 @@ def update(language: str = "vi") -> int:
         added += 1
     directory = i18n.LOCALE_DIR / language
     directory.mkdir(parents=True, exist_ok=True)
-    for area, po in catalogs.items():
-        with (directory / f"{area}.po").open("wb") as fh:
+    for name in sorted(touched):
+        po = catalogs[name]
+        with (directory / f"{name}.po").open("wb") as fh:
             write_po(fh, po, width=100, sort_output=True, include_lineno=False)
     i18n.catalog.cache_clear()
     return added
@@ -156,11 +163,13 @@ def update(language: str = "vi") -> int:
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "check"
+    area = argv[1] if len(argv) > 1 else None
     if command == "update":
-        print(f"{update()} new msgids added; translate them in {i18n.LOCALE_DIR / 'vi'}")
+        added = update(area=area)
+        print(f"{added} new msgids added; translate them in {i18n.LOCALE_DIR / 'vi'}")
         return 0
     if command == "check":
-        found = problems()
+        found = problems(area=area)
         for line in found:
             print(line)
         print(f"{len(found)} problems in the vi catalog ({len(extract())} msgids in the code)")
