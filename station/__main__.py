@@ -6,6 +6,7 @@
     python -m station sync                      # one sync round now
     python -m station media export /media/usb   # the outbox onto removable media
     python -m station media import-receipts /media/usb/vn-eid/<station>/<export>
+    python -m station technician-pin            # hash a new technician PIN for the config
 
 ``serve`` owns the devices; the other commands open the store without them, so a
 technician can run them while the service is stopped (they refuse while it runs, because
@@ -152,6 +153,36 @@ def _media(args: argparse.Namespace) -> int:
     return 0
 
 
+def _technician_pin(args: argparse.Namespace) -> int:
+    """Ask for a new technician PIN twice (or read it from stdin) and print its argon2 hash
+    with where it goes: nothing is written, the technician puts it in the configuration."""
+    import getpass
+
+    from station.technician import hash_pin
+
+    if args.stdin:
+        pin = sys.stdin.readline().strip()
+    else:
+        pin = getpass.getpass("New technician PIN (6 or more digits): ")
+        if getpass.getpass("The same PIN again: ") != pin:
+            print("the two PINs differ; nothing changed", file=sys.stderr)
+            return 1
+    try:
+        hashed = hash_pin(pin)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.quiet:
+        print(hashed)
+        return 0
+    print("Put this in the station configuration (/etc/vn-eid/station.toml), then restart")
+    print("the station service:\n")
+    print("[technician]")
+    print(f'pin_hash = "{hashed}"\n')
+    print(f"or in its environment: STATION_TECHNICIAN__PIN_HASH='{hashed}'")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m station", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     receipts = media_sub.add_parser("import-receipts", help="read the registry's receipts")
     receipts.add_argument("path", help="the export folder holding receipts.cose")
     media.set_defaults(run=_media)
+    pin = sub.add_parser("technician-pin", help="hash a new technician PIN for the config")
+    pin.add_argument("--stdin", action="store_true", help="read the PIN from stdin")
+    pin.add_argument("--quiet", action="store_true", help="print the hash only")
+    pin.set_defaults(run=_technician_pin)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     code: int = args.run(args)

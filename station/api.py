@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from station.appointments import QueueError
-from station.cards import CardIssuanceError
+from station.cards import CardIssuanceError, CardSpoiled
 from station.cases import CaseState
 from station.devices import DeviceUnavailableError
 from station.drivers.card.bay import CardBay
@@ -53,6 +54,7 @@ from station.outbox import OutboxError
 from station.residents import ResidentListError
 from station.runtime import NotReadyError, StationRuntime
 from station.slip import SlipError
+from station.technician import TechnicianError, TechnicianGate, TechnicianSession, log_ring
 from station.workflow import WorkflowError
 
 T = TypeVar("T")
@@ -106,13 +108,34 @@ def _session(
     if not authorization or not authorization.lower().startswith("bearer "):
         raise ApiError(401, "login_required", "log in first (PIN or password, then a finger)")
     token = authorization.split(" ", 1)[1].strip()
+    # A page polling a status (``?poll=1``) is not the officer's activity: the inactivity
+    # logout must still come to a kiosk left on a status screen.
+    auth = runtime.authenticator()
+    check = auth.session if request.query_params.get("poll") == "1" else auth.touch
     try:
-        return runtime.authenticator().touch(token)
+        return check(token)
     except SessionExpired as exc:
         raise ApiError(401, "session_expired", str(exc)) from None
 
 
 Session = Annotated[OperatorSession, Depends(_session)]
+
+
+def _gate(request: Request) -> TechnicianGate:
+    gate: TechnicianGate = request.app.state.technician
+    return gate
+
+
+def _technician(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> TechnicianSession:
+    token = None
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization.split(" ", 1)[1].strip()
+    return _gate(request).check(token)
+
+
+Technician = Annotated[TechnicianSession, Depends(_technician)]
 Runtime = Annotated[StationRuntime, Depends(_runtime)]
 
 
@@ -127,6 +150,10 @@ async def _call(fn: Callable[[], T]) -> T:
 class ProvisionIn(BaseModel):
     registry_url: str = Field(min_length=1, max_length=500)
     token: str = Field(min_length=1, max_length=500)
+
+
+class TechnicianPinIn(BaseModel):
+    pin: str = Field(min_length=1, max_length=64)
 
 
 class LoginIn(BaseModel):
@@ -212,6 +239,26 @@ def _finish_ticket(runtime: StationRuntime, ticket: str) -> None:
         log.info("ticket %s was not being served", ticket)
 
 
+def _provisioning_reason(exc: Exception) -> str:
+    """Why provisioning failed, for the setup screen's advice: ``unreachable`` (nothing
+    answered at that address), ``token_refused`` (the registry said no to the token),
+    ``not_a_registry`` (something answered, but not a registry), or ``other``."""
+    import httpx
+
+    if isinstance(exc.__cause__, httpx.HTTPError):
+        return "unreachable"
+    text = str(exc)
+    status = re.search(r"refused the enrollment \((\d{3}) ", text)
+    if status is not None:
+        code = int(status.group(1))
+        if code in (400, 401, 403, 409, 410, 422):
+            return "token_refused"
+        return "not_a_registry"
+    if "malformed" in text or "not an EC key" in text:
+        return "not_a_registry"
+    return "other"
+
+
 def _case_json(case: Any) -> dict[str, Any]:
     out: dict[str, Any] = case.as_json()
     return out
@@ -232,8 +279,9 @@ def api_router() -> APIRouter:
             try:
                 return runtime.provision(body.registry_url, body.token).as_json()
             except ProvisioningError as exc:
-                raise ApiError(409 if "already" in str(exc) else 502, "provisioning_failed",
-                               str(exc)) from None  # fmt: skip
+                status = 409 if "already" in str(exc) else 502
+                reason = {"reason": _provisioning_reason(exc)}
+                raise ApiError(status, "provisioning_failed", str(exc), reason) from None
             except NotReadyError as exc:
                 raise ApiError(409, "already_provisioned", str(exc)) from None
 
@@ -283,6 +331,89 @@ def api_router() -> APIRouter:
              "subject": e.subject, "detail": e.detail}
             for e in entries
         ]  # fmt: skip
+
+    # --- technician ------------------------------------------------------------------------
+    # Behind the technician PIN (not an officer login): POST /technician/unlock answers a
+    # short-lived token, sent as ``Authorization: Bearer`` to the other technician routes.
+
+    @router.post("/technician/unlock")
+    async def technician_unlock(body: TechnicianPinIn, request: Request) -> dict[str, Any]:
+        gate = _gate(request)
+        session = await _call(lambda: gate.unlock(body.pin))
+        return session.as_json(datetime.now(UTC))
+
+    @router.post("/technician/lock", status_code=204)
+    async def technician_lock(request: Request, technician: Technician) -> Response:
+        await _call(lambda: _gate(request).lock(technician.token))
+        return Response(status_code=204)
+
+    @router.get("/technician/overview")
+    async def technician_overview(
+        runtime: Runtime,
+        technician: Technician,
+        journal_limit: Annotated[int, Query(ge=1, le=200)] = 30,
+    ) -> dict[str, Any]:
+        """What the technician screen shows beyond the status: the effective registry
+        address, why the identity or the data key is unusable, the key provider, the
+        uploader's back-off, the newest journal entries."""
+
+        def run() -> dict[str, Any]:
+            online = runtime.online
+            link = runtime.outbox.link_state()
+            entries = runtime.journal.recent(journal_limit)
+            return {
+                "status": runtime.status(),
+                "registry_url": runtime.settings.registry_url
+                or (online.identity.registry_url if online else None),
+                "identity_error": runtime.identity_error,
+                "key_error": runtime.key_error,
+                "data_key_provider": runtime.settings.keys.backend,
+                "upload_link": {
+                    "failures": link.failures,
+                    "retry_at": link.retry_at.isoformat() if link.retry_at else None,
+                    "last_error": link.last_error,
+                },
+                "journal": [
+                    {
+                        "id": e.id,
+                        "at": e.at.isoformat(),
+                        "actor": e.actor,
+                        "action": e.action,
+                        "subject": e.subject,
+                        "detail": e.detail,
+                    }
+                    for e in entries
+                ],
+                "session_expires_at": technician.expires_at.isoformat(),
+            }
+
+        return await _call(run)
+
+    @router.get("/technician/network")
+    async def technician_network(_: Technician) -> list[dict[str, Any]]:
+        """The network interfaces and their addresses, as the OS has them."""
+        from station.technician import network_interfaces
+
+        return await _call(network_interfaces)
+
+    @router.get("/technician/logs")
+    async def technician_logs(
+        _: Technician, lines: Annotated[int, Query(ge=1, le=500)] = 100
+    ) -> list[dict[str, str]]:
+        """The service log's last lines (newest last)."""
+        from station.technician import log_ring
+
+        return log_ring().tail(lines)
+
+    @router.post("/technician/devices/retry")
+    async def technician_devices_retry(runtime: Runtime, _: Technician) -> list[dict[str, object]]:
+        def run() -> list[dict[str, object]]:
+            if runtime.devices is None:
+                raise ApiError(409, "no_devices", "this station runs without devices")
+            runtime.devices.retry()
+            return runtime.devices.board.as_json()
+
+        return await _call(run)
 
     # --- login -----------------------------------------------------------------------------
 
@@ -644,6 +775,21 @@ def api_router() -> APIRouter:
 
         return await _call(run)
 
+    @router.get("/cards/{package_id}")
+    async def card_job(package_id: str, runtime: Runtime, _: Session) -> dict[str, Any]:
+        """One card job and its history (the encoding screen polls it while a card is
+        written: ``fetched`` waiting for a card, ``encoding`` writing and verifying)."""
+
+        def run() -> dict[str, Any]:
+            issuer = runtime.cards()
+            job = issuer.job(package_id)
+            return {
+                **_plain(job),
+                "events": [_plain(e) for e in issuer.history(package_id)],
+            }
+
+        return await _call(run)
+
     @router.post("/cards/{package_id}/encode")
     async def encode_card(
         package_id: str, body: EncodeIn, runtime: Runtime, session: Session
@@ -760,6 +906,14 @@ def api_router() -> APIRouter:
 
         return await _call(run)
 
+    @router.get("/outbox/media")
+    async def outbox_media(_: Session) -> list[dict[str, Any]]:
+        """Removable media mounted now (under /media, /run/media, /mnt), with their free
+        space and the export folders on them (receipts there or not)."""
+        from station.technician import removable_media
+
+        return await _call(removable_media)
+
     @router.get("/outbox")
     async def outbox(
         runtime: Runtime,
@@ -770,8 +924,20 @@ def api_router() -> APIRouter:
     ) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             entries = runtime.outbox.list(state, limit=limit, offset=offset)
+            counts = runtime.outbox.counts()
+            link = runtime.outbox.link_state()
+            next_due = runtime.outbox.next_due()
             return {
-                "counts": runtime.outbox.counts().heartbeat(),
+                "counts": counts.heartbeat(),
+                "by_state": counts.by_state,
+                "file_problems": counts.file_problems,
+                # The uploader's back-off: when it tries the registry again, and why.
+                "link": {
+                    "failures": link.failures,
+                    "retry_at": link.retry_at.isoformat() if link.retry_at else None,
+                    "last_error": link.last_error,
+                },
+                "next_due": next_due.isoformat() if next_due else None,
                 "packages": [e.as_json() for e in entries],
             }
 
@@ -791,6 +957,10 @@ def create_app(runtime: StationRuntime) -> FastAPI:
     """The ASGI app over a started runtime (the caller owns its lifecycle)."""
     app = FastAPI(title="vn-eid station", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.runtime = runtime
+    app.state.technician = TechnicianGate(
+        runtime.settings.technician, runtime.db, runtime.journal, clock=runtime.clock
+    )
+    log_ring()  # the technician screen's log tail starts with the service
     app.include_router(api_router())
     hosts = list(runtime.settings.service.allowed_hosts)
     # DNS rebinding: a page from elsewhere that resolves its own name to 127.0.0.1 sends
@@ -855,10 +1025,16 @@ def create_app(runtime: StationRuntime) -> FastAPI:
         detail: dict[str, Any] | None = None
         serial = getattr(exc, "serial", None)
         if serial is not None:
-            detail = {"card_serial": serial}
+            # spoiled: written to and failed (never to be used again); else untouched.
+            detail = {"card_serial": serial, "spoiled": isinstance(exc, CardSpoiled)}
         return _error_response(status, exc.code, str(exc), detail)
 
     app.add_exception_handler(SlipError, handler(500, "slip_failed"))
+
+    @app.exception_handler(TechnicianError)
+    async def technician_error(_: Request, exc: TechnicianError) -> JSONResponse:
+        return _error_response(exc.status, exc.code, str(exc), exc.details)
+
     from station.ui.app import install_ui  # the kiosk's pages, over this same API
 
     install_ui(app)

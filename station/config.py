@@ -56,6 +56,23 @@ class ServiceSettings(BaseModel):
     """Host names the API answers to (anything else: 400, against DNS rebinding)."""
 
 
+class TechnicianSettings(BaseModel):
+    """The technician's access to the kiosk's technician screens: a PIN of its own,
+    separate from every officer login. Only its argon2 hash is kept here; a technician
+    makes one with ``python -m station technician-pin`` and puts it in the file
+    (``[technician] pin_hash = "..."``) or in ``STATION_TECHNICIAN__PIN_HASH``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pin_hash: str | None = None
+    """argon2id hash of the PIN; None: the technician screens cannot be unlocked."""
+    session_minutes: int = Field(15, ge=1, le=240)
+    """How long an unlock lasts (the technician cookie and token expire with it)."""
+    max_failures: int = Field(5, ge=1, le=20)
+    """Wrong PINs in a row before the lockout."""
+    lockout_minutes: int = Field(10, ge=1, le=1440)
+
+
 class StationSettings(BaseSettings):
     """Everything one station process needs to know about its devices and folders."""
 
@@ -87,6 +104,7 @@ class StationSettings(BaseSettings):
     uploader: UploaderSettings = UploaderSettings()
     cards: CardIssuanceSettings = CardIssuanceSettings()
     face: FaceCaptureSettings = FaceCaptureSettings()
+    technician: TechnicianSettings = TechnicianSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -105,4 +123,10 @@ class StationSettings(BaseSettings):
         return tuple(sources)
 
 
-__all__ = ["CONFIG_ENV", "ServiceSettings", "StationSettings", "config_path"]
+__all__ = [
+    "CONFIG_ENV",
+    "ServiceSettings",
+    "StationSettings",
+    "TechnicianSettings",
+    "config_path",
+]

@@ -47,6 +47,15 @@ SIZES = {"small": (800, 480), "large": (1280, 800)}
 ADJUDICATOR = ("adjudicator", "adjudicator password 1")
 OFFICER, SUPERVISOR = stationkit.staff("00001")
 STATION_ID = "HN-BD-UI"
+TECHNICIAN_PIN = "24681357"
+"""The kiosk world's technician PIN (its argon2 hash is in the station's settings)."""
+
+
+def technician_settings(**overrides: Any) -> dict[str, Any]:
+    """The ``technician`` settings section with :data:`TECHNICIAN_PIN`."""
+    from station.technician import hash_pin
+
+    return {"pin_hash": hash_pin(TECHNICIAN_PIN), **overrides}
 
 
 def browser_unavailable() -> str | None:
@@ -157,6 +166,7 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
                 card={"backend": "simulated"},
                 uploader={"status_poll_s": 0.5, "idle_wait_s": 1.0},
                 cards={"sync_interval_s": 1.0},
+                technician=technician_settings(),
             )
             runtime = StationRuntime(settings, pcscd=cardkit.shared_pcscd()).start()
             server: _Server | None = None
@@ -248,6 +258,7 @@ def login(page: Any, kiosk: Kiosk, who: tuple[str, str, int, str] | None = None)
 __all__ = [
     "ARTIFACTS",
     "SIZES",
+    "TECHNICIAN_PIN",
     "Kiosk",
     "browser",
     "browser_unavailable",
@@ -256,4 +267,5 @@ __all__ = [
     "new_page",
     "screenshot",
     "serious_violations",
+    "technician_settings",
 ]

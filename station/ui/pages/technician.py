@@ -1,0 +1,277 @@
+"""The technician's screens: the PIN (a technician PIN, not an officer login), then the
+station's insides (versions, identity and certificate, registry, network, sync, disk, data
+key, journal, service log) with sync and device retry; and ``/setup``, the first-boot
+provisioning that needs no login because nobody can log in before it."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form
+from fastapi.responses import Response
+
+from station.ui import errors
+from station.ui.client import StationApi, StationApiError
+from station.ui.i18n import _, ngettext
+from station.ui.pages.devices import TECH_COOKIE, device_view, disk_view
+from station.ui.pages.outbox import duration
+from station.ui.web import Page, PageDep
+
+router = APIRouter()
+
+errors.register(
+    technician_pin_wrong=lambda: _("Wrong technician PIN. Try again."),
+    technician_locked=lambda: _(
+        "Too many wrong technician PINs: the technician screen is locked for a while."
+    ),
+    technician_pin_unset=lambda: _(
+        "No technician PIN is set on this station. It is set in the station's configuration "
+        "(python -m station technician-pin)."
+    ),
+    provisioning_failed=lambda: _(
+        "The station could not be set up. Check the registry address and the token, then try again."
+    ),
+    already_provisioned=lambda: _("This station is already set up."),
+    busy=lambda: _("The station is busy with the same thing. Wait a moment and try again."),
+)
+
+
+def _technician_api(page: Page) -> StationApi:
+    return StationApi(page.request.app.state.ui_client, page.request.cookies.get(TECH_COOKIE))
+
+
+# --- the technician PIN ------------------------------------------------------------------
+
+
+@router.get("/technician/unlock")
+async def unlock_form(page: PageDep) -> Response:
+    return await page.render("technician/unlock.html", error=None, locked=False)
+
+
+@router.post("/technician/unlock")
+async def unlock(page: PageDep, pin: Annotated[str, Form(max_length=64)] = "") -> Response:
+    if not pin.strip():
+        error = _("Type the technician PIN.")
+        return await page.render("technician/unlock.html", error=error, locked=False)
+    try:
+        session = await page.api.post("/technician/unlock", {"pin": pin.strip()})
+    except StationApiError as exc:
+        details = exc.details if isinstance(exc.details, dict) else {}
+        locked = exc.code == "technician_locked"
+        if exc.code == "technician_pin_wrong":
+            error = ngettext(
+                "Wrong technician PIN. %(num)d try left before the screen locks.",
+                "Wrong technician PIN. %(num)d tries left before the screen locks.",
+                int(details.get("tries_left") or 0),
+            )
+        elif locked:
+            until = str(details.get("until") or "")
+            error = _(
+                "Too many wrong PINs: locked until %(when)s. Wait, or ask the registry's support.",
+                when=_clock(until),
+            )
+        else:
+            error = errors.explain(exc)
+        code = 423 if locked else 401 if exc.status == 401 else 200
+        return await page.render(
+            "technician/unlock.html", status_code=code, error=error, locked=locked
+        )
+    response = page.redirect("/technician")
+    # Short-lived, HttpOnly and same-site only: the token opens the station's insides.
+    response.set_cookie(
+        TECH_COOKIE,
+        session["token"],
+        max_age=int(session["expires_in_s"]),
+        httponly=True,
+        samesite="strict",
+        path="/",
+    )
+    return response
+
+
+def _clock(iso: str) -> str:
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone().strftime("%H:%M %d/%m/%Y")
+
+
+@router.post("/technician/lock")
+async def lock(page: PageDep) -> Response:
+    api = _technician_api(page)
+    if api.token:
+        with contextlib.suppress(StationApiError):  # already expired: nothing to end
+            await api.post("/technician/lock")
+    response = page.redirect("/")
+    response.delete_cookie(TECH_COOKIE, path="/")
+    return response
+
+
+# --- the technician screen -----------------------------------------------------------------
+
+
+@router.get("/technician")
+async def technician_page(page: PageDep) -> Response:
+    api = _technician_api(page)
+    if not api.token:
+        return page.redirect("/technician/unlock")
+    try:
+        overview = await api.get("/technician/overview", journal_limit=15)
+        network = await api.get("/technician/network")
+        logs = await api.get("/technician/logs", lines=60)
+    except StationApiError as exc:
+        if exc.code == "technician_required":
+            return page.redirect("/technician/unlock")
+        raise
+    status = overview["status"]
+    identity = status.get("identity") or {}
+    cert_days = None
+    if identity.get("certificate_not_after"):
+        not_after = datetime.fromisoformat(identity["certificate_not_after"])
+        cert_days = (not_after - datetime.now(UTC)).days
+    devices = [device_view(c) for c in status.get("devices") or []]
+    sync = status.get("sync") or {}
+    expires = datetime.fromisoformat(overview["session_expires_at"])
+    return await page.render(
+        "technician/index.html",
+        o=overview,
+        s=status,
+        identity=identity,
+        cert_days=cert_days,
+        devices=devices,
+        disk=disk_view(status),
+        network=network,
+        logs=logs,
+        sync=sync,
+        sync_age=duration(sync.get("age_s")),
+        sync_limit=duration(sync.get("limit_s")),
+        session_left=duration((expires - datetime.now(UTC)).total_seconds()),
+    )
+
+
+@router.post("/technician/sync")
+async def technician_sync(page: PageDep) -> Response:
+    report = await page.api.post("/sync")
+    text = _("Synced with the registry in %(s).1f s.", s=float(report.get("seconds") or 0))
+    return await page.render("technician/_done.html", text=text)
+
+
+@router.post("/technician/devices/retry")
+async def technician_retry(page: PageDep) -> Response:
+    cells = await _technician_api(page).post("/technician/devices/retry")
+    bad = [device_view(c)["label"] for c in cells if not c.get("ok")]
+    if bad:
+        text = _("Tried again. Still not working: %(list)s.", list=", ".join(bad))
+    else:
+        text = _("Tried again: every device is working.")
+    return await page.render("technician/_done.html", text=text)
+
+
+# --- first boot ----------------------------------------------------------------------------
+
+
+_REASONS = {
+    "unreachable": lambda: _(
+        "Nothing answered at this address. Check the network cable or Wi-Fi and the address, "
+        "then try again (the token is still valid)."
+    ),
+    "token_refused": lambda: _(
+        "The registry refused this token: it is wrong, used already or expired. Check it, or "
+        "ask the registry administrator for a new one."
+    ),
+    "not_a_registry": lambda: _(
+        "Something answered at this address, but it is not the registry. Check the address."
+    ),
+}
+
+
+async def _setup_state(page: Page) -> str:
+    """new (not provisioned), sync (provisioned, never synced: nobody can log in yet) or
+    done."""
+    status = await page.status()
+    if not status["provisioned"]:
+        return "new"
+    if not (status.get("sync") or {}).get("last_sync_at"):
+        return "sync"
+    return "done"
+
+
+async def _setup_render(page: Page, step: str, **context: Any) -> Response:
+    values: dict[str, Any] = {"registry_url": "", "error": None, "field": None, "detail": None}
+    values.update(context)
+    if page.is_htmx:
+        return await page.render("technician/_setup.html", step=step, **values)
+    return await page.render("technician/setup.html", step=step, **values)
+
+
+@router.get("/setup")
+async def setup_page(page: PageDep) -> Response:
+    return await _setup_render(page, await _setup_state(page))
+
+
+def _address_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return _(
+            "Write the address in full, starting with https:// (for example "
+            "https://registry.example.vn)."
+        )
+    return None
+
+
+@router.post("/setup")
+async def setup(
+    page: PageDep,
+    registry_url: Annotated[str, Form(max_length=500)] = "",
+    token: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    state = await _setup_state(page)
+    if state != "new":
+        return await _setup_render(page, state)
+    url, token = registry_url.strip(), token.strip()
+    problem = _address_problem(url)
+    if problem is not None:
+        return await _setup_render(page, "new", registry_url=url, error=problem, field="url")
+    if not token:
+        error = _("Type the one-time token from the registry.")
+        return await _setup_render(page, "new", registry_url=url, error=error, field="token")
+    try:
+        await page.api.post("/provision", {"registry_url": url, "token": token})
+    except StationApiError as exc:
+        if exc.code != "provisioning_failed":
+            raise
+        details = exc.details if isinstance(exc.details, dict) else {}
+        reason = str(details.get("reason") or "")
+        explain = _REASONS.get(reason)
+        error = explain() if explain else errors.explain(exc)
+        field = "token" if reason == "token_refused" else "url"
+        return await _setup_render(
+            page, "new", registry_url=url, error=error, field=field, detail=exc.detail
+        )
+    page._status = None  # provisioned now: the header shows the station's id
+    return await _first_sync(page)
+
+
+async def _first_sync(page: Page) -> Response:
+    try:
+        await page.api.post("/sync")
+    except StationApiError as exc:
+        if exc.code != "sync_failed":
+            raise
+        error = _(
+            "The station is set up, but its first sync did not reach the registry. Check the "
+            "network and press Sync again: the officers can log in after it."
+        )
+        page._status = None
+        return await _setup_render(page, "sync", error=error, detail=exc.detail)
+    return page.redirect("/login")
+
+
+@router.post("/setup/sync")
+async def setup_sync(page: PageDep) -> Response:
+    state = await _setup_state(page)
+    if state != "sync":
+        return await _setup_render(page, state)
+    return await _first_sync(page)
