@@ -369,6 +369,8 @@ def test_digits_field_opens_the_pad(browser: Any, kiosk: Kiosk) -> None:  # noqa
     page.click("#osk [data-key=hide]")
     assert not osk_visible(page)
     assert page.evaluate("document.activeElement.id") == "secret"
+    page.click("#secret")  # a touch on the field brings the keys back
+    assert osk_visible(page)
     page.context.close()
 
 

@@ -298,7 +298,12 @@
   }
 
   function press(action) {
-    if (!field) return;
+    if (!field || !field.isConnected) {
+      // the field was swapped out of the page (htmx) while the keys were open
+      hide();
+      field = null;
+      return;
+    }
     if (action === "hide") {
       suppressed = true;
       hide();
@@ -372,7 +377,10 @@
     });
 
     document.addEventListener("pointerdown", function (event) {
-      if (usable(event.target)) suppressed = false; // a touch on a field: the officer wants keys
+      var el = event.target;
+      if (!usable(el)) return;
+      suppressed = false; // a touch on a field: the officer wants keys
+      if (el === document.activeElement && osk.hidden) show(el); // hidden, field kept focus
     }, true);
 
     document.addEventListener("focusin", function (event) {
