@@ -425,3 +425,18 @@ def test_english_labels(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
     )
     assert page.get_attribute('#osk [data-key="/"]', "aria-label") == "Slash"
     page.context.close()
+
+
+def test_a_button_pressed_while_the_keys_close(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+    # Pressing the submit button moves focus off the field: the keys close, the page gets
+    # shorter and scrolls; the button must still get its click (it did not, once).
+    page = uikit.new_page(browser, kiosk, "small")
+    page.goto("/login")
+    page.fill("#operator_id", kiosk.officer[0])
+    page.fill("#secret", kiosk.officer[3])
+    assert osk_visible(page)
+    kiosk.scanner.present(finger=2, person=kiosk.officer[2])
+    page.click("button[type=submit]")
+    page.wait_for_selector(".bar-officer")
+    assert not osk_visible(page)
+    page.context.close()

@@ -33,6 +33,8 @@
   var shift = 0; // 0 off, 1 next letter, 2 caps lock
   var suppressed = false; // hidden by the officer with a physical keyboard
   var changed = false; // the keyboard changed the field since it got focus
+  var pointerDown = false; // a finger (or mouse button) is down on the page
+  var closeAfterPointer = false;
 
   function label(name) {
     return osk.getAttribute("data-label-" + name) || name;
@@ -360,6 +362,20 @@
     document.documentElement.style.removeProperty("--osk-height");
   }
 
+  // Focus left the fields: close, but not under a finger still pressing a button (closing
+  // shifts the page, and the button would move away before the finger lifts: no click).
+  function closeSoon() {
+    if (pointerDown) {
+      closeAfterPointer = true;
+      return;
+    }
+    var active = document.activeElement;
+    if (!usable(active) && !osk.contains(active)) {
+      hide();
+      field = null;
+    }
+  }
+
   function init() {
     osk = document.getElementById("osk");
     if (!osk || !window.VietIME) return;
@@ -378,10 +394,21 @@
 
     document.addEventListener("pointerdown", function (event) {
       var el = event.target;
+      pointerDown = true;
       if (!usable(el)) return;
       suppressed = false; // a touch on a field: the officer wants keys
       if (el === document.activeElement && osk.hidden) show(el); // hidden, field kept focus
     }, true);
+
+    ["pointerup", "pointercancel"].forEach(function (name) {
+      document.addEventListener(name, function () {
+        pointerDown = false;
+        if (closeAfterPointer) {
+          closeAfterPointer = false;
+          window.setTimeout(closeSoon, 0); // after the click this pointer makes
+        }
+      }, true);
+    });
 
     document.addEventListener("focusin", function (event) {
       var el = event.target;
@@ -394,8 +421,7 @@
           show(el);
         }
       } else if (!osk.contains(el)) {
-        hide();
-        field = null;
+        closeSoon();
       }
     });
 
@@ -406,13 +432,7 @@
         el.dispatchEvent(new Event("change", { bubbles: true }));
       }
       // focus gone nowhere (a click on the page's background): close after this event
-      window.setTimeout(function () {
-        var active = document.activeElement;
-        if (!usable(active) && !osk.contains(active)) {
-          hide();
-          field = null;
-        }
-      }, 0);
+      window.setTimeout(closeSoon, 0);
     });
 
     // Physical keyboards: Escape hides the keys; Telex / VNI compose in vi fields.
