@@ -702,7 +702,10 @@ def api_router() -> APIRouter:
         return await _call(run)
 
     @router.post("/queue/plan", status_code=201)
-    async def plan_day(body: PlanIn, runtime: Runtime, _: Session) -> list[dict[str, Any]]:
+    async def plan_day(body: PlanIn, runtime: Runtime, session: Session) -> list[dict[str, Any]]:
+        if session.role != "supervisor":
+            # The day's opening hours and capacity are the office's decision.
+            raise ApiError(403, "supervisor_only", "only a supervisor plans the day's slots")
         slots = await _call(
             lambda: runtime.appointments.plan_day(
                 body.day, body.opens, body.closes, slot_minutes=body.slot_minutes,

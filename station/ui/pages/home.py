@@ -3,9 +3,13 @@ day's queue at a glance, and the way into a new enrollment."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from station.ui import steps
+from station.ui.pages.queue import counter_of, queue_view
 from station.ui.web import PageDep
 
 router = APIRouter()
@@ -19,4 +23,22 @@ async def home(page: PageDep) -> Response:
     if page.api.token is None:
         return page.to_login()
     cases = await page.api.get("/cases", state=["open"], limit=50)
-    return await page.render("home/index.html", cases=cases)
+    queue = queue_view(await page.api.get("/queue"), counter_of(page.request))
+    # The queue knows the names the citizens gave at the counter; a case only its ticket.
+    names = {t["case_id"]: t for t in queue.elsewhere + ([queue.mine] if queue.mine else [])}
+    me = await page.me() or {}
+    rows: list[dict[str, Any]] = []
+    for case in sorted(cases, key=lambda c: c["started_at"], reverse=True):
+        step = steps.current_step(case)
+        ticket = names.get(case["id"])
+        rows.append(
+            {
+                "id": case["id"],
+                "step": steps.label(step),
+                "started_at": case["started_at"],
+                "ticket": case.get("ticket"),
+                "name": ticket["name"] if ticket else None,
+                "mine": case.get("operator_id") == me.get("operator_id"),
+            }
+        )
+    return await page.render("home/index.html", cases=rows, q=queue)
