@@ -131,7 +131,9 @@ async def technician_page(page: PageDep) -> Response:
     if identity.get("certificate_not_after"):
         not_after = datetime.fromisoformat(identity["certificate_not_after"])
         cert_days = (not_after - datetime.now(UTC)).days
-    devices = [device_view(c) for c in status.get("devices") or []]
+    devices = sorted(
+        (device_view(c) for c in status.get("devices") or []), key=lambda d: d["order"]
+    )
     sync = status.get("sync") or {}
     expires = datetime.fromisoformat(overview["session_expires_at"])
     return await page.render(
