@@ -15,6 +15,7 @@ call counts as activity for the inactivity logout.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import secrets
@@ -22,15 +23,17 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from time import monotonic
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSocket
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.websockets import WebSocketDisconnect
 
 from station.appointments import QueueError
 from station.cards import CardIssuanceError, CardSpoiled
@@ -40,6 +43,7 @@ from station.drivers.card.bay import CardBay
 from station.drivers.card.emulator import CardEmulator
 from station.drivers.card.errors import CardEncoderError
 from station.identity import NotProvisionedError, ProvisioningError
+from station.live_capture import feedback_json
 from station.media import MediaError
 from station.operators import (
     ApprovalRefused,
@@ -101,13 +105,26 @@ def _runtime(request: Request) -> StationRuntime:
     return runtime
 
 
+SESSION_COOKIE = "station_session"
+"""The kiosk's HttpOnly session cookie (station.ui.web sets it at login): what the kiosk's
+own scripts present (a browser cannot put a header on a WebSocket or an image)."""
+
+
+def _token(authorization: str | None, cookie: str | None) -> str | None:
+    """The session token: the bearer header first, else the kiosk's cookie (never a URL
+    parameter: URLs end up in logs and the browser's history)."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization.split(" ", 1)[1].strip() or None
+    return cookie or None
+
+
 def _session(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> OperatorSession:
     runtime = _runtime(request)
-    if not authorization or not authorization.lower().startswith("bearer "):
+    token = _token(authorization, request.cookies.get(SESSION_COOKIE))
+    if token is None:
         raise ApiError(401, "login_required", "log in first (PIN or password, then a finger)")
-    token = authorization.split(" ", 1)[1].strip()
     # A page polling a status (``?poll=1``) is not the officer's activity: the inactivity
     # logout must still come to a kiosk left on a status screen.
     auth = runtime.authenticator()
@@ -601,6 +618,69 @@ def api_router() -> APIRouter:
         runtime.live.cancel_face(case_id)
         return Response(status_code=204)
 
+    @router.websocket("/cases/{case_id}/face/stream")
+    async def face_stream(websocket: WebSocket, case_id: str) -> None:
+        """The live preview of a running face capture, for the kiosk's screen.
+
+        Each frame is one binary message: a 4-byte big-endian length, that many bytes of
+        JSON (``state``, ``feedback`` of the newest frame, ``preview``: the frame number
+        and ``captured_at``, epoch seconds when the camera took the image) and the preview
+        JPEG (empty when no new image came since the last message). The browser answers
+        each message with any text once it has drawn it; only then is the next sent, and
+        it is the newest frame then: a slow screen skips frames, it never lags behind.
+        When the capture ends (or this case has none): a text message ``{"type": "end",
+        ...the face status}`` and the socket closes. Refusals: a page of another site
+        (its Origin) gets the handshake refused; no session: ``{"type": "error"}`` then
+        close 4401."""
+        runtime: StationRuntime = websocket.app.state.runtime
+        origin = websocket.headers.get("origin")
+        hosts = runtime.settings.service.allowed_hosts
+        if origin and (urlsplit(origin).hostname or "") not in hosts:
+            # The HTTP origin check (create_app) does not see WebSockets: a page of another
+            # site must not watch the camera through the officer's cookie.
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        headers, cookies = websocket.headers, websocket.cookies
+        token = _token(headers.get("authorization"), cookies.get(SESSION_COOKIE))
+        failure: tuple[int, str, str] | None = None
+        try:
+            if token is None:
+                failure = (4401, "login_required", "log in first")
+            else:
+                await _call(lambda: runtime.authenticator().touch(token))
+                await _call(lambda: runtime.workflow().get(case_id))
+        except SessionExpired as exc:
+            failure = (4401, "session_expired", str(exc))
+        except WorkflowError as exc:
+            failure = (4404, exc.code, str(exc))
+        if failure is not None:
+            await websocket.send_json({"type": "error", "error": failure[1], "detail": failure[2]})
+            await websocket.close(code=failure[0])
+            return
+        try:
+            await _face_frames(websocket, runtime, case_id)
+        except WebSocketDisconnect:
+            return  # the page went away (a reload reconnects)
+
+    @router.get("/cases/{case_id}/fingers")
+    async def finger_states(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any]:
+        """Each finger as the capture sees it now (attempts of a finger not done yet
+        included), the rules (attempts, minimum quality) and the exception codes."""
+        from station.capture.tenprint import EXCEPTION_CODES
+
+        def run() -> dict[str, Any]:
+            policy = runtime.policy()
+            return {
+                "fingers": runtime.live.finger_states(case_id),
+                "max_attempts": policy.finger_max_attempts,
+                "min_quality": policy.finger_min_quality,
+                "exception_codes": [{"code": c, "meaning": m} for c, m in EXCEPTION_CODES.items()],
+                "hand_warnings": runtime.live.hand_warnings(case_id),
+            }
+
+        return await _call(run)
+
     @router.post("/cases/{case_id}/fingers/{position}/roll")
     async def finger_roll(
         case_id: str,
@@ -947,6 +1027,37 @@ def api_router() -> APIRouter:
         return await _call(run)
 
     return router
+
+
+async def _face_frames(websocket: WebSocket, runtime: StationRuntime, case_id: str) -> None:
+    """Send the newest frame, wait for the browser's answer, again (see face_stream)."""
+    sent_feedback, sent_preview = -1, -1
+    while True:
+        after = max(sent_feedback, sent_preview)
+        now = await run_in_threadpool(runtime.live.face_frame, case_id, after, 1.0)
+        if now is None or not now.running:
+            status = await _call(lambda: runtime.live.face_status(case_id))
+            await websocket.send_json({"type": "end", **status})
+            await websocket.close(code=1000)
+            return
+        fresh = now.feedback is not None and now.feedback.frame > sent_feedback
+        shown = now.previewed if now.preview and now.previewed else None
+        if not fresh and (shown is None or shown[0] <= sent_preview):
+            continue  # nothing new within the second (the camera is starting)
+        epoch = datetime.now(UTC).timestamp() - monotonic()  # the browser's clock too
+        feedback = feedback_json(now.feedback) or {}
+        if now.feedback is not None:
+            feedback["captured_at"] = round(now.feedback.captured + epoch, 4)
+            sent_feedback = now.feedback.frame
+        header: dict[str, Any] = {"state": "running", "feedback": feedback, "preview": None}
+        image = b""
+        if shown is not None and shown[0] > sent_preview and now.preview:
+            image, sent_preview = now.preview, shown[0]
+            header["preview"] = {"frame": shown[0], "captured_at": round(shown[1] + epoch, 4)}
+        header["sent_at"] = round(datetime.now(UTC).timestamp(), 4)
+        head = json.dumps(header).encode()
+        await websocket.send_bytes(len(head).to_bytes(4, "big") + head + image)
+        await websocket.receive_text()  # drawn: the next one may go
 
 
 def _error_response(status: int, code: str, detail: str, details: Any = None) -> JSONResponse:

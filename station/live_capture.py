@@ -24,6 +24,7 @@ from station.capture.tenprint import (
     TenPrintSettings,
 )
 from station.cases import FaceEntry, FingerEntry
+from station.drivers.camera.frame import Frame
 from station.policy import StationPolicy
 from station.workflow import EnrollmentWorkflow, WorkflowError
 
@@ -93,6 +94,18 @@ def feedback_json(feedback: FaceFeedback | None) -> dict[str, Any] | None:
     }
 
 
+@dataclass(frozen=True)
+class FaceFrame:
+    """What the live preview shows now: the newest feedback, and the newest preview image
+    (previews come less often than frames, and before their frame's feedback)."""
+
+    running: bool
+    feedback: FaceFeedback | None
+    previewed: tuple[int, float] | None
+    """Frame number and capture time (``time.monotonic()``) of ``preview``."""
+    preview: bytes | None = field(repr=False)
+
+
 @dataclass
 class FaceSession:
     case_id: str
@@ -103,6 +116,10 @@ class FaceSession:
     stored: bool = False
     error: str | None = None
     preview: bytes | None = field(default=None, repr=False)
+    previewed: tuple[int, float] | None = None
+    """Frame number and capture time (``time.monotonic()``) of ``preview``."""
+    changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    """Notified on every frame and when the loop ends (the live preview's stream waits)."""
 
 
 class LiveCapture:
@@ -174,13 +191,19 @@ class LiveCapture:
             case_id, operator_id, FaceCapture(camera, analyzer, self.face_settings)
         )
 
+        def on_preview(frame: Frame, preview: bytes) -> None:
+            # Before the frame's analysis: the live picture does not wait for it.
+            with session.changed:
+                session.preview, session.previewed = preview, (frame.sequence, frame.timestamp)
+                session.changed.notify_all()
+
         def on_feedback(feedback: FaceFeedback) -> None:
-            if feedback.preview is not None:
-                session.preview = feedback.preview
+            with session.changed:
+                session.changed.notify_all()
 
         def run() -> None:
             try:
-                result = session.capture.run(timeout_s, on_feedback)
+                result = session.capture.run(timeout_s, on_feedback, on_preview)
                 session.result = result
                 if result.captured and result.jpeg is not None:
                     workflow.store_face(
@@ -199,6 +222,9 @@ class LiveCapture:
             except Exception as exc:  # shown to the officer; the loop is over
                 log.exception("face capture for case %s failed", case_id)
                 session.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                with session.changed:
+                    session.changed.notify_all()
 
         session.thread = threading.Thread(target=run, name=f"face-{case_id[:8]}", daemon=True)
         with self._lock:  # the check and the reservation together: one loop per camera
@@ -239,6 +265,29 @@ class LiveCapture:
         if session is None or session.case_id != case_id:
             return None
         return session.preview
+
+    def face_frame(self, case_id: str, after: int, timeout: float) -> FaceFrame | None:
+        """The newest frame of the case's face loop once it is newer than frame number
+        ``after`` (or the loop has ended, or ``timeout`` passed); None when the case has
+        no loop here. Only ever the newest: a slow viewer skips frames, it never lags."""
+        session = self._face
+        if session is None or session.case_id != case_id:
+            return None
+
+        def running() -> bool:
+            return session.thread is not None and session.thread.is_alive()
+
+        def newer() -> bool:
+            latest, shown = session.capture.latest(), session.previewed
+            return (latest is not None and latest.frame > after) or (
+                shown is not None and shown[0] > after
+            )
+
+        with session.changed:
+            session.changed.wait_for(lambda: newer() or not running(), timeout)
+            return FaceFrame(
+                running(), session.capture.latest(), session.previewed, session.preview
+            )
 
     def cancel_face(self, case_id: str) -> None:
         session = self._face
@@ -350,6 +399,43 @@ class LiveCapture:
             for w in capture.hand_check()
         ]
 
+    def finger_states(self, case_id: str) -> list[dict[str, Any]]:
+        """Each position as the capture sees it now: the attempts of a finger not done yet
+        live only here (the case keeps done fingers), so a reloaded screen still says
+        "attempt 2 of 3"."""
+        stored = self._workflow().get(case_id).fingers
+        with self._lock:
+            capture = self._tenprints.get(case_id)
+        out = []
+        for position in range(1, 11):
+            result = capture.result(position) if capture is not None else None
+            summary = stored.get(position)
+            if result is not None:
+                state = {
+                    "status": result.status,
+                    "quality": result.quality,
+                    "attempts": result.attempts,
+                    "scores": list(result.scores),
+                    "low_quality": result.low_quality,
+                    "exception": result.exception_code,
+                    "exception_reason": result.exception_reason,
+                }
+            elif summary is not None:
+                state = {
+                    "status": "exception" if summary.get("exception") else "captured",
+                    "quality": summary.get("quality"),
+                    "attempts": summary.get("attempts") or 0,
+                    "scores": [],
+                    "low_quality": bool(summary.get("low_quality")),
+                    "exception": summary.get("exception"),
+                    "exception_reason": None,
+                }
+            else:
+                state = {"status": "todo", "quality": None, "attempts": 0, "scores": []}
+                state |= {"low_quality": False, "exception": None, "exception_reason": None}
+            out.append({"position": position, **state})
+        return out
+
     def cancel_roll(self, case_id: str) -> None:
         with self._lock:
             capture = self._tenprints.get(case_id)
@@ -377,4 +463,4 @@ class LiveCapture:
                 self._face.capture.cancel()
 
 
-__all__ = ["LiveCapture", "entry_of", "feedback_json", "result_of"]
+__all__ = ["FaceFrame", "LiveCapture", "entry_of", "feedback_json", "result_of"]

@@ -121,6 +121,9 @@ class FaceFeedback:
     """(width, height) of the camera frame, to place ``box`` on the preview."""
     preview: bytes | None = field(default=None, repr=False)
     """A small JPEG of the frame, at most ``preview_fps`` a second (None in between)."""
+    captured: float = 0.0
+    """``time.monotonic()`` when the camera took the frame (the kiosk measures its live
+    preview's latency from it)."""
 
     def hints(self, lang: Lang = "vi") -> tuple[str, ...]:
         return self.hints_vi if lang == "vi" else self.hints_en
@@ -268,8 +271,23 @@ class FrameJudge:
         """The crop has passed on ``stable_frames`` frames in a row."""
         return len(self._run) >= self.settings.stable_frames
 
-    def feed(self, frame: Frame) -> FaceFeedback:
-        """Judge one frame."""
+    def preview(self, frame: Frame) -> bytes | None:
+        """The frame's preview JPEG when one is due (at most ``preview_fps`` a second),
+        else None. Taken before the frame is judged, so that the live picture does not
+        wait for the analysis."""
+        s = self.settings
+        now = time.monotonic()
+        if s.preview_fps > 0 and now - self._last_preview >= 1.0 / s.preview_fps:
+            self._last_preview = now
+            return self._preview(frame.image)
+        return None
+
+    def feed(
+        self, frame: Frame, preview: bytes | None = None, *, previewed: bool = False
+    ) -> FaceFeedback:
+        """Judge one frame. ``previewed``: the caller already asked :meth:`preview` for
+        this frame, which gave ``preview`` (or None: none was due); else the judge makes
+        the preview itself when one is due."""
         s = self.settings
         self.frames += 1
         analysis = self.analyzer.analyze(frame.image, self._tracked)
@@ -295,9 +313,8 @@ class FrameJudge:
         else:
             self._run.clear()
         now = time.monotonic()
-        preview = None
-        if s.preview_fps > 0 and now - self._last_preview >= 1.0 / s.preview_fps:
-            preview, self._last_preview = self._preview(frame.image), now
+        if not previewed:
+            preview = self.preview(frame)
         return FaceFeedback(
             frame=frame.sequence,
             t=now - self.started,
@@ -312,6 +329,7 @@ class FrameJudge:
             box=_box(analysis),
             frame_size=(frame.width, frame.height),
             preview=preview,
+            captured=frame.timestamp,
         )
 
     def take(self) -> FaceCaptureResult | None:
@@ -441,21 +459,29 @@ class FaceCapture:
         self,
         timeout: float | None = None,
         on_feedback: Callable[[FaceFeedback], None] | None = None,
+        on_preview: Callable[[Frame, bytes], None] | None = None,
     ) -> FaceCaptureResult:
         """Capture until a portrait is taken, ``timeout`` seconds pass (default
-        ``settings.timeout_s``), :meth:`cancel` is called or the camera fails."""
+        ``settings.timeout_s``), :meth:`cancel` is called or the camera fails.
+        ``on_preview`` gets each preview JPEG as soon as its frame is read, before the
+        frame's analysis (a live picture that does not lag by the analysis time)."""
         opened = False
         if not self.camera.is_open:
             self.camera.open()
             opened = True
         try:
-            return self._loop(self.settings.timeout_s if timeout is None else timeout, on_feedback)
+            return self._loop(
+                self.settings.timeout_s if timeout is None else timeout, on_feedback, on_preview
+            )
         finally:
             if opened:
                 self.camera.close()
 
     def _loop(
-        self, timeout: float, on_feedback: Callable[[FaceFeedback], None] | None
+        self,
+        timeout: float,
+        on_feedback: Callable[[FaceFeedback], None] | None,
+        on_preview: Callable[[Frame, bytes], None] | None = None,
     ) -> FaceCaptureResult:
         s = self.settings
         judge = FrameJudge(self.analyzer, s)
@@ -477,7 +503,10 @@ class FaceCapture:
                 return judge.ending("camera", str(exc))
             if self._cancel.is_set():
                 return judge.ending("cancelled")
-            feedback = judge.feed(frame)
+            preview = judge.preview(frame)
+            if preview is not None and on_preview is not None:
+                on_preview(frame, preview)
+            feedback = judge.feed(frame, preview, previewed=True)
             with self._lock:
                 self._latest = feedback
             if on_feedback is not None:
