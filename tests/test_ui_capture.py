@@ -215,13 +215,18 @@ def test_ten_fingers_with_a_poor_roll_and_an_exception(
             page.fill("#exception-reason", "Băng bó sau tai nạn")
             page.click(".exception-form button[type=submit]")
             page.wait_for_selector("svg.hands a.finger[data-position='7'][data-state=exception]")
-            panel = page.inner_text("#fingers-panel")
-            assert "Đã ghi ngoại lệ" in panel
-            assert "duyệt" in panel  # a supervisor must approve: now or at review
             assert "✕" in page.text_content("svg.hands a.finger[data-position='7']")
+            assert page.get_attribute(".roll-said", "data-code") == "exception_recorded"
+            assert _current(page) == 8  # moved on by itself
+            # Tapping a finger chooses it: the left index shows its exception.
+            page.click("svg.hands a.finger[data-position='7']")
+            page.wait_for_url(re.compile(r"at=7"))
+            panel = page.inner_text("#fingers-panel")
+            assert "Đã ghi ngoại lệ: Đang băng bó" in panel
+            assert "duyệt" in panel  # a supervisor must approve: now or at review
             uikit.screenshot(page, "capture-fingers-exception")
             assert uikit.serious_violations(page) == []
-            page.click("svg.hands a.finger[data-position='8']")  # tap the next finger
+            page.click("svg.hands a.finger[data-position='8']")
             page.wait_for_url(re.compile(r"at=8"))
             continue
         code = _roll(page, kiosk, person, position)

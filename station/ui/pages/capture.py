@@ -116,12 +116,17 @@ ROLL_OUTCOMES: dict[str, Callable[[str, str], str]] = {
         "The scanner's data arrived damaged. Roll again; check the cable if it repeats."
     ),
     "extraction": lambda f, o: _("The print could not be read. Roll again."),
+    # Not the scanner's: this screen's own word after an exception is recorded.
+    "exception_recorded": lambda f, o: _(
+        "Exception recorded for the %(finger)s. A supervisor must approve it, now or at review.",
+        finger=f,
+    ),
     "scanner_error": lambda f, o: _(
         "The scanner reported an error. Roll again; call the technician if it repeats."
     ),
 }
 GOOD_OUTCOMES = frozenset({"accepted"})
-WARN_OUTCOMES = frozenset({"kept_best", "low_quality", "cancelled"})
+WARN_OUTCOMES = frozenset({"kept_best", "low_quality", "cancelled", "exception_recorded"})
 
 EXCEPTION_NAMES: dict[str, Callable[[], str]] = {
     "amputated": lambda: _("Amputated"),
@@ -462,7 +467,9 @@ async def exception(
         f"/cases/{case_id}/fingers/{position}/exception",
         {"code": code, "reason": reason.strip() or None},
     )
-    return await _fingers_fragment(page, case_id, position)
+    state = await page.api.get(f"/cases/{case_id}/fingers")
+    said = {"position": position, "code": "exception_recorded", "done": True}
+    return await _fingers_fragment(page, case_id, _next_to_do(state, position), said)
 
 
 __all__ = ["router"]
