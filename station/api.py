@@ -15,6 +15,7 @@ call counts as activity for the inactivity logout.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.websockets import WebSocketDisconnect
 
+from enrollment.record import DivisionScheme
 from station.appointments import QueueError
 from station.cards import CardIssuanceError, CardSpoiled
 from station.cases import CaseState
@@ -189,6 +191,10 @@ class OpenCaseIn(BaseModel):
     ticket: str | None = Field(None, max_length=32)
 
 
+class FormDraftIn(BaseModel):
+    fields: dict[str, Annotated[str, Field(max_length=500)]] = Field(max_length=100)
+
+
 class CancelIn(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
 
@@ -254,6 +260,51 @@ def _finish_ticket(runtime: StationRuntime, ticket: str) -> None:
         runtime.appointments.finish(ticket)
     except QueueError:
         log.info("ticket %s was not being served", ticket)
+
+
+FORM_DRAFT = "demographics.form"
+"""The draft name of the demographics form as typed (not validated)."""
+
+
+def _draft_store(runtime: StationRuntime) -> Any:
+    if runtime.drafts is None:
+        raise NotReadyError("the station is not started")
+    return runtime.drafts
+
+
+@functools.cache
+def _division_level(
+    scheme: DivisionScheme, province: str | None, district: str | None
+) -> dict[str, Any]:
+    from enrollment.divisions import load
+
+    communes = list(load().iter_communes(scheme))
+    units: dict[str, str]
+    if province is None:
+        level = "province"
+        units = {c.province_code: c.province_name for c in communes}
+    elif scheme is DivisionScheme.pre_2025 and district is None:
+        level = "district"
+        units = {
+            c.district_code: c.district_name or ""
+            for c in communes
+            if c.province_code == province and c.district_code
+        }
+    else:
+        level = "commune"
+        units = {
+            c.code: c.name
+            for c in communes
+            if c.province_code == province and (district is None or c.district_code == district)
+        }
+    if not units and province is not None:
+        raise ApiError(404, "division_not_found", f"no {scheme.value} units under {province}"
+                       f"{'/' + district if district else ''}")  # fmt: skip
+    return {
+        "scheme": scheme.value,
+        "level": level,
+        "items": [{"code": k, "name": v} for k, v in sorted(units.items())],
+    }
 
 
 def _provisioning_reason(exc: Exception) -> str:
@@ -557,10 +608,87 @@ def api_router() -> APIRouter:
     async def put_demographics(
         case_id: str, body: dict[str, Any], runtime: Runtime, session: Session
     ) -> dict[str, Any]:
-        demographics = await _call(
-            lambda: runtime.workflow().save_demographics(case_id, session.operator_id, body)
-        )
-        return demographics.model_dump(mode="json")
+        def run() -> Any:
+            saved = runtime.workflow().save_demographics(case_id, session.operator_id, body)
+            with runtime.db.write() as c:  # the form's draft is now saved: it goes
+                _draft_store(runtime).delete(c, case_id, FORM_DRAFT)
+            return saved
+
+        demographics = await _call(run)
+        out: dict[str, Any] = demographics.model_dump(mode="json")
+        return out
+
+    # The demographics form as typed, before it validates (the kiosk autosaves it so that a
+    # reload or a browser restart loses nothing): encrypted in the drafts like the rest of
+    # the case, deleted when the demographics are saved or the case ends.
+
+    @router.get("/cases/{case_id}/demographics/draft")
+    async def get_form_draft(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any] | None:
+        def run() -> dict[str, Any] | None:
+            runtime.workflow().get(case_id)  # an unknown case: 404
+            raw = _draft_store(runtime).get(case_id, FORM_DRAFT)
+            return None if raw is None else dict(json.loads(raw))
+
+        return await _call(run)
+
+    @router.put("/cases/{case_id}/demographics/draft")
+    async def put_form_draft(
+        case_id: str, body: FormDraftIn, runtime: Runtime, session: Session
+    ) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            draft = {"fields": body.fields, "saved_at": datetime.now(UTC).isoformat()}
+            with runtime.db.write() as c:
+                state = c.execute(
+                    "SELECT state FROM enrollment_case WHERE id = ?", (case_id,)
+                ).fetchone()
+                if state is None:
+                    raise ApiError(404, "case_not_found", f"no case {case_id} at this station")
+                if state["state"] != CaseState.open.value:
+                    raise ApiError(409, "case_not_editable", f"case {case_id} is {state[0]}")
+                _draft_store(runtime).put(c, case_id, FORM_DRAFT, json.dumps(draft).encode())
+            return draft
+
+        return await _call(run)
+
+    @router.delete("/cases/{case_id}/demographics/draft", status_code=204)
+    async def delete_form_draft(case_id: str, runtime: Runtime, _: Session) -> Response:
+        def run() -> None:
+            with runtime.db.write() as c:
+                _draft_store(runtime).delete(c, case_id, FORM_DRAFT)
+
+        await _call(run)
+        return Response(status_code=204)
+
+    @router.get("/divisions")
+    async def divisions(
+        _: Session,
+        scheme: Annotated[DivisionScheme, Query()] = DivisionScheme.pre_2025,
+        province: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None,
+        district: Annotated[str | None, Query(pattern=r"^\d{3}$")] = None,
+    ) -> dict[str, Any]:
+        """The administrative units one level below the given one (the form's pickers):
+        provinces; a province's districts (pre-2025) or communes (2025); a district's
+        communes (pre-2025)."""
+        return await _call(lambda: _division_level(scheme, province, district))
+
+    @router.get("/divisions/successor/{commune_code}")
+    async def division_successor(
+        commune_code: Annotated[str, PathParam(pattern=r"^\d{5}$")], _: Session
+    ) -> dict[str, Any]:
+        """The 2025 commune a pre-2025 commune became part of (the form fills the new
+        structure from the old one)."""
+        from enrollment.divisions import load
+
+        commune = await _call(lambda: load().successor(commune_code))
+        if commune is None:
+            raise ApiError(404, "division_not_found", f"no 2025 successor of {commune_code}")
+        return {
+            "scheme": commune.scheme.value,
+            "province_code": commune.province_code,
+            "province_name": commune.province_name,
+            "commune_code": commune.code,
+            "commune_name": commune.name,
+        }
 
     @router.post("/cases/{case_id}/consent")
     async def consent(case_id: str, runtime: Runtime, session: Session) -> dict[str, Any]:
