@@ -570,7 +570,11 @@ def api_router() -> APIRouter:
     async def open_case(body: OpenCaseIn, runtime: Runtime, session: Session) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             if body.ticket is not None:
-                runtime.appointments.get(body.ticket)  # an unknown ticket: refused first
+                # An unknown ticket, or one not called to a counter: refused before a case
+                # is opened (else the case would exist without its ticket's service).
+                held = runtime.appointments.get(body.ticket)
+                if held.state != "called":
+                    raise QueueError(f"ticket {body.ticket} is {held.state}; call it first")
             case = runtime.workflow().open_case(
                 session.operator_id, resident_ref=body.resident_ref, ticket=body.ticket
             )

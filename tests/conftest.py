@@ -14,8 +14,9 @@ from typing import NamedTuple
 import pkcs11
 import pytest
 
-# The PostgreSQL fixtures (postgres_url, postgres_db) for every test module.
-pytest_plugins = ["tests.pgkit", "tests.dbkit"]
+# The PostgreSQL fixtures (postgres_url, postgres_db) and the kiosk's browser world (kiosk,
+# browser: one per test session, whichever UI test files run) for every test module.
+pytest_plugins = ["tests.pgkit", "tests.dbkit", "tests.uikit"]
 
 # --- Slow suites: run in CI only when RUN_SLOW=1 (make test-all) -------------------------
 

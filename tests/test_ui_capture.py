@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests import uikit
-from tests.uikit import Kiosk, browser, kiosk  # noqa: F401  (fixtures)
+from tests.uikit import Kiosk
 
 AREA = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
 LATENCY_P95_MS = 200.0
@@ -74,7 +74,7 @@ def _case(world: Kiosk, token: str, person: int, *, face: bool = False) -> str:
         return case_id
 
 
-def _page(browser: Any, kiosk: Kiosk, size: str, token: str) -> Any:  # noqa: F811
+def _page(browser: Any, kiosk: Kiosk, size: str, token: str) -> Any:
     page = uikit.new_page(browser, kiosk, size)
     page.context.add_cookies(
         [{"name": "station_session", "value": token, "url": kiosk.url, "httpOnly": True,
@@ -95,8 +95,8 @@ def _percentile(values: list[float], p: float) -> float:
 
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_face_live_guidance_latency_then_portrait(
-    browser: Any,  # noqa: F811
-    kiosk: Kiosk,  # noqa: F811
+    browser: Any,
+    kiosk: Kiosk,
     size: str,
 ) -> None:
     token = _login(kiosk)
@@ -178,8 +178,8 @@ def _roll(page: Any, world: Kiosk, person: int, position: int, fault: str = "non
 
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_ten_fingers_with_a_poor_roll_and_an_exception(
-    browser: Any,  # noqa: F811
-    kiosk: Kiosk,  # noqa: F811
+    browser: Any,
+    kiosk: Kiosk,
     size: str,
 ) -> None:
     person = 23 if size == "small" else 24
@@ -270,8 +270,8 @@ def test_ten_fingers_with_a_poor_roll_and_an_exception(
 
 
 def test_a_reload_while_a_roll_waits_frees_the_scanner(
-    browser: Any,  # noqa: F811
-    kiosk: Kiosk,  # noqa: F811
+    browser: Any,
+    kiosk: Kiosk,
 ) -> None:
     person = 25
     token = _login(kiosk)
@@ -293,7 +293,7 @@ def test_a_reload_while_a_roll_waits_frees_the_scanner(
     page.context.close()
 
 
-def test_the_preview_stream_refuses_other_sites_and_missing_sessions(kiosk: Kiosk) -> None:  # noqa: F811
+def test_the_preview_stream_refuses_other_sites_and_missing_sessions(kiosk: Kiosk) -> None:
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
     from websockets.typing import Origin

@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 from station.ui import i18n
 from tests import uikit
-from tests.uikit import Kiosk, browser, kiosk  # noqa: F401  (fixtures)
+from tests.uikit import Kiosk
 
 PERSON = 71
 """The synthetic citizen whose face and fingers this file's submitted enrollment uses."""
@@ -131,7 +131,7 @@ def _capture(world: Kiosk, api: httpx.Client, case_id: str, person: int, skip: i
 # --- API: divisions and the form's draft --------------------------------------------------------
 
 
-def test_division_lists_and_the_form_draft_api(kiosk: Kiosk) -> None:  # noqa: F811
+def test_division_lists_and_the_form_draft_api(kiosk: Kiosk) -> None:
     with _api(kiosk) as api:
         provinces = api.get("/api/divisions").json()
         assert provinces["level"] == "province"
@@ -184,7 +184,7 @@ def test_division_lists_and_the_form_draft_api(kiosk: Kiosk) -> None:  # noqa: F
 # --- the browser --------------------------------------------------------------------------------
 
 
-def test_demographics_form_draft_and_consent(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_demographics_form_draft_and_consent(browser: Any, kiosk: Kiosk) -> None:
     i18n.forget_missing()
     ref = _add_resident(kiosk, "Hoàng Văn Minh", "1990-05-06")
     for size in ("large", "small"):
@@ -303,7 +303,7 @@ def test_demographics_form_draft_and_consent(browser: Any, kiosk: Kiosk) -> None
     assert i18n.missing("vi") == set()
 
 
-def test_a_refused_enrollment_says_what_to_do(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_a_refused_enrollment_says_what_to_do(browser: Any, kiosk: Kiosk) -> None:
     young = _add_resident(kiosk, "Đỗ Minh Khang", "2020-01-02")
     taken = _add_resident(kiosk, "Vũ Văn Nam", "1970-03-04")
     with _api(kiosk) as api:
@@ -324,7 +324,7 @@ def test_a_refused_enrollment_says_what_to_do(browser: Any, kiosk: Kiosk) -> Non
     page.context.close()
 
 
-def test_review_approval_submit_and_done(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_review_approval_submit_and_done(browser: Any, kiosk: Kiosk) -> None:
     i18n.forget_missing()
     ref = _add_resident(kiosk, "Trịnh Văn Phúc", "1988-08-18")
     with _api(kiosk) as api:

@@ -26,7 +26,7 @@ from faker import Faker
 from enrollment import divisions
 from station.ui import i18n
 from tests import uikit
-from tests.uikit import Kiosk, browser, kiosk  # noqa: F401  (fixtures)
+from tests.uikit import Kiosk
 
 # ---------------------------------------------------------------------------------------
 # The corpus and its key sequences (derived here from Unicode, not from the engine)
@@ -212,7 +212,7 @@ EXAMPLES = [
 ]
 
 
-def test_engine_agrees_with_bogo(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_engine_agrees_with_bogo(browser: Any, kiosk: Kiosk) -> None:
     rows = list(sequences())
     page = uikit.new_page(browser, kiosk)
     page.goto("/login")
@@ -297,7 +297,7 @@ def field_above_keyboard(page: Any, selector: str) -> bool:
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_tapping_a_name_and_a_pin(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F811
+def test_tapping_a_name_and_a_pin(browser: Any, kiosk: Kiosk, size: str) -> None:
     page = uikit.new_page(browser, kiosk, size)
     page.goto("/login")
     page.evaluate(NAME_FIELD)
@@ -354,7 +354,7 @@ def test_tapping_a_name_and_a_pin(browser: Any, kiosk: Kiosk, size: str) -> None
     page.context.close()
 
 
-def test_digits_field_opens_the_pad(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_digits_field_opens_the_pad(browser: Any, kiosk: Kiosk) -> None:
     page = uikit.new_page(browser, kiosk, "small")
     page.goto("/login")
     page.evaluate(
@@ -374,7 +374,7 @@ def test_digits_field_opens_the_pad(browser: Any, kiosk: Kiosk) -> None:  # noqa
     page.context.close()
 
 
-def test_a_physical_keyboard_keeps_focus_and_composes(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_a_physical_keyboard_keeps_focus_and_composes(browser: Any, kiosk: Kiosk) -> None:
     page = uikit.new_page(browser, kiosk, "small")
     page.goto("/login")
     page.evaluate(NAME_FIELD)
@@ -415,7 +415,7 @@ def test_a_physical_keyboard_keeps_focus_and_composes(browser: Any, kiosk: Kiosk
     page.context.close()
 
 
-def test_english_labels(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_english_labels(browser: Any, kiosk: Kiosk) -> None:
     page = uikit.new_page(browser, kiosk, "large", lang="en")
     page.goto("/login")
     page.click("#operator_id")
@@ -427,7 +427,7 @@ def test_english_labels(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
     page.context.close()
 
 
-def test_a_button_pressed_while_the_keys_close(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_a_button_pressed_while_the_keys_close(browser: Any, kiosk: Kiosk) -> None:
     # Pressing the submit button moves focus off the field: the keys close, the page gets
     # shorter and scrolls; the button must still get its click (it did not, once).
     page = uikit.new_page(browser, kiosk, "small")

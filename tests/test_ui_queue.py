@@ -16,7 +16,7 @@ import pytest
 from station.ui import i18n
 from station.ui.pages.queue import parse_day, parse_time, queue_view, throughput_view
 from tests import uikit
-from tests.uikit import Kiosk, browser, kiosk  # noqa: F401  (fixtures)
+from tests.uikit import Kiosk
 
 
 def station_api(world: Kiosk, page: Any) -> httpx.Client:
@@ -48,7 +48,7 @@ def issue_walk_in(page: Any, name: str, priority: str = "") -> str:
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_walk_in_call_next_no_show_and_figures(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F811
+def test_walk_in_call_next_no_show_and_figures(browser: Any, kiosk: Kiosk, size: str) -> None:
     page = uikit.new_page(browser, kiosk, size)
     uikit.login(page, kiosk)
     counter = f"Q-{size}"
@@ -123,7 +123,7 @@ def _close(world: Kiosk, number: str) -> None:
         queue.finish(number)
 
 
-def test_start_enrollment_carries_the_ticket_into_a_new_case(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_start_enrollment_carries_the_ticket_into_a_new_case(browser: Any, kiosk: Kiosk) -> None:
     page = uikit.new_page(browser, kiosk, "small")
     uikit.login(page, kiosk)
     set_counter(page, "Q-case")
@@ -131,6 +131,11 @@ def test_start_enrollment_carries_the_ticket_into_a_new_case(browser: Any, kiosk
     api = station_api(kiosk, page)
     case_id = None
     try:
+        # A ticket still waiting (not called to a counter) opens no case.
+        before = len(api.get("/api/cases").json())
+        refused = api.post("/api/cases", json={"ticket": number})
+        assert (refused.status_code, refused.json()["error"]) == (409, "queue_error")
+        assert len(api.get("/api/cases").json()) == before
         page.click("#q-call")
         page.locator(".queue-counter-card .queue-number", has_text=number).wait_for()
         page.click("#q-start")
@@ -166,7 +171,7 @@ def test_start_enrollment_carries_the_ticket_into_a_new_case(browser: Any, kiosk
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_start_screen(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F811
+def test_start_screen(browser: Any, kiosk: Kiosk, size: str) -> None:
     i18n.forget_missing()
     page = uikit.new_page(browser, kiosk, size)
     uikit.login(page, kiosk)
@@ -194,7 +199,7 @@ def test_start_screen(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F
         page.context.close()
 
 
-def test_only_a_supervisor_plans_the_day(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_only_a_supervisor_plans_the_day(browser: Any, kiosk: Kiosk) -> None:
     page = uikit.new_page(browser, kiosk, "large")
     uikit.login(page, kiosk)
     page.goto("/queue")

@@ -14,7 +14,7 @@ import pytest
 from station.ui import i18n
 from station.ui.pages.residents import address_line, dob_to_iso, show_date
 from tests import uikit
-from tests.uikit import Kiosk, browser, kiosk  # noqa: F401  (fixtures)
+from tests.uikit import Kiosk
 
 
 def results(page: Any) -> Any:
@@ -28,7 +28,7 @@ def type_into(page: Any, selector: str, text: str) -> None:
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_search_as_you_type(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F811
+def test_search_as_you_type(browser: Any, kiosk: Kiosk, size: str) -> None:
     i18n.forget_missing()
     page = uikit.new_page(browser, kiosk, size)
     uikit.login(page, kiosk)
@@ -88,7 +88,7 @@ def test_search_as_you_type(browser: Any, kiosk: Kiosk, size: str) -> None:  # n
     page.context.close()
 
 
-def test_start_enrollment_opens_the_case_for_the_row(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_start_enrollment_opens_the_case_for_the_row(browser: Any, kiosk: Kiosk) -> None:
     page = uikit.new_page(browser, kiosk, "large")
     uikit.login(page, kiosk)
     page.goto("/residents?old_id=023456789")

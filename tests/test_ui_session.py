@@ -9,11 +9,11 @@ import pytest
 
 from station.ui import i18n
 from tests import uikit
-from tests.uikit import Kiosk, browser, kiosk  # noqa: F401  (fixtures)
+from tests.uikit import Kiosk
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_login_with_pin_and_finger(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F811
+def test_login_with_pin_and_finger(browser: Any, kiosk: Kiosk, size: str) -> None:
     page = uikit.new_page(browser, kiosk, size)
     page.goto("/")
     assert "/login" in page.url
@@ -30,7 +30,7 @@ def test_login_with_pin_and_finger(browser: Any, kiosk: Kiosk, size: str) -> Non
     page.context.close()
 
 
-def test_a_wrong_pin_says_what_to_do(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_a_wrong_pin_says_what_to_do(browser: Any, kiosk: Kiosk) -> None:
     page = uikit.new_page(browser, kiosk)
     page.goto("/login")
     page.fill("#operator_id", kiosk.officer[0])
@@ -41,7 +41,7 @@ def test_a_wrong_pin_says_what_to_do(browser: Any, kiosk: Kiosk) -> None:  # noq
     page.context.close()
 
 
-def test_language_switch_and_no_untranslated_string(browser: Any, kiosk: Kiosk) -> None:  # noqa: F811
+def test_language_switch_and_no_untranslated_string(browser: Any, kiosk: Kiosk) -> None:
     i18n.forget_missing()
     page = uikit.new_page(browser, kiosk)
     uikit.login(page, kiosk)

@@ -17,13 +17,13 @@ from station.api import create_app
 from station.drivers.card.emulator import Faults
 from station.runtime import StationRuntime
 from tests import processkit, stationkit, uikit
-from tests.uikit import Kiosk, browser, kiosk  # noqa: F401  (fixtures)
+from tests.uikit import Kiosk
 
 PERSON = 47
 """This file's citizen (fingers and face): nobody else's, so the registry issues it."""
 
 
-def _api_login(kiosk: Kiosk, client: httpx.Client) -> dict[str, str]:  # noqa: F811
+def _api_login(kiosk: Kiosk, client: httpx.Client) -> dict[str, str]:
     who = kiosk.officer
     r = client.post("/api/login/secret", json={"operator_id": who[0], "pin": who[3]})
     assert r.status_code == 200, r.text
@@ -33,7 +33,7 @@ def _api_login(kiosk: Kiosk, client: httpx.Client) -> dict[str, str]:  # noqa: F
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
-def _enroll(kiosk: Kiosk, api: httpx.Client, auth: dict[str, str]) -> str:  # noqa: F811
+def _enroll(kiosk: Kiosk, api: httpx.Client, auth: dict[str, str]) -> str:
     """A whole enrollment through the JSON API; the case id."""
     r = api.post("/api/cases", json={}, headers=auth)
     assert r.status_code == 201, r.text
@@ -77,7 +77,7 @@ def _enroll(kiosk: Kiosk, api: httpx.Client, auth: dict[str, str]) -> str:  # no
 
 
 @pytest.fixture(scope="module")
-def issued(kiosk: Kiosk) -> str:  # noqa: F811
+def issued(kiosk: Kiosk) -> str:
     """The package id of this file's citizen once the registry issued it and the card's
     chip data is on the station."""
     with httpx.Client(base_url=kiosk.url, timeout=120) as api:
@@ -96,14 +96,14 @@ def issued(kiosk: Kiosk) -> str:  # noqa: F811
     return str(package)
 
 
-def _page(browser: Any, kiosk: Kiosk, size: str) -> Any:  # noqa: F811
+def _page(browser: Any, kiosk: Kiosk, size: str) -> Any:
     page = uikit.new_page(browser, kiosk, size)
     uikit.login(page, kiosk)
     return page
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_outbox(browser: Any, kiosk: Kiosk, issued: str, size: str, tmp_path: Path) -> None:  # noqa: F811
+def test_outbox(browser: Any, kiosk: Kiosk, issued: str, size: str, tmp_path: Path) -> None:
     page = _page(browser, kiosk, size)
     page.goto("/outbox")
     page.wait_for_selector("#outbox-panel .table")
@@ -129,7 +129,7 @@ def test_outbox(browser: Any, kiosk: Kiosk, issued: str, size: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_devices(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F811
+def test_devices(browser: Any, kiosk: Kiosk, size: str) -> None:
     page = uikit.new_page(browser, kiosk, size)
     page.goto("/devices")  # no login needed to look
     page.wait_for_selector("#devices-panel .tile")
@@ -148,7 +148,7 @@ def test_devices(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F811
     page.context.close()
 
 
-def _lay_card(kiosk: Kiosk, faults: Faults | None = None) -> Any:  # noqa: F811
+def _lay_card(kiosk: Kiosk, faults: Faults | None = None) -> Any:
     assert kiosk.runtime.devices is not None
     assert kiosk.runtime.devices.card_bay is not None
     card = kiosk.runtime.devices.card_bay.card(f"ui-{time.monotonic_ns()}", faults=faults)
@@ -156,7 +156,7 @@ def _lay_card(kiosk: Kiosk, faults: Faults | None = None) -> Any:  # noqa: F811
     return card
 
 
-def _take_card(kiosk: Kiosk, card: Any) -> None:  # noqa: F811
+def _take_card(kiosk: Kiosk, card: Any) -> None:
     card.remove()
     assert kiosk.runtime.devices is not None
     kiosk.runtime.devices.encoder.wait_for_removal(10)
@@ -164,8 +164,8 @@ def _take_card(kiosk: Kiosk, card: Any) -> None:  # noqa: F811
 
 @pytest.mark.parametrize("size", ["large", "small"])
 def test_cards_spoiled_then_encoded(
-    browser: Any,  # noqa: F811
-    kiosk: Kiosk,  # noqa: F811
+    browser: Any,
+    kiosk: Kiosk,
     issued: str,
     size: str,
 ) -> None:
@@ -217,7 +217,7 @@ def test_cards_spoiled_then_encoded(
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_technician_behind_its_pin(browser: Any, kiosk: Kiosk, size: str) -> None:  # noqa: F811
+def test_technician_behind_its_pin(browser: Any, kiosk: Kiosk, size: str) -> None:
     page = uikit.new_page(browser, kiosk, size)
     page.goto("/technician")
     page.wait_for_url("**/technician/unlock")
@@ -248,7 +248,7 @@ def test_technician_behind_its_pin(browser: Any, kiosk: Kiosk, size: str) -> Non
     page.context.close()
 
 
-def test_technician_api_needs_its_own_token(kiosk: Kiosk) -> None:  # noqa: F811
+def test_technician_api_needs_its_own_token(kiosk: Kiosk) -> None:
     with httpx.Client(base_url=kiosk.url, timeout=60) as api:
         auth = _api_login(kiosk, api)
         r = api.get("/api/technician/overview", headers=auth)  # an officer's session: no
@@ -281,7 +281,7 @@ def bare(tmp_path: Path) -> Iterator[str]:
         runtime.stop()
 
 
-def test_setup_then_locked_technician(browser: Any, kiosk: Kiosk, bare: str) -> None:  # noqa: F811
+def test_setup_then_locked_technician(browser: Any, kiosk: Kiosk, bare: str) -> None:
     assert kiosk.runtime.online is not None
     office = kiosk.runtime.online.identity.office_id
     token = stationkit.station_token(kiosk.registry, kiosk.admin, office, "HN-BD-UI2")

@@ -13,7 +13,7 @@ import contextvars
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -181,14 +181,19 @@ def format_date(value: date | datetime | str | None) -> str:
     return value.strftime("%d/%m/%Y")
 
 
+# Viet Nam's time (no daylight saving), whatever the machine's own zone is set to: an
+# officer reads the hall's clock, and the queue keeps its times in this zone too.
+VIETNAM = timezone(timedelta(hours=7), "ICT")
+
+
 def format_datetime(value: datetime | str | None) -> str:
-    """dd/mm/yyyy HH:MM in the station's local time."""
+    """dd/mm/yyyy HH:MM in Viet Nam's time."""
     if value is None or value == "":
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is not None:
-        value = value.astimezone()
+        value = value.astimezone(VIETNAM)
     return value.strftime("%d/%m/%Y %H:%M")
 
 

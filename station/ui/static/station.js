@@ -21,10 +21,17 @@
     }
   });
 
+  function isPolling(elt) {
+    // Requests a page makes by itself (periodic refreshes, loads) are not the officer's
+    // actions: they must not wipe the message of the last action.
+    var trigger = (elt && elt.getAttribute && elt.getAttribute("hx-trigger")) || "";
+    return /(^|[\s,])(every|load)\b/.test(trigger);
+  }
+
   document.addEventListener("htmx:beforeRequest", function (event) {
     // A new action clears the previous action's message.
     var flash = document.getElementById("flash");
-    if (flash && event.detail.elt && event.detail.elt.id !== "link") flash.innerHTML = "";
+    if (flash && event.detail.elt && !isPolling(event.detail.elt)) flash.innerHTML = "";
   });
 
   document.addEventListener("htmx:sendError", function () {
