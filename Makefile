@@ -20,15 +20,20 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 	ONCE=$(ONCE) $(PY) scripts/demo_journey.py
 
-# Fast suites plus lint and types; RUN_SLOW=1 adds the slow ones.
+# Fast suites plus lint and types; RUN_SLOW=1 adds the slow ones. Two pytest workers (the
+# machines here have two cores; most suites wait on processes they start), whole files to
+# a worker so module fixtures are built once; the slowest tests are listed at the end.
+PYTEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q
+	$(PYTEST)
 
 test-all: $(STAMP)
-	RUN_SLOW=1 $(VENV)/bin/pytest -q
+	RUN_SLOW=1 $(PYTEST)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
