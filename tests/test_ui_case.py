@@ -223,17 +223,22 @@ def test_demographics_form_draft_and_consent(browser: Any, kiosk: Kiosk) -> None
             # communes, and the 2025 structure follows the old commune.
             page.select_option("#residence-old-province", "02")
             page.wait_for_selector("#residence-old-district option[value='026']", state="attached")
+            uikit.htmx_idle(page)
             assert page.input_value("#residence-old-commune") == ""
             page.select_option("#residence-old-district", "026")
             page.wait_for_selector("#residence-old-commune option[value='00712']", state="attached")
+            uikit.htmx_idle(page)
             page.select_option("#residence-old-commune", "00712")
             expect(page.locator("#residence-new-commune")).not_to_have_value("")
             # Hà Giang's Đồng Văn became part of Tuyên Quang in 2025.
             assert page.input_value("#residence-new-province") not in ("", "01")
+            uikit.htmx_idle(page)
             page.select_option("#residence-old-province", "01")
             page.wait_for_selector("#residence-old-district option[value='001']", state="attached")
+            uikit.htmx_idle(page)
             page.select_option("#residence-old-district", "001")
             page.wait_for_selector("#residence-old-commune option[value='00001']", state="attached")
+            uikit.htmx_idle(page)
             page.select_option("#residence-old-commune", "00001")
 
             # Half-typed input survives a reload and a new browser with the same cookies.

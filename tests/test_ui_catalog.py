@@ -3,6 +3,7 @@ extractors over the Python and the templates), placeholders kept, catalogs consi
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -65,3 +66,30 @@ def test_dates_are_day_month_year() -> None:
     # In Viet Nam's time, whatever the machine's zone: 20:30 UTC is 03:30 the next morning.
     assert i18n.format_datetime(datetime(2021, 3, 9, 20, 30, tzinfo=UTC)) == "10/03/2021 03:30"
     assert i18n.format_datetime("2021-03-09T20:30:00+07:00") == "09/03/2021 20:30"
+
+
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_CLASS_BLOCK = re.compile(r"\{%-?\s*block body_class\s*%\}.*?\{%-?\s*endblock\s*%\}", re.S)
+_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]*>", re.S)
+_LABEL_ATTR = re.compile(r'\b(aria-label|title|placeholder|alt|data-label-[a-z-]+)="([^"]*)"')
+_WORD = re.compile(r"[A-Za-zÀ-ỹ]{2,}")
+# Names that are the same in every language: input methods, a URL scheme.
+_NOT_WORDS = {"Telex", "VNI", "https"}
+
+
+def test_templates_show_no_text_outside_the_catalog() -> None:
+    """Every word a template shows (text, and labels in attributes) comes through
+    ``_()``: a word written straight into the HTML would stay English (or Vietnamese) in
+    both languages, and no catalog check could see it."""
+    found: list[str] = []
+    for path in sorted((Path(catalog.ROOT) / "templates").rglob("*.html")):
+        source = _JINJA.sub(" ", _CLASS_BLOCK.sub(" ", path.read_text(encoding="utf-8")))
+        for tag in re.findall(r"<[^>]*>", source):
+            for name, value in _LABEL_ATTR.findall(tag):
+                words = set(_WORD.findall(value)) - _NOT_WORDS
+                if words:
+                    found.append(f"{path.name}: {name}={value!r}")
+        for word in _WORD.findall(_TAG.sub(" ", source)):
+            if word not in _NOT_WORDS:
+                found.append(f"{path.name}: {word!r}")
+    assert found == []

@@ -244,6 +244,17 @@ def serious_violations(page: Any) -> list[str]:
     ]
 
 
+def htmx_idle(page: Any, timeout: float = 30_000) -> None:
+    """Wait until htmx has no request in flight and has settled what it swapped in (its
+    handlers are attached to new content only then: a change fired at a select that was
+    swapped in a moment ago is otherwise lost; a person never taps that fast)."""
+    page.wait_for_function(
+        "() => window.htmx && !document.querySelector("
+        "'.htmx-request, .htmx-settling, .htmx-swapping, .htmx-added')",
+        timeout=timeout,
+    )
+
+
 def login(page: Any, kiosk: Kiosk, who: tuple[str, str, int, str] | None = None) -> None:
     """Log in through the login screen: ID and PIN typed, a finger on the simulator."""
     who = who or kiosk.officer
@@ -262,6 +273,7 @@ __all__ = [
     "Kiosk",
     "browser",
     "browser_unavailable",
+    "htmx_idle",
     "kiosk",
     "login",
     "new_page",
