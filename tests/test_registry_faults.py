@@ -644,7 +644,10 @@ def test_sigkill_during_ingest_and_processing(backend: tuple[str, str], tmp_path
     # The kills must land inside the work, not only between it (about two thirds do; a
     # quarter keeps a short run from failing by chance).
     assert tally.kills_with_upload_in_flight >= tally.server_kills // 4, tally
-    assert mid_job >= tally.worker_kills // 4, tally
+    if name == "postgresql-50":
+        # Eight worker kills on a loaded machine can all fall while the worker waits for
+        # work; fifty cannot (about a third land mid-job).
+        assert mid_job >= tally.worker_kills // 4, tally
 
 
 class Crash(Exception):  # noqa: N818 (stands for the process dying at this point)

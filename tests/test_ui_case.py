@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,37 +33,7 @@ def _api(world: Kiosk, who: tuple[str, str, int, str] | None = None) -> Iterator
     """An API client logged in (PIN, then a finger on the simulator) as ``who``."""
     who = who or world.officer
     with httpx.Client(base_url=world.url, timeout=120) as client:
-        yield _logged_in(world, client, who)
-
-
-def _logged_in(world: Kiosk, client: httpx.Client, who: tuple[str, str, int, str]) -> httpx.Client:
-    r = client.post("/api/login/secret", json={"operator_id": who[0], "pin": who[3]})
-    assert r.status_code == 200, r.text
-    world.scanner.present(finger=2, person=who[2])
-    r = client.post("/api/login/finger", json={"challenge": r.json()["challenge"]})
-    assert r.status_code == 200, r.text
-    client.headers["authorization"] = f"Bearer {r.json()['token']}"
-    return client
-
-
-def _add_resident(world: Kiosk, name: str, dob: str, sex: str = "male") -> str:
-    """A new row in the office's resident list (at the registry), synced to the station."""
-    ref = f"DC01-U{uuid.uuid4().hex[:8].upper()}"
-    assert world.runtime.online is not None
-    office = world.runtime.online.identity.office_id
-    csv = (
-        "ref,full_name,date_of_birth,sex,old_id_number,household_number,father_name,"
-        "mother_name,residence_detail,origin_commune,origin_detail\n"
-        f"{ref},{name},{dob},{sex},,HK-{ref[-4:]},,,Số 3 phố Phúc Xá,00001,\n"
-    )
-    r = world.registry.post(
-        f"/v1/offices/{office}/residents",
-        content=csv.encode(),
-        headers={**world.admin, "content-type": "text/csv"},
-    )
-    assert r.status_code == 200, r.text
-    assert httpx.post(f"{world.url}/api/sync", timeout=60).status_code == 200
-    return ref
+        yield uikit.api_login(world, client, who)
 
 
 def _open_in_browser(page: Any, resident_ref: str = "", ticket: str = "") -> None:
@@ -186,7 +155,7 @@ def test_division_lists_and_the_form_draft_api(kiosk: Kiosk) -> None:
 
 def test_demographics_form_draft_and_consent(browser: Any, kiosk: Kiosk) -> None:
     i18n.forget_missing()
-    ref = _add_resident(kiosk, "Hoàng Văn Minh", "1990-05-06")
+    ref = uikit.add_resident(kiosk, "Hoàng Văn Minh", "1990-05-06")
     for size in ("large", "small"):
         page = uikit.new_page(browser, kiosk, size)
         uikit.login(page, kiosk)
@@ -309,8 +278,8 @@ def test_demographics_form_draft_and_consent(browser: Any, kiosk: Kiosk) -> None
 
 
 def test_a_refused_enrollment_says_what_to_do(browser: Any, kiosk: Kiosk) -> None:
-    young = _add_resident(kiosk, "Đỗ Minh Khang", "2020-01-02")
-    taken = _add_resident(kiosk, "Vũ Văn Nam", "1970-03-04")
+    young = uikit.add_resident(kiosk, "Đỗ Minh Khang", "2020-01-02")
+    taken = uikit.add_resident(kiosk, "Vũ Văn Nam", "1970-03-04")
     with _api(kiosk) as api:
         first = api.post("/api/cases", json={"resident_ref": taken}).json()["id"]
     page = uikit.new_page(browser, kiosk, "small")
@@ -331,7 +300,7 @@ def test_a_refused_enrollment_says_what_to_do(browser: Any, kiosk: Kiosk) -> Non
 
 def test_review_approval_submit_and_done(browser: Any, kiosk: Kiosk) -> None:
     i18n.forget_missing()
-    ref = _add_resident(kiosk, "Trịnh Văn Phúc", "1988-08-18")
+    ref = uikit.add_resident(kiosk, "Trịnh Văn Phúc", "1988-08-18")
     with _api(kiosk) as api:
         case_id = api.post("/api/cases", json={"resident_ref": ref}).json()["id"]
         proposal = api.get(f"/api/cases/{case_id}/proposal").json()

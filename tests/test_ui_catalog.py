@@ -93,3 +93,13 @@ def test_templates_show_no_text_outside_the_catalog() -> None:
             if word not in _NOT_WORDS:
                 found.append(f"{path.name}: {word!r}")
     assert found == []
+
+
+def test_numbers_are_written_the_languages_way() -> None:
+    i18n.use("vi")
+    assert i18n.format_number(73.94, 1) == "73,9"
+    assert i18n.format_number(12345) == "12.345"
+    i18n.use("en")
+    assert i18n.format_number(73.94, 1) == "73.9"
+    assert i18n.format_number(12345) == "12,345"
+    i18n.use("vi")

@@ -14,6 +14,7 @@ import re
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,39 @@ def serious_violations(page: Any) -> list[str]:
     ]
 
 
+def api_login(kiosk: Kiosk, client: httpx.Client, who: tuple[str, str, int, str]) -> httpx.Client:
+    """Log ``client`` in to the station API as ``who`` (PIN, then a finger on the
+    simulator). One officer has one session: this ends that officer's browser session."""
+    r = client.post("/api/login/secret", json={"operator_id": who[0], "pin": who[3]})
+    assert r.status_code == 200, r.text
+    kiosk.scanner.present(finger=2, person=who[2])
+    r = client.post("/api/login/finger", json={"challenge": r.json()["challenge"]})
+    assert r.status_code == 200, r.text
+    client.headers["authorization"] = f"Bearer {r.json()['token']}"
+    return client
+
+
+def add_resident(kiosk: Kiosk, name: str, dob: str, sex: str = "male") -> str:
+    """A new row in the office's resident list (at the registry), synced to the station;
+    its reference. Tests share the world: each makes the residents it enrolls."""
+    ref = f"DC01-U{uuid.uuid4().hex[:8].upper()}"
+    assert kiosk.runtime.online is not None
+    office = kiosk.runtime.online.identity.office_id
+    csv = (
+        "ref,full_name,date_of_birth,sex,old_id_number,household_number,father_name,"
+        "mother_name,residence_detail,origin_commune,origin_detail\n"
+        f"{ref},{name},{dob},{sex},,HK-{ref[-4:]},,,Số 3 phố Phúc Xá,00001,\n"
+    )
+    r = kiosk.registry.post(
+        f"/v1/offices/{office}/residents",
+        content=csv.encode(),
+        headers={**kiosk.admin, "content-type": "text/csv"},
+    )
+    assert r.status_code == 200, r.text
+    assert httpx.post(f"{kiosk.url}/api/sync", timeout=60).status_code == 200
+    return ref
+
+
 def htmx_idle(page: Any, timeout: float = 30_000) -> None:
     """Wait until htmx has no request in flight and has settled what it swapped in (its
     handlers are attached to new content only then: a change fired at a select that was
@@ -271,6 +305,8 @@ __all__ = [
     "SIZES",
     "TECHNICIAN_PIN",
     "Kiosk",
+    "add_resident",
+    "api_login",
     "browser",
     "browser_unavailable",
     "htmx_idle",

@@ -83,8 +83,10 @@ class FaceCaptureSettings(BaseModel):
     """Of the portrait JPEG that goes into the record."""
     preview_width: int = Field(320, ge=64, le=1280)
     """Width of the preview JPEG sent to the UI."""
-    preview_fps: float = Field(5.0, ge=0.0, le=30.0)
-    """Previews per second at most (0: none); feedback itself comes every frame."""
+    preview_fps: float = Field(15.0, ge=0.0, le=30.0)
+    """Previews per second at most (0: none); feedback itself comes every frame. 15 a
+    second moves smoothly enough for a citizen to follow "turn a little left"; the kiosk
+    takes only what it has drawn (frames in between are dropped, never queued)."""
     preview_quality: int = Field(70, ge=20, le=95)
     top_hints: int = Field(3, ge=1, le=10)
     """Hints a timed-out result names, most frequent first."""

@@ -82,10 +82,16 @@ def placeholders(text: str) -> set[str]:
 
 def problems(language: str = "vi", area: str | None = None) -> list[str]:
     """What is wrong with ``language``'s catalog against the code: missing or untranslated
-    msgids, and translations whose %(name)s placeholders differ from the msgid's."""
+    msgids, translations whose %(name)s placeholders differ from the msgid's, and (for
+    the whole catalog) entries the code no longer uses."""
     catalog = i18n.read_catalog(language, (i18n.LOCALE_DIR / language).glob("*.po"))
     out: list[str] = []
-    for msgid, message in sorted(extract().items()):
+    found = extract()
+    if area is None:
+        # An entry the code no longer asks for misleads translators (and hides a typo).
+        for msgid in sorted((set(catalog.singular) | set(catalog.plural)) - set(found)):
+            out.append(f"stale (no longer in the code, remove it): {msgid!r}")
+    for msgid, message in sorted(found.items()):
         if area is not None and message.area != area:
             continue
         if message.plural is None:

@@ -80,6 +80,10 @@ class Page:
             self._status = await self.api.get("/status")
         return self._status
 
+    def forget_status(self) -> None:
+        """The station changed under this request (provisioned, synced): read it again."""
+        self._status = None
+
     async def me(self) -> dict[str, Any] | None:
         """The logged-in officer, or None."""
         if self.api.token is None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import Response
 
 from station.ui import errors
-from station.ui.i18n import _, ngettext
+from station.ui.i18n import _, format_number, ngettext
 from station.ui.web import Page, PageDep
 
 router = APIRouter()
@@ -82,8 +82,8 @@ def size(n: int | None) -> str:
     if n is None:
         return ""
     if n >= 1024**3:
-        return _("%(n).1f GB", n=n / 1024**3)
-    return _("%(n).0f MB", n=n / 1024**2)
+        return _("%(n)s GB", n=format_number(n / 1024**3, 1))
+    return _("%(n)s MB", n=format_number(n / 1024**2))
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -218,7 +218,10 @@ def _done(response: Response) -> Response:
 @router.post("/outbox/sync")
 async def sync_now(page: PageDep) -> Response:
     report = await page.api.post("/sync")
-    text = _("Synced with the registry in %(s).1f s.", s=float(report.get("seconds") or 0))
+    text = _(
+        "Synced with the registry in %(s)s s.",
+        s=format_number(float(report.get("seconds") or 0), 1),
+    )
     return _done(await page.render("outbox/_done.html", text=text, detail=None))
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from station.ui import errors
 from station.ui.client import StationApi, StationApiError
-from station.ui.i18n import _, ngettext
+from station.ui.i18n import _, format_number, ngettext
 from station.ui.pages.devices import TECH_COOKIE, device_view, disk_view
 from station.ui.pages.outbox import duration
 from station.ui.web import Page, PageDep
@@ -156,7 +156,10 @@ async def technician_page(page: PageDep) -> Response:
 @router.post("/technician/sync")
 async def technician_sync(page: PageDep) -> Response:
     report = await page.api.post("/sync")
-    text = _("Synced with the registry in %(s).1f s.", s=float(report.get("seconds") or 0))
+    text = _(
+        "Synced with the registry in %(s)s s.",
+        s=format_number(float(report.get("seconds") or 0), 1),
+    )
     return await page.render("technician/_done.html", text=text)
 
 
@@ -252,7 +255,7 @@ async def setup(
         return await _setup_render(
             page, "new", registry_url=url, error=error, field=field, detail=exc.detail
         )
-    page._status = None  # provisioned now: the header shows the station's id
+    page.forget_status()  # provisioned now: the header shows the station's id
     return await _first_sync(page)
 
 
@@ -266,7 +269,7 @@ async def _first_sync(page: Page) -> Response:
             "The station is set up, but its first sync did not reach the registry. Check the "
             "network and press Sync again: the officers can log in after it."
         )
-        page._status = None
+        page.forget_status()
         return await _setup_render(page, "sync", error=error, detail=exc.detail)
     return page.redirect("/login")
 

@@ -1,0 +1,235 @@
+"""The whole enrollment as an officer does it on the kiosk, in one browser, on the
+simulators: log in, a walk-in ticket called to the counter, the resident found in the
+office's list, the form, consent, the photo (retaken once), ten fingers (one slipped and
+rolled again, one bandaged: an exception a supervisor overrides on the spot), review,
+submit, the slip, and the registry's answer arriving on the done page. The page is
+reloaded at every step (and the browser restarted once, mid-fingers): each time the
+kiosk comes back to the same step with nothing lost.
+
+Then the citizen comes back under another name: the second enrollment's done page shows
+the registry's duplicate check (nothing for the officer to do), until an adjudicator links
+it and it is issued under the first number."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from station.ui import i18n
+from tests import registrykit, uikit
+from tests.uikit import ADJUDICATOR, Kiosk
+
+PERSON = 81
+"""The synthetic citizen (face and fingers) of this journey."""
+NAME = "Lương Thị Hạnh"
+
+
+def _reload_here(page: Any, check: str) -> None:
+    """Reload: the same URL, and ``check`` (a selector of the step's state) is back."""
+    url = page.url
+    page.reload()
+    page.wait_for_selector(check)
+    assert page.url == url
+
+
+def _step(page: Any) -> str:
+    match = re.search(r"/cases/[0-9a-f]{32}/(\w+)", page.url)
+    assert match, page.url
+    return match[1]
+
+
+def _current_finger(page: Any) -> int | None:
+    element = page.query_selector("svg.hands a.finger.is-current")
+    return None if element is None else int(element.get_attribute("data-position"))
+
+
+def _roll(page: Any, kiosk: Kiosk, position: int, fault: str = "none") -> str:
+    assert _current_finger(page) == position
+    kiosk.scanner.present(finger=position, person=PERSON, fault=fault)
+    before = page.get_attribute("#fingers-panel", "data-swap") or ""
+    page.click("#roll-form button")
+    page.wait_for_function(
+        f"() => document.getElementById('fingers-panel').dataset.swap !== {json.dumps(before)}"
+    )
+    return page.get_attribute(".roll-said", "data-code") or ""
+
+
+def _wait_stage(page: Any, stage: str, timeout: float = 180) -> None:
+    page.wait_for_selector(f"#progress.progress-{stage}", timeout=timeout * 1000)
+
+
+@pytest.mark.timeout(600)
+def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
+    i18n.forget_missing()
+    ref = uikit.add_resident(kiosk, NAME, "1979-11-23", "female")
+    page = uikit.new_page(browser, kiosk, "large")
+    uikit.login(page, kiosk)
+
+    # The queue: a walk-in ticket, called to this counter; the citizen sits down.
+    page.goto("/queue")
+    page.click("a[href='/queue/walk-in']")
+    page.fill("#name", NAME)
+    page.check("input[name=priority][value='']")
+    page.click("form button[type=submit].btn-primary")
+    page.wait_for_url(re.compile(r"/queue\?issued="))
+    ticket = page.url.rsplit("=", 1)[1]
+    page.click("#q-call")
+    page.locator(".queue-counter-card .queue-number", has_text=ticket).wait_for()
+    _reload_here(page, f".queue-counter-card .queue-number:has-text('{ticket}')")
+    page.click("#q-start")
+
+    # The resident list: found without diacritics, the enrollment opened with the ticket.
+    page.wait_for_url(f"**/residents?ticket={ticket}")
+    page.fill("#q", "")
+    page.type("#q", "luong thi hanh")
+    row = page.locator("#results .resident").filter(has_text=NAME)
+    row.wait_for()
+    row.locator("button", has_text="Bắt đầu làm hồ sơ").click()
+    page.wait_for_url(re.compile(r"/cases/[0-9a-f]{32}/demographics"))
+    case_id = re.search(r"/cases/([0-9a-f]{32})/", page.url)[1]  # type: ignore[index]
+    assert kiosk.runtime.appointments.get(ticket).case_id == case_id
+    assert kiosk.runtime.workflow().get(case_id).resident_ref == ref
+
+    # The form: prefilled from the list; a half-typed field survives a reload.
+    assert page.input_value("#full_name") == NAME
+    page.select_option("#ethnicity", "01")
+    uikit.htmx_idle(page)
+    with page.expect_response(lambda r: r.url.endswith("/demographics/draft")):
+        page.fill("#father_name", "Lương Văn Tâm")
+    _reload_here(page, "#full_name")
+    assert page.input_value("#father_name") == "Lương Văn Tâm"
+    assert page.input_value("#ethnicity") == "01"
+    page.click("button:has-text('Lưu và tiếp tục')")
+    page.wait_for_url(re.compile(r"/consent$"))
+    _reload_here(page, "button:has-text('Công dân đồng ý')")
+    page.click("button:has-text('Công dân đồng ý')")
+
+    # The photo: live guidance, taken by itself; retaken once, kept the second time.
+    page.wait_for_url(re.compile(r"/face$"))
+    for button in ("Bật máy ảnh", "Chụp lại ảnh"):
+        kiosk.camera.sit(PERSON, ["walk_in:1", "good:600"])
+        page.click(f"button:has-text('{button}')")
+        page.wait_for_selector("#face[data-mode=live]")
+        if button == "Bật máy ảnh":
+            # A reload mid-capture joins the running capture again.
+            _reload_here(page, "#face[data-mode=live]")
+        page.wait_for_selector("img.face-portrait", timeout=60_000)
+    _reload_here(page, "img.face-portrait")
+    page.click("a:has-text('Tiếp tục: lấy vân tay'), button:has-text('Tiếp tục: lấy vân tay')")
+
+    # Ten fingers: the right index slips and is rolled again; the left middle is bandaged.
+    page.wait_for_url(re.compile(r"/fingers"))
+    for position in range(1, 11):
+        if position == 2:
+            assert _roll(page, kiosk, 2, fault="smeared") == "smeared"
+            assert _current_finger(page) == 2
+        if position == 8:
+            page.click(".exception-box summary")
+            page.check("input[name=code][value=bandaged]")
+            page.fill("#exception-reason", "Băng bó sau tai nạn")
+            page.click(".exception-form button[type=submit]")
+            page.wait_for_selector("svg.hands a.finger[data-position='8'][data-state=exception]")
+            continue
+        assert _roll(page, kiosk, position) in ("accepted", "kept_best")
+        if position == 5:
+            # Mid-way, the browser restarts (a kiosk crash): the same cookies, same place.
+            state = page.context.storage_state()
+            page.context.close()
+            page = browser.new_context(
+                storage_state=state, base_url=kiosk.url, viewport={"width": 1280, "height": 800}
+            ).new_page()
+            page.goto(f"/cases/{case_id}")
+            page.wait_for_url(re.compile(r"/fingers"))
+            assert _current_finger(page) == 6
+    _reload_here(page, "svg.hands")
+    # The supervisor overrides the exception here and now: ID, PIN, their finger.
+    page.fill("#supervisor_id", kiosk.supervisor[0])
+    page.fill("#supervisor_secret", kiosk.supervisor[3])
+    kiosk.scanner.present(finger=2, person=kiosk.supervisor[2])
+    page.click("button:has-text('Phê duyệt')")
+    page.wait_for_function("() => !document.querySelector('#supervisor_id')", timeout=60_000)
+    page.click("a:has-text('Tiếp tục: kiểm tra hồ sơ')")
+
+    # Review: everything there, nothing waiting for approval; submit; the slip.
+    page.wait_for_url(re.compile(r"/review$"))
+    _reload_here(page, "button:has-text('Gửi hồ sơ')")
+    assert page.locator(".approval").count() == 0
+    assert page.is_enabled("button:has-text('Gửi hồ sơ')")
+    page.click("button:has-text('Gửi hồ sơ')")
+    page.wait_for_url(re.compile(r"/done$"), timeout=60_000)
+    _reload_here(page, "#receipt")
+    receipt = page.inner_text("#receipt").strip()
+    assert receipt
+    slip = page.request.get(f"/cases/{case_id}/slip.pdf")
+    assert slip.ok
+    assert slip.body().startswith(b"%PDF")
+    assert kiosk.runtime.appointments.get(ticket).state == "done"
+    _wait_stage(page, "issued")
+
+    # The citizen comes back as a walk-in under another name: a new record, the same
+    # fingers. Its done page says the registry is checking a possible duplicate.
+    token = next(c["value"] for c in page.context.cookies() if c["name"] == "station_session")
+    api = httpx.Client(
+        base_url=kiosk.url, headers={"authorization": f"Bearer {token}"}, timeout=120
+    )
+    try:
+        dup_id = api.post("/api/cases", json={}).json()["id"]
+        area = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
+        r = api.put(
+            f"/api/cases/{dup_id}/demographics",
+            json={
+                "full_name": "Lương Thị Hành",
+                "date_of_birth": "1979-11-23",
+                "sex": "F",
+                "ethnicity": "01",
+                "place_of_origin": {"areas": [area]},
+                "permanent_residence": {"detail": "Số 9 phố Phúc Xá", "areas": [area]},
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert api.post(f"/api/cases/{dup_id}/consent").status_code == 200
+        kiosk.camera.sit(PERSON, ["walk_in:1", "good:600"])
+        assert api.post(f"/api/cases/{dup_id}/face/start", json={"timeout_s": 60}).is_success
+        deadline = time.monotonic() + 90
+        while api.get(f"/api/cases/{dup_id}/face", params={"wait_s": 5}).json()["state"] in (
+            "running",
+            "idle",
+        ):
+            assert time.monotonic() < deadline
+        for position in range(1, 11):
+            kiosk.scanner.present(finger=position, person=PERSON)
+            outcome = api.post(f"/api/cases/{dup_id}/fingers/{position}/roll", json={}).json()
+            assert outcome["stored"], outcome
+        review = api.get(f"/api/cases/{dup_id}/review").json()
+        assert review["can_submit"], review
+        assert api.post(f"/api/cases/{dup_id}/submit").status_code == 200
+        dup_package = uuid.UUID(api.get(f"/api/cases/{dup_id}").json()["package_id"])
+    finally:
+        api.close()
+    page.goto(f"/cases/{dup_id}/done")
+    _wait_stage(page, "adjudication")
+    uikit.screenshot(page, "journey-duplicate-check")
+    assert uikit.serious_violations(page) == []
+    _reload_here(page, "#progress.progress-adjudication")
+
+    # The adjudicator links it to the first enrollment: issued, under the same number.
+    adjudicator = registrykit.login(kiosk.registry, *ADJUDICATOR)
+    cases = kiosk.registry.get("/v1/cases", headers=adjudicator).json()
+    (held,) = [c for c in cases if uuid.UUID(c["package_id"]) == dup_package]
+    view = kiosk.registry.get(f"/v1/cases/{held['id']}", headers=adjudicator).json()
+    best = view["candidates"][0]
+    r = kiosk.registry.post(
+        f"/v1/cases/{held['id']}/decision",
+        json={"decision": "same", "person_id": best["person_id"], "reason": "same fingers"},
+        headers=adjudicator,
+    )
+    assert r.status_code == 200, r.text
+    _wait_stage(page, "issued")
+    page.context.close()
+    assert i18n.missing("vi") == set()
