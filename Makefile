@@ -21,10 +21,10 @@ demo: $(STAMP)
 	ONCE=$(ONCE) $(PY) scripts/demo_journey.py
 
 # Fast suites plus lint and types; RUN_SLOW=1 adds the slow ones. Two pytest workers (the
-# machines here have two cores; most suites wait on processes they start), whole files to
-# a worker so module fixtures are built once; the slowest tests are listed at the end.
+# machines here have two cores; most suites wait on processes they start); a worker that
+# runs out of tests takes some of the other's; the slowest tests are listed at the end.
 PYTEST_WORKERS ?= 2
-PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
+PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist worksteal --durations=15
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
