@@ -77,7 +77,8 @@ def test_journey_ends_in_an_auto_captured_portrait(
 ) -> None:
     cam = camera(cameras, person, "walk_in:1.5, good:60")
     seen: list[FaceFeedback] = []
-    capture = FaceCapture(cam, analyzer, FaceCaptureSettings(stable_frames=5))
+    # Previews limited below the camera's frame rate, so the limit shows in the count.
+    capture = FaceCapture(cam, analyzer, FaceCaptureSettings(stable_frames=5, preview_fps=5))
     result = capture.run(timeout=20, on_feedback=seen.append)
     assert result.captured, (result.reason, result.top_hints)
     assert not cam.is_open  # opened by the capture, closed again

@@ -230,7 +230,7 @@ def test_only_a_supervisor_plans_the_day(browser: Any, kiosk: Kiosk) -> None:
     page.fill("#plan-break_to", "10:00")
     page.click("form.queue-plan button[type=submit]")
     page.wait_for_url("**/queue/plan?planned=7")
-    uikit.screenshot(page, "queue-plan")
+    uikit.screenshots(page, "queue-plan")
     assert uikit.serious_violations(page) == []
     # The same plan again overlaps: the form says so and keeps what was typed.
     page.fill("#plan-day", "01/03/2031")

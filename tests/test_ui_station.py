@@ -183,7 +183,7 @@ def test_cards_spoiled_then_encoded(
         page.context.close()
         return
     page.wait_for_selector("#encode-form")
-    uikit.screenshot(page, "cards-encode")
+    uikit.screenshots(page, "cards-encode")
     assert uikit.serious_violations(page) == []
     # A card pulled off mid-write is spoiled: the officer is told to put it aside.
     card = _lay_card(kiosk, Faults(pull_after_writes=3))
@@ -196,7 +196,7 @@ def test_cards_spoiled_then_encoded(
     failure = page.inner_text("#encode-failure")
     assert "đã hỏng" in failure, failure
     assert "khay thẻ hỏng" in failure, failure
-    uikit.screenshot(page, "cards-encode-spoiled")
+    uikit.screenshots(page, "cards-encode-spoiled")
     assert uikit.serious_violations(page) == []
     # A good blank card: encoded, read back, verified.
     card = _lay_card(kiosk)

@@ -232,6 +232,17 @@ def screenshot(page: Any, name: str) -> Path:
     return path
 
 
+def screenshots(page: Any, name: str) -> None:
+    """The screen at both kiosk sizes (the page resized and put back), each checked by
+    axe: for screens a test reaches only once."""
+    size = dict(page.viewport_size)
+    for width, height in sorted(SIZES.values(), key=lambda s: s != (size["width"], size["height"])):
+        page.set_viewport_size({"width": width, "height": height})
+        screenshot(page, name)
+        assert serious_violations(page) == [], (name, width, height)
+    page.set_viewport_size(size)
+
+
 def serious_violations(page: Any) -> list[str]:
     """axe-core's serious and critical findings on the page as it is now."""
     from axe_playwright_python.sync_playwright import Axe
@@ -314,6 +325,7 @@ __all__ = [
     "login",
     "new_page",
     "screenshot",
+    "screenshots",
     "serious_violations",
     "technician_settings",
 ]
