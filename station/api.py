@@ -124,7 +124,10 @@ def _session(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> OperatorSession:
     runtime = _runtime(request)
-    token = _token(authorization, request.cookies.get(SESSION_COOKIE))
+    # The kiosk's cookie stands in for the header only where a browser cannot send one
+    # (images, the preview socket): reads. Whatever changes something needs the header.
+    cookie = request.cookies.get(SESSION_COOKIE) if request.method in ("GET", "HEAD") else None
+    token = _token(authorization, cookie)
     if token is None:
         raise ApiError(401, "login_required", "log in first (PIN or password, then a finger)")
     # A page polling a status (``?poll=1``) is not the officer's activity: the inactivity
@@ -1217,11 +1220,22 @@ def create_app(runtime: StationRuntime) -> FastAPI:
     async def same_origin(request: Request, call_next: Any) -> Any:
         # A browser names the page a request comes from; a page of another site may not
         # change anything here (the kiosk's own page is served from these hosts).
-        origin = request.headers.get("origin")
-        if origin and request.method not in ("GET", "HEAD", "OPTIONS"):
-            host = urlsplit(origin).hostname or ""
-            if host not in hosts:
-                return _error_response(403, "foreign_origin", f"requests from {origin} refused")
+        # The whole origin counts, port included: SameSite cookies do not tell ports
+        # apart, and another program's page on 127.0.0.1 is another site. A browser
+        # request carrying cookies (the officer's, the technician's) must name its origin.
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("origin")
+            own = request.headers.get("host", "")
+            if origin:
+                parts = urlsplit(origin)
+                if (parts.hostname or "") not in hosts or parts.netloc != own:
+                    return _error_response(
+                        403, "foreign_origin", f"requests from {origin} refused"
+                    )
+            elif request.cookies:
+                return _error_response(
+                    403, "foreign_origin", "a browser request without its origin refused"
+                )
         return await call_next(request)
 
     def handler(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:

@@ -16,6 +16,7 @@ import collections
 import json
 import logging
 import secrets
+import re
 import shutil
 import socket
 import subprocess
@@ -304,7 +305,10 @@ def removable_media(
         if len(parts) < 3:
             continue
         # /proc/mounts escapes spaces and the like as octal (\040).
-        point = parts[1].encode().decode("unicode_escape")
+        # (Only those: the rest is UTF-8, e.g. a stick labelled "DỮ LIỆU".)
+        point = re.sub(
+            rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), parts[1].encode()
+        ).decode("utf-8", "replace")
         if not any(point == r or point.startswith(r.rstrip("/") + "/") for r in roots):
             continue
         path = Path(point)

@@ -40,9 +40,31 @@ def test_only_the_stations_own_names_and_pages_are_served(api: TestClient) -> No
     )
     assert forged.status_code == 403
     assert forged.json()["error"] == "foreign_origin"
-    own = api.post("/api/sync", headers={"origin": "http://127.0.0.1:8080"})
+    own = api.post("/api/sync", headers={"origin": "http://testserver"})
     assert own.status_code == 409  # let through: refused for its own reason
     assert own.json()["error"] == "not_provisioned"
+    # Another program's page on the same machine is another site (cookies do not tell
+    # ports apart): refused, as is a browser request with cookies that hides its origin.
+    other_port = api.post("/api/sync", headers={"origin": "http://127.0.0.1:8080"})
+    assert (other_port.status_code, other_port.json()["error"]) == (403, "foreign_origin")
+    api.cookies.set("station_session", "whatever")
+    hidden = api.post("/api/sync")
+    assert (hidden.status_code, hidden.json()["error"]) == (403, "foreign_origin")
+    api.cookies.clear()
+
+
+def test_the_session_cookie_only_reads(api: TestClient) -> None:
+    """The kiosk's cookie stands in for the bearer header on reads (images, the preview
+    socket); what changes something needs the header, so a cookie alone changes nothing."""
+    r = api.post(
+        "/api/cases",
+        json={},
+        headers={"origin": "http://testserver"},
+        cookies={"station_session": "forged"},
+    )
+    assert (r.status_code, r.json()["error"]) == (401, "login_required")
+    r = api.get("/api/cases", cookies={"station_session": "forged"})
+    assert (r.status_code, r.json()["error"]) == (401, "session_expired")
 
 
 def test_errors_have_one_shape_and_say_whose_move_it_is(api: TestClient) -> None:

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 def install_ui(app: FastAPI) -> None:
     """Serve the kiosk from ``app`` (the station API app, which it calls in-process)."""
     app.state.ui_client = StationApi.client_for(app)
+    # httpx logs every request's URL at INFO: the pages' own API calls carry residents'
+    # names, dates of birth and ID numbers in their queries, which must not reach the
+    # service log (nor the technician's log screen).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Every module in station.ui.pages contributes a ``router``: a screen or a group of
     # screens, each with its templates under templates/<module>/.

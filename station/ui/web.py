@@ -4,6 +4,7 @@ translation of API errors into what the officer should do next."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -139,12 +140,17 @@ def _here(request: Request) -> str:
 
 def safe_next(target: str | None, default: str = "/") -> str:
     """A local path to go to after login (never another site)."""
-    if not target or not target.startswith("/") or target.startswith("//"):
+    # Browsers read "\\" as "/" ("/\\evil.example" is another site); control characters
+    # would break the header they end up in.
+    if not target or not _LOCAL_PATH.fullmatch(target) or target.startswith("//"):
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
         return default
     return target
+
+
+_LOCAL_PATH = re.compile(r"/[A-Za-z0-9\-._~/?=&%+]*")
 
 
 def language_of(request: Request) -> str:

@@ -127,8 +127,10 @@ def queue_view(data: Mapping[str, Any], counter: str, now: datetime | None = Non
     )
 
 
-async def _view(page: PageDep) -> QueueView:
-    return queue_view(await page.api.get("/queue"), counter_of(page.request))
+async def _view(page: PageDep, poll: bool = False) -> QueueView:
+    return queue_view(
+        await page.api.get("/queue", poll=1 if poll else None), counter_of(page.request)
+    )
 
 
 async def _board(page: PageDep, notice: str | None = None, detail: str | None = None) -> Response:
@@ -190,13 +192,11 @@ async def queue_page(
 
 @router.get("/queue/board")
 async def board(page: PageDep) -> Response:
-    # Polled every few seconds while the officer is on /queue. It reads the queue through
-    # the API with the officer's session, so each poll counts as activity and keeps the
-    # session alive: acceptable while the officer has the queue in front of them, but it
-    # means a kiosk left on this screen is not logged out for inactivity.
+    # Polled every few seconds while the officer is on /queue: a read that is not the
+    # officer's activity (?poll=1), so a kiosk left on this screen is still logged out.
     if page.api.token is None:
         return page.to_login()
-    return await page.render("queue/_live.html", q=await _view(page))
+    return await page.render("queue/_live.html", q=await _view(page, poll=True))
 
 
 @router.post("/queue/call-next")

@@ -157,8 +157,9 @@ async def done(page: PageDep, case_id: str) -> Response:
 
 @router.get("/cases/{case_id}/progress")
 async def progress(page: PageDep, case_id: str) -> Response:
-    """The registry's answer so far (polled by the done page until it is final)."""
-    case = await get_case(page, case_id)
+    """The registry's answer so far (polled by the done page until it is final; a read
+    that is not the officer's activity)."""
+    case: dict[str, Any] = await page.api.get(f"/cases/{case_id}", poll=1)
     return await page.render("review/_progress.html", case=case, **_progress(case))
 
 
