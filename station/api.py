@@ -1229,9 +1229,7 @@ def create_app(runtime: StationRuntime) -> FastAPI:
             if origin:
                 parts = urlsplit(origin)
                 if (parts.hostname or "") not in hosts or parts.netloc != own:
-                    return _error_response(
-                        403, "foreign_origin", f"requests from {origin} refused"
-                    )
+                    return _error_response(403, "foreign_origin", f"requests from {origin} refused")
             elif request.cookies:
                 return _error_response(
                     403, "foreign_origin", "a browser request without its origin refused"

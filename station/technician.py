@@ -15,8 +15,8 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import secrets
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -306,9 +306,9 @@ def removable_media(
             continue
         # /proc/mounts escapes spaces and the like as octal (\040).
         # (Only those: the rest is UTF-8, e.g. a stick labelled "DỮ LIỆU".)
-        point = re.sub(
-            rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), parts[1].encode()
-        ).decode("utf-8", "replace")
+        point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), parts[1].encode()).decode(
+            "utf-8", "replace"
+        )
         if not any(point == r or point.startswith(r.rstrip("/") + "/") for r in roots):
             continue
         path = Path(point)

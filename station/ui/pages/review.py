@@ -20,7 +20,6 @@ from station.ui.pages.case import (
     eligibility_text,
     finger_exception,
     finger_name,
-    get_case,
 )
 from station.ui.web import Page, PageDep
 
