@@ -70,6 +70,16 @@ register(
     scanner_busy=lambda: _("The scanner is busy with another capture. Wait a moment."),
     case_not_found=lambda: _("This enrollment no longer exists. Go back to the list."),
     case_not_editable=lambda: _("This enrollment was submitted and can no longer be changed."),
+    queue_error=lambda: _(
+        "The queue refused this: the ticket may have moved on at another counter. Open the "
+        "queue again and call the citizen again."
+    ),
+    slip_failed=lambda: _(
+        "The slip could not be made. The enrollment itself is safe: try printing again, and "
+        "call the technician if it keeps failing."
+    ),
+    slot_required=lambda: _("Choose an appointment slot first, then try again."),
+    bad_request=lambda: _("Something typed is not valid. Correct it and try again."),
     internal=lambda: _(
         "Something went wrong inside the station. It has been logged: try again, and call the "
         "technician if it keeps happening."

@@ -28,8 +28,8 @@ COUNTER_COOKIE = "station_counter"
 DEFAULT_COUNTER = "1"
 TICKET = r"^[A-Za-z]-\d{1,6}$"
 
-# queue_error is not registered here: the enrollment screens explain it for a ticket that
-# cannot open a case, and this screen answers it itself (the board again, with the reason).
+# queue_error has a general message (errors.py); this screen answers it itself, in the
+# board's context (the board again, with the reason).
 errors.register(
     supervisor_only=lambda: _("Only a supervisor can do this. Ask a supervisor to log in."),
 )

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from station.ui import errors
 from station.ui.client import StationApi, StationApiError
-from station.ui.i18n import _, format_number, ngettext
+from station.ui.i18n import _, format_datetime, format_number, ngettext
 from station.ui.pages.devices import TECH_COOKIE, device_view, disk_view
 from station.ui.pages.outbox import duration
 from station.ui.web import Page, PageDep
@@ -95,7 +95,7 @@ async def unlock(page: PageDep, pin: Annotated[str, Form(max_length=64)] = "") -
 def _clock(iso: str) -> str:
     if not iso:
         return ""
-    return datetime.fromisoformat(iso).astimezone().strftime("%H:%M %d/%m/%Y")
+    return format_datetime(iso)  # Viet Nam's time, whatever the machine's zone
 
 
 @router.post("/technician/lock")
