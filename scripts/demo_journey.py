@@ -755,17 +755,17 @@ def _serve(registry: Registry, stations: list[Station]) -> None:
           f"adjudicator: {ADJUDICATOR[0]} / {ADJUDICATOR[1]})")  # fmt: skip
     for s in stations:
         o = s.office
-        print(f"station {o.label}     {s.process.url}/api/docs   ({o.station_id}, {o.place}; "
-              f"officer {o.officer[0]} PIN {o.officer[3]}, finger: person {o.officer[2]} "
-              f"via {s.run_dir / 'fingerprint.ctl'})")  # fmt: skip
-    print("the kiosk UI comes next (issue 7); until then the API pages above are the UI. By hand:")
-    print("  POST /api/login/secret {operator_id, pin}; put the officer's finger on the scanner")
-    print("  (from the repository folder):")
+        print(f"station {o.label}     {s.process.url}/   kiosk, {s.process.url}/api/docs   API "
+              f"({o.station_id}, {o.place}; officer {o.officer[0]} PIN {o.officer[3]}, "
+              f"finger: person {o.officer[2]} via {s.run_dir / 'fingerprint.ctl'})")  # fmt: skip
+    print("Open a station's kiosk in a browser and log in with the officer's ID and PIN; when it")
+    print("asks for the finger, lay it on the simulated scanner (from the repository folder):")
     print(
         f"  {sys.executable} -c 'from station.drivers.fingerprint.sim_control import "
         'SimulatorControl as S; S("<ctl>").present(finger=2, person=<person>)\''
     )
-    print("  then POST /api/login/finger {challenge}; a blank card: POST /api/simulator/card")
+    print("  (through the API instead: POST /api/login/secret, the finger, POST /api/login/finger;")
+    print("  a blank card on the encoder: POST /api/simulator/card)")
     print("serving until Ctrl-C ...", flush=True)
     while True:
         time.sleep(1)
