@@ -54,9 +54,14 @@ def read(pdf: bytes) -> tuple[str, np.ndarray, tuple[float, float]]:
 
 
 def decode_qr(grey: np.ndarray) -> str:
-    payload, points, _ = cv2.QRCodeDetector().detectAndDecode(grey)
-    assert points is not None, "no QR code found on the slip"
-    return str(payload)
+    """The slip's QR text. OpenCV's classic detector misses about one code in a hundred
+    (CI met one: the package id is random); its ArUco-based detector reads those, so a
+    code counts as unreadable only when both fail."""
+    for detector in (cv2.QRCodeDetector(), cv2.QRCodeDetectorAruco()):
+        payload, points, _ = detector.detectAndDecode(grey)
+        if points is not None and payload:
+            return str(payload)
+    raise AssertionError("no QR code found on the slip")
 
 
 def test_vietnamese_slip_text_and_qr() -> None:
