@@ -73,6 +73,18 @@ class TechnicianSettings(BaseModel):
     lockout_minutes: int = Field(10, ge=1, le=1440)
 
 
+class MediaSettings(BaseModel):
+    """Where the station looks for removable media (USB sticks for stations without a
+    network): file systems the kernel lists as mounted under one of ``roots``. Export
+    goes only to a medium found there, never to a path a page or a client names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    roots: tuple[Path, ...] = (Path("/media"), Path("/run/media"), Path("/mnt"))
+    mounts: Path = Path("/proc/mounts")
+    """The kernel's list of mounted file systems (fstab format)."""
+
+
 class StationSettings(BaseSettings):
     """Everything one station process needs to know about its devices and folders."""
 
@@ -105,6 +117,7 @@ class StationSettings(BaseSettings):
     cards: CardIssuanceSettings = CardIssuanceSettings()
     face: FaceCaptureSettings = FaceCaptureSettings()
     technician: TechnicianSettings = TechnicianSettings()
+    media: MediaSettings = MediaSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -125,6 +138,7 @@ class StationSettings(BaseSettings):
 
 __all__ = [
     "CONFIG_ENV",
+    "MediaSettings",
     "ServiceSettings",
     "StationSettings",
     "TechnicianSettings",

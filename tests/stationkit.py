@@ -147,6 +147,9 @@ def station_settings(tmp: Path, **overrides: Any) -> Any:
         "min_free_disk_mb": 16,
         # TestClient calls itself "testserver".
         "service": {"allowed_hosts": ["127.0.0.1", "localhost", "testserver"]},
+        # Removable media: only what a test "mounts" (a line in its own mounts file),
+        # never the machine's own USB sticks.
+        "media": {"roots": [tmp / "media"], "mounts": tmp / "mounts"},
     }
     values.update(overrides)
     return StationSettings(**values)
