@@ -1,6 +1,9 @@
 """The station's side of the world for tests: an office at the registry with operators
 (PIN + enrolled finger templates from synthetic prints), a resident list, a station token,
-and a station runtime provisioned against it.
+and a station runtime provisioned against it (:func:`world`: a registry process and a
+station on the simulators, as the end-to-end and kiosk tests use); an enrollment driven
+through the station's JSON API (:func:`open_case`, :func:`capture_face`,
+:func:`capture_fingers`, :func:`submit`).
 
 Fingers: the scanner simulator renders person ``p``'s finger ``f`` from
 ``master_finger(seed, p, f)``; an operator enrolled here with ``person=p`` therefore logs
@@ -10,10 +13,16 @@ in by presenting finger ``f`` of person ``p`` on a simulator with the same ``see
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 from numpy.typing import NDArray
 
@@ -21,6 +30,9 @@ from biometrics.fingerprint.iso19794 import encode_minutiae
 from biometrics.fingerprint.minutiae import extract_minutiae
 from biometrics.fingerprint.synth import impression, master_finger
 from biometrics.fingerprint.synth_impression import ImpressionKind, SkinCondition
+
+if TYPE_CHECKING:
+    from station.runtime import StationRuntime
 
 SIM_SEED = 7
 """The synthetic-finger seed the station tests' scanner simulators use."""
@@ -155,21 +167,6 @@ def station_settings(tmp: Path, **overrides: Any) -> Any:
     return StationSettings(**values)
 
 
-__all__ = [
-    "OFFICER",
-    "RESIDENTS_CSV",
-    "SIM_SEED",
-    "SUPERVISOR",
-    "add_operator",
-    "finger_image",
-    "finger_template",
-    "setup_office",
-    "staff",
-    "station_settings",
-    "station_token",
-]
-
-
 def station_env(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a ``python -m station serve`` process living under ``tmp``:
     simulated scanner (unpaced), camera and card bay; the caller's own ``STATION_*``
@@ -285,3 +282,288 @@ class StationProcess:
 
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+# --- A whole world: a registry process and a station runtime on the simulators -------------
+
+ADJUDICATOR = ("adjudicator", "adjudicator password 1")
+"""The registry's adjudicator (username, password) in :func:`world`."""
+FACE_SCRIPT = ["walk_in:1", "good:600"]
+"""A citizen who sits down and holds a good pose: the camera simulator's script."""
+
+
+@dataclass
+class Registry:
+    """A ``python -m central serve`` process (its pipeline in-process) and an admin's
+    client; :meth:`restart` brings it back on the same state with other settings."""
+
+    url: str
+    client: httpx.Client
+    admin: dict[str, str]
+    process: Any
+    """The :class:`tests.processkit.RegistryProcess`."""
+    env: dict[str, str]
+    """The environment it first started with (what :meth:`restart` goes back to)."""
+
+    def restart(self, extra: Mapping[str, str] | None = None) -> None:
+        """Stop the registry (SIGTERM: jobs in flight finish or go back to the queue) and
+        start it on the same database with ``extra`` over its first environment (none:
+        the first settings again), as an operator changing its configuration would."""
+        process = self.process
+        if process.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                process.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.process.wait(30)
+        process.kill()
+        process.env = {**self.env, **(extra or {})}
+        process.start()
+        process.wait_http(f"{self.url}/readyz", timeout=180)
+
+
+@dataclass
+class World:
+    """A registry, an office with its staff and resident list, and a started station
+    runtime (devices simulated, background threads on) holding a one-time station token;
+    the caller serves the station's API and provisions it (:func:`provision`)."""
+
+    registry: Registry
+    runtime: StationRuntime
+    token: str
+
+
+@contextlib.contextmanager
+def registry(tmp: Path) -> Iterator[Registry]:
+    """A registry process under ``tmp`` on SQLite, with an administrator and an
+    adjudicator; killed on exit."""
+    from tests import processkit, registrykit
+
+    port = processkit.free_port()
+    env = processkit.registry_env(
+        tmp / "registry",
+        f"sqlite:///{tmp / 'registry.db'}",
+        registrykit.ADMIN,
+        {"REGISTRY_WORKER__IN_PROCESS": "true", "REGISTRY_WORKER__IDLE_POLL_SECONDS": "0.2"},
+    )
+    (tmp / "registry").mkdir()
+    process = processkit.RegistryProcess(
+        "registry", ["serve", "--port", str(port)], env, tmp / "registry.log"
+    )
+    url = f"http://127.0.0.1:{port}"
+    with processkit.ProcessSet() as processes:
+        processes.add(process).start()
+        process.wait_http(f"{url}/readyz", timeout=180)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            admin = registrykit.login(client, *registrykit.ADMIN)
+            client.post(
+                "/v1/users",
+                json={"username": ADJUDICATOR[0], "password": ADJUDICATOR[1],
+                      "roles": ["adjudicator"]},
+                headers=admin,
+            ).raise_for_status()  # fmt: skip
+            yield Registry(url, client, admin, process, env)
+
+
+def simulated_station_settings(tmp: Path, **overrides: Any) -> Any:
+    """:func:`station_settings` with every device simulated (the scanner unpaced, the
+    camera on the face assets, a card bay) and the background threads on, polling fast."""
+    from tests.imagekit import ensure_face_assets
+
+    values: dict[str, Any] = {
+        "open_devices": True,
+        "background": True,
+        "scanner": {"backend": "simulated", "simulator": {"seed": SIM_SEED, "pace": False}},
+        "camera": {
+            "backend": "simulated",
+            "seed": 0,
+            "assets": ensure_face_assets(),
+            "scene_script": FACE_SCRIPT,
+        },
+        "card": {"backend": "simulated"},
+        "uploader": {"status_poll_s": 0.5, "idle_wait_s": 1.0},
+        "cards": {"sync_interval_s": 1.0},
+    }
+    values.update(overrides)
+    return station_settings(tmp, **values)
+
+
+@contextlib.contextmanager
+def world(tmp: Path, station_id: str, **station: Any) -> Iterator[World]:
+    """:func:`registry`, the office of commune 00001 (:func:`setup_office`), a token for
+    ``station_id`` and a station runtime (:func:`simulated_station_settings` with
+    ``station`` over them) on the test process's one pcscd; all stopped on exit."""
+    from station.runtime import StationRuntime
+    from tests import cardkit
+
+    with registry(tmp) as central:
+        office = setup_office(central.client, central.admin, commune_code="00001")
+        token = station_token(central.client, central.admin, office, station_id)
+        settings = simulated_station_settings(tmp / "station", **station)
+        # The PC/SC client library keeps the first pcscd it talks to: one per process.
+        runtime = StationRuntime(settings, pcscd=cardkit.shared_pcscd()).start()
+        try:
+            assert runtime.devices is not None
+            yield World(central, runtime, token)
+        finally:
+            runtime.stop()
+
+
+def provision(station: httpx.Client, world: World) -> None:
+    """Provision the station served at ``station`` with the world's token, then sync
+    (the office's operators and resident list arrive)."""
+    r = station.post(
+        "/api/provision", json={"registry_url": world.registry.url, "token": world.token}
+    )
+    assert r.status_code == 201, r.text
+    assert station.post("/api/sync").status_code == 200
+
+
+# --- An enrollment through the station's JSON API -------------------------------------------
+# ``api`` is an httpx client of the station (a TestClient is one); ``headers`` carry the
+# bearer token where the client does not.
+
+Headers = Mapping[str, str] | None
+
+
+def api_login(api: httpx.Client, scanner: Any, who: tuple[str, str, int, str]) -> str:
+    """Log ``who`` in (PIN, then their finger on the scanner simulator ``scanner``); the
+    session token. One officer has one session: this ends any other of theirs."""
+    r = api.post("/api/login/secret", json={"operator_id": who[0], "pin": who[3]})
+    assert r.status_code == 200, r.text
+    scanner.present(finger=2, person=who[2])
+    r = api.post("/api/login/finger", json={"challenge": r.json()["challenge"]})
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
+
+
+def open_case(
+    api: httpx.Client,
+    form: Mapping[str, Any] | None = None,
+    *,
+    resident_ref: str | None = None,
+    ticket: str | None = None,
+    headers: Headers = None,
+) -> str:
+    """A new case with its demographics (the resident list's proposal, ``form`` over it)
+    saved and consent given; its id."""
+    body = {"resident_ref": resident_ref, "ticket": ticket}
+    r = api.post("/api/cases", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    case_id = str(r.json()["id"])
+    proposal = api.get(f"/api/cases/{case_id}/proposal", headers=headers).json() or {}
+    r = api.put(
+        f"/api/cases/{case_id}/demographics", json={**proposal, **(form or {})}, headers=headers
+    )
+    assert r.status_code == 200, r.text
+    assert api.post(f"/api/cases/{case_id}/consent", headers=headers).status_code == 200
+    return case_id
+
+
+def capture_face(
+    api: httpx.Client, camera: Any, case_id: str, person: int, headers: Headers = None
+) -> None:
+    """``person`` sits in front of the camera simulator (``camera``: its control) and
+    the portrait is taken and stored."""
+    camera.sit(person, FACE_SCRIPT)
+    r = api.post(f"/api/cases/{case_id}/face/start", json={"timeout_s": 60}, headers=headers)
+    assert r.status_code == 202, r.text
+    face: dict[str, Any] = {}
+    for _ in range(20):
+        face = api.get(f"/api/cases/{case_id}/face", params={"wait_s": 5}, headers=headers).json()
+        if face["state"] != "running":
+            break
+    assert face["state"] == "stored", face
+
+
+def capture_fingers(
+    api: httpx.Client,
+    scanner: Any,
+    case_id: str,
+    person: int,
+    *,
+    bandaged: int | None = None,
+    headers: Headers = None,
+) -> list[dict[str, Any]]:
+    """Ten fingers of ``person`` rolled on the scanner simulator, each up to three times
+    until the station is done with it (finger ``bandaged``: an exception instead); the
+    last roll's outcome of each rolled finger."""
+    outcomes: list[dict[str, Any]] = []
+    for position in range(1, 11):
+        if position == bandaged:
+            r = api.post(
+                f"/api/cases/{case_id}/fingers/{position}/exception",
+                json={"code": "bandaged", "reason": "burn"},
+                headers=headers,
+            )
+            assert r.status_code == 200, r.text
+            continue
+        outcome: dict[str, Any] = {}
+        for _attempt in range(3):
+            scanner.present(finger=position, person=person)
+            url = f"/api/cases/{case_id}/fingers/{position}/roll"
+            r = api.post(url, json={}, headers=headers)
+            assert r.status_code == 200, r.text
+            outcome = r.json()
+            if outcome["done"]:
+                break
+        assert outcome["stored"], outcome
+        outcomes.append(outcome)
+    return outcomes
+
+
+def submit(
+    api: httpx.Client,
+    case_id: str,
+    *,
+    supervisor: tuple[str, str, int, str] | None = None,
+    scanner: Any = None,
+    headers: Headers = None,
+) -> dict[str, Any]:
+    """Submit the case; with ``supervisor`` (and the ``scanner`` simulator for their
+    finger), what waits for approval is approved first. The station's answer."""
+    review = api.get(f"/api/cases/{case_id}/review", headers=headers).json()
+    if review["needs_approval"] and supervisor is not None:
+        scanner.present(finger=2, person=supervisor[2])
+        r = api.post(
+            f"/api/cases/{case_id}/approve",
+            json={"supervisor_id": supervisor[0], "pin": supervisor[3],
+                  "items": [i["code"] for i in review["needs_approval"]]},
+            headers=headers,
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+        review = api.get(f"/api/cases/{case_id}/review", headers=headers).json()
+    assert review["can_submit"], review
+    r = api.post(f"/api/cases/{case_id}/submit", headers=headers)
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+__all__ = [
+    "ADJUDICATOR",
+    "FACE_SCRIPT",
+    "OFFICER",
+    "RESIDENTS_CSV",
+    "SIM_SEED",
+    "SUPERVISOR",
+    "Registry",
+    "StationProcess",
+    "World",
+    "add_operator",
+    "api_login",
+    "capture_face",
+    "capture_fingers",
+    "finger_image",
+    "finger_template",
+    "open_case",
+    "provision",
+    "registry",
+    "setup_office",
+    "simulated_station_settings",
+    "staff",
+    "station_env",
+    "station_settings",
+    "station_token",
+    "submit",
+    "world",
+]

@@ -25,13 +25,11 @@ from station.api import create_app
 from station.drivers.camera.sim_control import CameraControl
 from station.drivers.card.bay import pcscd_unavailable
 from station.runtime import StationRuntime
-from tests import cardkit, processkit, registrykit, stationkit
-from tests.imagekit import ensure_face_assets
-from tests.registrykit import ADMIN
+from tests import registrykit, stationkit
 
 pytestmark = pytest.mark.skipif(pcscd_unavailable() is not None, reason=str(pcscd_unavailable()))
 
-ADJUDICATOR = ("adjudicator", "adjudicator password 1")
+ADJUDICATOR = stationkit.ADJUDICATOR
 OFFICER, SUPERVISOR = stationkit.staff("00001")
 STATION_ID = "HN-BD-E2E"
 
@@ -45,84 +43,30 @@ class World:
     api: TestClient
     camera: CameraControl
 
+    @property
+    def scanner(self) -> Any:
+        assert self.runtime.devices is not None
+        sim = self.runtime.devices.scanner_simulator
+        assert sim is not None
+        return sim.control
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    assets = ensure_face_assets()
     tmp = tmp_path_factory.mktemp("e2e")
-    port = processkit.free_port()
-    env = processkit.registry_env(
-        tmp / "registry",
-        f"sqlite:///{tmp / 'registry.db'}",
-        ADMIN,
-        {"REGISTRY_WORKER__IN_PROCESS": "true", "REGISTRY_WORKER__IDLE_POLL_SECONDS": "0.2"},
-    )
-    (tmp / "registry").mkdir()
-    process = processkit.RegistryProcess(
-        "registry", ["serve", "--port", str(port)], env, tmp / "registry.log"
-    )
-    url = f"http://127.0.0.1:{port}"
-    with processkit.ProcessSet() as processes:
-        processes.add(process).start()
-        process.wait_http(f"{url}/readyz", timeout=180)
-        with httpx.Client(base_url=url, timeout=60) as registry:
-            admin = registrykit.login(registry, *ADMIN)
-            registry.post(
-                "/v1/users",
-                json={"username": ADJUDICATOR[0], "password": ADJUDICATOR[1],
-                      "roles": ["adjudicator"]},
-                headers=admin,
-            ).raise_for_status()  # fmt: skip
-            office = stationkit.setup_office(registry, admin, commune_code="00001")
-            token = stationkit.station_token(registry, admin, office, STATION_ID)
-            settings = stationkit.station_settings(
-                tmp / "station",
-                open_devices=True,
-                background=True,
-                scanner={
-                    "backend": "simulated",
-                    "simulator": {"seed": stationkit.SIM_SEED, "pace": False},
-                },
-                camera={
-                    "backend": "simulated",
-                    "seed": 0,
-                    "assets": assets,
-                    "scene_script": ["walk_in:1", "good:600"],
-                },
-                card={"backend": "simulated"},
-                uploader={"status_poll_s": 0.5, "idle_wait_s": 1.0},
-                cards={"sync_interval_s": 1.0},
-            )
-            # The test process's one pcscd (the PC/SC client keeps the first it talks to).
-            runtime = StationRuntime(settings, pcscd=cardkit.shared_pcscd()).start()
-            try:
-                assert runtime.devices is not None
-                board = {c["name"]: c for c in runtime.devices.board.as_json()}
-                assert all(board[n]["ok"] for n in ("fingerprint", "camera", "card_encoder")), board
-                with TestClient(create_app(runtime)) as api:
-                    r = api.post("/api/provision", json={"registry_url": url, "token": token})
-                    assert r.status_code == 201, r.text
-                    assert api.post("/api/sync").status_code == 200
-                    camera = CameraControl(runtime.devices.camera_control_path)
-                    yield World(url, registry, admin, runtime, api, camera)
-            finally:
-                runtime.stop()
-
-
-def _scanner(world: World) -> Any:
-    assert world.runtime.devices is not None
-    sim = world.runtime.devices.scanner_simulator
-    assert sim is not None
-    return sim.control
+    with stationkit.world(tmp, STATION_ID) as made:
+        runtime, central = made.runtime, made.registry
+        assert runtime.devices is not None
+        board = {c["name"]: c for c in runtime.devices.board.as_json()}
+        assert all(board[n]["ok"] for n in ("fingerprint", "camera", "card_encoder")), board
+        with TestClient(create_app(runtime)) as api:
+            stationkit.provision(api, made)
+            camera = CameraControl(runtime.devices.camera_control_path)
+            yield World(central.url, central.client, central.admin, runtime, api, camera)
 
 
 def _login(world: World, who: tuple[str, str, int, str]) -> dict[str, str]:
-    r = world.api.post("/api/login/secret", json={"operator_id": who[0], "pin": who[3]})
-    assert r.status_code == 200, r.text
-    _scanner(world).present(finger=2, person=who[2])
-    r = world.api.post("/api/login/finger", json={"challenge": r.json()["challenge"]})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
+    return {"Authorization": f"Bearer {stationkit.api_login(world.api, world.scanner, who)}"}
 
 
 def _enroll(
@@ -134,52 +78,15 @@ def _enroll(
     ticket: str | None = None,
 ) -> dict[str, Any]:
     api = world.api
-    r = api.post("/api/cases", json={"resident_ref": resident_ref, "ticket": ticket}, headers=auth)
-    assert r.status_code == 201, r.text
-    case_id = r.json()["id"]
-    proposal = api.get(f"/api/cases/{case_id}/proposal", headers=auth).json() or {}
-    r = api.put(f"/api/cases/{case_id}/demographics", json={**proposal, **form}, headers=auth)
-    assert r.status_code == 200, r.text
-    assert api.post(f"/api/cases/{case_id}/consent", headers=auth).status_code == 200
-
-    world.camera.sit(person, ["walk_in:1", "good:600"])
-    r = api.post(f"/api/cases/{case_id}/face/start", json={"timeout_s": 60}, headers=auth)
-    assert r.status_code == 202, r.text
-    face: dict[str, Any] = {}
-    for _ in range(20):
-        face = api.get(f"/api/cases/{case_id}/face", params={"wait_s": 5}, headers=auth).json()
-        if face["state"] != "running":
-            break
-    assert face["state"] == "stored", face
-
-    scanner = _scanner(world)
-    for position in range(1, 11):
-        outcome: dict[str, Any] = {}
-        for _attempt in range(3):
-            scanner.present(finger=position, person=person)
-            r = api.post(f"/api/cases/{case_id}/fingers/{position}/roll", json={}, headers=auth)
-            assert r.status_code == 200, r.text
-            outcome = r.json()
-            if outcome["done"]:
-                break
-        assert outcome["stored"], outcome
-        assert not outcome.get("hand_warnings"), outcome
-
-    review = api.get(f"/api/cases/{case_id}/review", headers=auth).json()
-    if review["needs_approval"]:
-        scanner.present(finger=2, person=SUPERVISOR[2])
-        r = api.post(
-            f"/api/cases/{case_id}/approve",
-            json={"supervisor_id": SUPERVISOR[0], "pin": SUPERVISOR[3],
-                  "items": [i["code"] for i in review["needs_approval"]]},
-            headers=auth,
-        )  # fmt: skip
-        assert r.status_code == 200, r.text
-        review = api.get(f"/api/cases/{case_id}/review", headers=auth).json()
-    assert review["can_submit"], review
-    r = api.post(f"/api/cases/{case_id}/submit", headers=auth)
-    assert r.status_code == 200, r.text
-    submitted: dict[str, Any] = r.json()
+    case_id = stationkit.open_case(
+        api, form, resident_ref=resident_ref, ticket=ticket, headers=auth
+    )
+    stationkit.capture_face(api, world.camera, case_id, person, headers=auth)
+    outcomes = stationkit.capture_fingers(api, world.scanner, case_id, person, headers=auth)
+    assert not any(o.get("hand_warnings") for o in outcomes), outcomes
+    submitted = stationkit.submit(
+        api, case_id, supervisor=SUPERVISOR, scanner=world.scanner, headers=auth
+    )
     slip = api.get(f"/api/cases/{case_id}/slip.pdf", headers=auth)
     assert slip.status_code == 200
     assert slip.content.startswith(b"%PDF")

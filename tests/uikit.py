@@ -10,6 +10,8 @@ check is axe-core (shipped by axe-playwright-python).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import threading
@@ -18,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -27,9 +29,7 @@ from station.api import create_app
 from station.drivers.camera.sim_control import CameraControl
 from station.drivers.card.bay import pcscd_unavailable
 from station.runtime import StationRuntime
-from tests import cardkit, processkit, registrykit, stationkit
-from tests.imagekit import ensure_face_assets
-from tests.registrykit import ADMIN
+from tests import processkit, stationkit
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "build" / "ui"
@@ -45,7 +45,7 @@ CHROMIUM_ARGS = [
 SIZES = {"small": (800, 480), "large": (1280, 800)}
 """The two screens the kiosk is made for: a 7-inch and a 10-inch panel."""
 
-ADJUDICATOR = ("adjudicator", "adjudicator password 1")
+ADJUDICATOR = stationkit.ADJUDICATOR
 OFFICER, SUPERVISOR = stationkit.staff("00001")
 STATION_ID = "HN-BD-UI"
 TECHNICIAN_PIN = "24681357"
@@ -57,6 +57,20 @@ def technician_settings(**overrides: Any) -> dict[str, Any]:
     from station.technician import hash_pin
 
     return {"pin_hash": hash_pin(TECHNICIAN_PIN), **overrides}
+
+
+def ui_tests_required() -> bool:
+    """``UI_TESTS_REQUIRED=1`` (``make test`` sets it: its bootstrap installs Chromium and
+    pcscd): a kiosk test that cannot run fails instead of skipping, so that a CI machine
+    without a browser does not pass with the whole kiosk untested."""
+    return os.environ.get("UI_TESTS_REQUIRED") == "1"
+
+
+def cannot_run(reason: str) -> NoReturn:
+    """Skip the kiosk tests for ``reason``, or fail them where they are required."""
+    if ui_tests_required():
+        pytest.fail(f"the kiosk tests are required (UI_TESTS_REQUIRED=1): {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def browser_unavailable() -> str | None:
@@ -79,6 +93,8 @@ class Kiosk:
     admin: dict[str, str]
     runtime: StationRuntime
     camera: CameraControl
+    central: stationkit.Registry
+    """The registry process (:meth:`stationkit.Registry.restart` changes its settings)."""
     officer: tuple[str, str, int, str] = OFFICER
     supervisor: tuple[str, str, int, str] = SUPERVISOR
     extra: dict[str, Any] = field(default_factory=dict)
@@ -122,81 +138,34 @@ class _Server(threading.Thread):
 def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
     reason = browser_unavailable()
     if reason is not None:
-        pytest.skip(reason)
-    assets = ensure_face_assets()
+        cannot_run(reason)
     tmp = tmp_path_factory.mktemp("kiosk")
-    port = processkit.free_port()
-    env = processkit.registry_env(
-        tmp / "registry",
-        f"sqlite:///{tmp / 'registry.db'}",
-        ADMIN,
-        {"REGISTRY_WORKER__IN_PROCESS": "true", "REGISTRY_WORKER__IDLE_POLL_SECONDS": "0.2"},
-    )
-    (tmp / "registry").mkdir()
-    process = processkit.RegistryProcess(
-        "registry", ["serve", "--port", str(port)], env, tmp / "registry.log"
-    )
-    registry_url = f"http://127.0.0.1:{port}"
-    with processkit.ProcessSet() as processes:
-        processes.add(process).start()
-        process.wait_http(f"{registry_url}/readyz", timeout=180)
-        with httpx.Client(base_url=registry_url, timeout=60) as registry:
-            admin = registrykit.login(registry, *ADMIN)
-            registry.post(
-                "/v1/users",
-                json={"username": ADJUDICATOR[0], "password": ADJUDICATOR[1],
-                      "roles": ["adjudicator"]},
-                headers=admin,
-            ).raise_for_status()  # fmt: skip
-            office = stationkit.setup_office(registry, admin, commune_code="00001")
-            token = stationkit.station_token(registry, admin, office, STATION_ID)
-            settings = stationkit.station_settings(
-                tmp / "station",
-                open_devices=True,
-                background=True,
-                scanner={
-                    "backend": "simulated",
-                    "simulator": {"seed": stationkit.SIM_SEED, "pace": False},
-                },
-                camera={
-                    "backend": "simulated",
-                    "seed": 0,
-                    "assets": assets,
-                    "scene_script": ["walk_in:1", "good:600"],
-                },
-                card={"backend": "simulated"},
-                uploader={"status_poll_s": 0.5, "idle_wait_s": 1.0},
-                cards={"sync_interval_s": 1.0},
-                technician=technician_settings(),
+    with contextlib.ExitStack() as stack:
+        try:
+            world = stack.enter_context(
+                stationkit.world(tmp, STATION_ID, technician=technician_settings())
             )
-            runtime = StationRuntime(settings, pcscd=cardkit.shared_pcscd()).start()
-            server: _Server | None = None
-            try:
-                assert runtime.devices is not None
-                http_port = processkit.free_port()
-                server = _Server(create_app(runtime), http_port)
-                server.start()
-                server.wait_started()
-                url = f"http://127.0.0.1:{http_port}"
-                with httpx.Client(base_url=url, timeout=60) as station:
-                    r = station.post(
-                        "/api/provision", json={"registry_url": registry_url, "token": token}
-                    )
-                    assert r.status_code == 201, r.text
-                    assert station.post("/api/sync").status_code == 200
-                camera = CameraControl(runtime.devices.camera_control_path)
-                yield Kiosk(url, registry_url, registry, admin, runtime, camera)
-            finally:
-                if server is not None:
-                    server.stop()
-                runtime.stop()
+        except pytest.skip.Exception as skipped:  # no private pcscd here
+            cannot_run(str(skipped.msg))
+        runtime = world.runtime
+        server = _Server(create_app(runtime), processkit.free_port())
+        server.start()
+        stack.callback(server.stop)
+        server.wait_started()
+        url = f"http://127.0.0.1:{server.server.config.port}"
+        with httpx.Client(base_url=url, timeout=60) as station:
+            stationkit.provision(station, world)
+        central = world.registry
+        assert runtime.devices is not None
+        camera = CameraControl(runtime.devices.camera_control_path)
+        yield Kiosk(url, central.url, central.client, central.admin, runtime, camera, central)
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     reason = browser_unavailable()
     if reason is not None:
-        pytest.skip(reason)
+        cannot_run(reason)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -259,16 +228,12 @@ def serious_violations(page: Any) -> list[str]:
 def api_login(kiosk: Kiosk, client: httpx.Client, who: tuple[str, str, int, str]) -> httpx.Client:
     """Log ``client`` in to the station API as ``who`` (PIN, then a finger on the
     simulator). One officer has one session: this ends that officer's browser session."""
-    r = client.post("/api/login/secret", json={"operator_id": who[0], "pin": who[3]})
-    assert r.status_code == 200, r.text
-    kiosk.scanner.present(finger=2, person=who[2])
-    r = client.post("/api/login/finger", json={"challenge": r.json()["challenge"]})
-    assert r.status_code == 200, r.text
-    client.headers["authorization"] = f"Bearer {r.json()['token']}"
+    token = stationkit.api_login(client, kiosk.scanner, who)
+    client.headers["authorization"] = f"Bearer {token}"
     return client
 
 
-def add_resident(kiosk: Kiosk, name: str, dob: str, sex: str = "male") -> str:
+def add_resident(kiosk: Kiosk, name: str, dob: str, sex: str = "male", *, old_id: str = "") -> str:
     """A new row in the office's resident list (at the registry), synced to the station;
     its reference. Tests share the world: each makes the residents it enrolls."""
     ref = f"DC01-U{uuid.uuid4().hex[:8].upper()}"
@@ -277,7 +242,7 @@ def add_resident(kiosk: Kiosk, name: str, dob: str, sex: str = "male") -> str:
     csv = (
         "ref,full_name,date_of_birth,sex,old_id_number,household_number,father_name,"
         "mother_name,residence_detail,origin_commune,origin_detail\n"
-        f"{ref},{name},{dob},{sex},,HK-{ref[-4:]},,,Số 3 phố Phúc Xá,00001,\n"
+        f"{ref},{name},{dob},{sex},{old_id},HK-{ref[-4:]},,,Số 3 phố Phúc Xá,00001,\n"
     )
     r = kiosk.registry.post(
         f"/v1/offices/{office}/residents",
@@ -320,6 +285,7 @@ __all__ = [
     "api_login",
     "browser",
     "browser_unavailable",
+    "cannot_run",
     "htmx_idle",
     "kiosk",
     "login",
@@ -328,4 +294,5 @@ __all__ = [
     "screenshots",
     "serious_violations",
     "technician_settings",
+    "ui_tests_required",
 ]
