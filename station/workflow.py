@@ -908,6 +908,12 @@ class EnrollmentWorkflow:
                 has_face = False
         if not reasons:  # no detail: capture the biometrics again
             fingers, has_face = {}, False
+        # The captures sent back go too: a live capture rebuilt from the drafts would
+        # otherwise count the old print or portrait as taken, and skip it.
+        for position in set(case.fingers) - set(fingers):
+            self.drafts.delete(c, case.id, f"finger.{position}")
+        if case.has_face and not has_face:
+            self.drafts.delete(c, case.id, "face")
         self._touch(
             c,
             case.id,

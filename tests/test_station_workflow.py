@@ -277,6 +277,7 @@ def test_recapture_reopens_the_case(station: StationRuntime) -> None:
     assert reopened.recapture_of == first.package_id
     assert reopened.package_id is None
     assert 3 not in reopened.fingers
+    assert 3 not in workflow.fingers(case.id)  # its old print is not taken again
     assert 1 in reopened.fingers
     assert {r["position"] for r in reopened.recapture} == {3}
     workflow.store_finger(case.id, OFFICER[0], _finger(10, 3))
