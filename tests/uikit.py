@@ -254,6 +254,21 @@ def add_resident(kiosk: Kiosk, name: str, dob: str, sex: str = "male", *, old_id
     return ref
 
 
+@contextlib.contextmanager
+def registry_settings(kiosk: Kiosk, env: dict[str, str]) -> Iterator[None]:
+    """The world's registry restarted with ``env`` (``REGISTRY_*`` variables) for the
+    block, then with its own settings again; the station syncs after each restart (its
+    link is back before the test goes on). Tests run one at a time in a world, so no
+    other test sees the change; a restart takes a few seconds."""
+    kiosk.central.restart(env)
+    try:
+        assert httpx.post(f"{kiosk.url}/api/sync", timeout=60).status_code == 200
+        yield
+    finally:
+        kiosk.central.restart()
+        assert httpx.post(f"{kiosk.url}/api/sync", timeout=60).status_code == 200
+
+
 def htmx_idle(page: Any, timeout: float = 30_000) -> None:
     """Wait until htmx has no request in flight and has settled what it swapped in (its
     handlers are attached to new content only then: a change fired at a select that was
@@ -290,6 +305,7 @@ __all__ = [
     "kiosk",
     "login",
     "new_page",
+    "registry_settings",
     "screenshot",
     "screenshots",
     "serious_violations",

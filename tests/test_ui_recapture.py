@@ -1,0 +1,142 @@
+"""The registry sends an enrollment back: "recapture needed", in a real browser.
+
+The registry's quality stage re-scores every finger with NIST's NFIQ 2 and sends back the
+ones below its ``min_finger_nfiq2``. The simulated fingers all pass the registry's
+default, so for the first submission the world's registry is restarted with a threshold
+just above this citizen's two weakest fingers (scored here as the registry scores them:
+the station's stored WSQ, decoded, through NFIQ 2): exactly those come back. The done page
+says which fingers to capture again; the officer resumes, the kiosk asks for those two
+only (the photo and the other eight are kept), they are rolled again, the enrollment is
+submitted again, and the registry, on its own settings again, issues the new package.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from station.ui import i18n
+from station.ui.pages.case import finger_name
+from tests import stationkit, uikit
+from tests.uikit import Kiosk
+
+PERSON = 63
+"""This file's citizen (face and fingers): nobody else's, so the registry issues it."""
+AREA = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
+FORM = {
+    "full_name": "Đinh Thị Thu Trang",
+    "date_of_birth": "1987-10-09",
+    "sex": "F",
+    "ethnicity": "01",
+    "place_of_origin": {"areas": [AREA]},
+    "permanent_residence": {"detail": "Số 11 phố Phúc Xá", "areas": [AREA]},
+}
+
+
+def _registry_scores(kiosk: Kiosk, case_id: str) -> dict[int, int]:
+    """Each stored finger's NFIQ 2 as the registry's quality stage will compute it."""
+    from biometrics.fingerprint.quality import Nfiq2
+    from enrollment import images
+
+    scorer = Nfiq2()
+    entries = kiosk.runtime.workflow().fingers(case_id)
+    return {
+        position: int(scorer.score(images.decode_wsq(entry.wsq)))
+        for position, entry in entries.items()
+        if entry.wsq is not None
+    }
+
+
+def _states(page: Any) -> dict[int, str]:
+    return {
+        int(a.get_attribute("data-position")): a.get_attribute("data-state")
+        for a in page.query_selector_all("svg.hands a.finger")
+    }
+
+
+def _current(page: Any) -> int | None:
+    element = page.query_selector("svg.hands a.finger.is-current")
+    return None if element is None else int(element.get_attribute("data-position"))
+
+
+def _roll(page: Any, kiosk: Kiosk, position: int) -> str:
+    """The finger laid on the scanner, Roll pressed; the outcome's code."""
+    assert _current(page) == position
+    kiosk.scanner.present(finger=position, person=PERSON)
+    before = page.get_attribute("#fingers-panel", "data-swap") or ""
+    page.click("#roll-form button")
+    page.wait_for_function(
+        f"() => document.getElementById('fingers-panel').dataset.swap !== {json.dumps(before)}"
+    )
+    return page.get_attribute(".roll-said", "data-code") or ""
+
+
+def _wait_stage(page: Any, stage: str, timeout: float = 180) -> None:
+    page.wait_for_selector(f"#progress.progress-{stage}", timeout=timeout * 1000)
+
+
+@pytest.mark.timeout(600)
+def test_recapture_needed_then_issued(browser: Any, kiosk: Kiosk) -> None:
+    i18n.forget_missing()
+    with httpx.Client(base_url=kiosk.url, timeout=120) as api:
+        uikit.api_login(kiosk, api, kiosk.officer)
+        case_id = stationkit.open_case(api, FORM)
+        stationkit.capture_face(api, kiosk.camera, case_id, PERSON)
+        outcomes = stationkit.capture_fingers(api, kiosk.scanner, case_id, PERSON)
+    # Every finger passed the station's own gate: nothing for a supervisor to approve.
+    assert all(o["code"] == "accepted" for o in outcomes), outcomes
+    scores = _registry_scores(kiosk, case_id)
+    assert sorted(scores) == list(range(1, 11)), scores
+    threshold = sorted(scores.values())[1] + 1
+    named = sorted(p for p, score in scores.items() if score < threshold)
+    assert 2 <= len(named) < 10, scores
+
+    page = uikit.new_page(browser, kiosk, "large")
+    uikit.login(page, kiosk)  # (this ends the API client's session: one officer, one screen)
+    strict = {"REGISTRY_QUALITY__MIN_FINGER_NFIQ2": str(threshold)}
+    with uikit.registry_settings(kiosk, strict):
+        page.goto(f"/cases/{case_id}")
+        page.wait_for_url(re.compile(r"/review$"))
+        page.click("button:has-text('Gửi hồ sơ')")
+        page.wait_for_url(re.compile(r"/done$"), timeout=60_000)
+        first_package = kiosk.runtime.workflow().get(case_id).package_id
+        assert first_package
+        # The registry's answer arrives by itself: these fingers, in words.
+        _wait_stage(page, "recapture")
+        said = page.inner_text("#progress")
+        i18n.use("vi")
+        for position in range(1, 11):
+            assert (finger_name(position) in said) == (position in named), (position, said)
+        assert "ảnh chân dung" not in said  # the portrait passed: it is kept
+        uikit.screenshots(page, "case-done-recapture")
+        # Final for now: the page no longer polls (it waits for the officer).
+        assert page.get_attribute("#progress", "hx-trigger") is None
+
+    # The officer resumes: the fingers screen with just the named fingers to do.
+    page.click("#progress a.btn-primary")
+    page.wait_for_url(re.compile(r"/fingers"))
+    states = _states(page)
+    assert sorted(p for p, state in states.items() if state == "todo") == named, states
+    assert all(states[p] in ("captured", "low") for p in range(1, 11) if p not in named), states
+    for position in named:
+        assert _roll(page, kiosk, position) == "accepted", page.inner_text(".roll-said")
+    assert _current(page) is None
+    page.click("a:has-text('Tiếp tục: kiểm tra hồ sơ')")
+    page.wait_for_url(re.compile(r"/review$"))
+    assert page.locator(".review > .message-warn").count() == 1  # asked for a new capture
+    assert page.is_enabled("button:has-text('Gửi hồ sơ')")
+
+    # Submitted again: a new package, which the registry (its own settings again) issues.
+    page.click("button:has-text('Gửi hồ sơ')")
+    page.wait_for_url(re.compile(r"/done$"), timeout=60_000)
+    _wait_stage(page, "issued")
+    case = kiosk.runtime.workflow().get(case_id)
+    assert case.recapture_of == first_package
+    assert case.package_id not in (None, first_package)
+    assert page.inner_text("#receipt").strip()
+    page.context.close()
+    assert i18n.missing("vi") == set()
