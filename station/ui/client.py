@@ -4,12 +4,24 @@ workflow's rules live in one place (``station.api`` and below)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from starlette.types import ASGIApp
+from starlette.applications import Starlette
 
-API_HOST = "http://127.0.0.1"
+
+def api_host(allowed_hosts: Sequence[str]) -> str:
+    """The host name the pages' in-process calls give: one the service answers to (its
+    host check sees these calls too), so a station configured under another name still
+    serves its own pages. A plain name first; else one a pattern such as
+    ``*.station.vn`` admits; "*" alone admits any."""
+    names = [h for h in allowed_hosts if "*" not in h]
+    if names:
+        host = names[0]
+        return f"[{host}]" if ":" in host else host  # an IPv6 address
+    pattern = next((h for h in allowed_hosts if h.startswith("*.")), None)
+    return "kiosk" + pattern[1:] if pattern else "localhost"
 
 
 class StationApiError(Exception):
@@ -35,11 +47,14 @@ class StationApi:
         self.token = token
 
     @staticmethod
-    def client_for(app: ASGIApp) -> httpx.AsyncClient:
+    def client_for(app: Starlette) -> httpx.AsyncClient:
+        """The pages' client of ``app`` (the station API app, ``app.state.runtime`` set),
+        under a host name its settings allow."""
+        host = api_host(app.state.runtime.settings.service.allowed_hosts)
         # Long captures (a finger roll waits for the finger) end by their own timeouts in
         # the API (at most minutes); the transport gives up only well after those.
         return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=API_HOST, timeout=900.0
+            transport=httpx.ASGITransport(app=app), base_url=f"http://{host}", timeout=900.0
         )
 
     def _headers(self) -> dict[str, str]:
@@ -104,4 +119,4 @@ def _failure(response: httpx.Response) -> StationApiError:
     return StationApiError(response.status_code, code, detail, body.get("details"))
 
 
-__all__ = ["StationApi", "StationApiError"]
+__all__ = ["StationApi", "StationApiError", "api_host"]
