@@ -32,7 +32,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSock
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.websockets import WebSocketDisconnect
 
@@ -241,9 +241,17 @@ class ExceptionIn(BaseModel):
     reason: str | None = Field(None, max_length=200)
 
 
-class MediaIn(BaseModel):
-    path: str = Field(min_length=1, max_length=500)
-    """The mounted media (export) or the export folder holding receipts.cose (import)."""
+class ExportIn(BaseModel):
+    # A path is not accepted (extra fields are refused): only a medium the station found.
+    model_config = ConfigDict(extra="forbid")
+
+    medium: str = Field(min_length=1, max_length=64)
+    """The id of a medium from ``GET /api/outbox/media``."""
+
+
+class ReceiptsIn(ExportIn):
+    export: str = Field(min_length=1, max_length=200)
+    """The id of an export folder on that medium (``<station>/<export>``), as listed."""
 
 
 class CallIn(BaseModel):
@@ -335,6 +343,70 @@ def _case_json(case: Any) -> dict[str, Any]:
     return out
 
 
+def _sync(runtime: StationRuntime) -> dict[str, Any]:
+    """One sync round now, as the API answers it."""
+    from station.sync import SyncError
+
+    try:
+        report = runtime.sync_now()
+    except SyncError as exc:
+        raise ApiError(503, "sync_failed", str(exc)) from None
+    return {
+        "at": report.at.isoformat(),
+        "config_changed": report.config_changed,
+        "operators_changed": report.operators_changed,
+        "residents_applied": report.residents_applied,
+        "seconds": report.seconds,
+    }
+
+
+def _provision(runtime: StationRuntime, body: ProvisionIn) -> dict[str, Any]:
+    try:
+        return runtime.provision(body.registry_url, body.token).as_json()
+    except ProvisioningError as exc:
+        status = 409 if "already" in str(exc) else 502
+        reason = {"reason": _provisioning_reason(exc)}
+        raise ApiError(status, "provisioning_failed", str(exc), reason) from None
+    except NotReadyError as exc:
+        raise ApiError(409, "already_provisioned", str(exc)) from None
+
+
+def _retry_devices(runtime: StationRuntime) -> list[dict[str, object]]:
+    if runtime.devices is None:
+        raise ApiError(409, "no_devices", "this station runs without devices")
+    runtime.devices.retry()
+    return runtime.devices.board.as_json()
+
+
+def _failing(board: list[dict[str, object]]) -> list[str]:
+    """The devices still not working after a retry (the journal's outcome)."""
+    return [str(c.get("name")) for c in board if not c.get("ok")]
+
+
+def _media(runtime: StationRuntime) -> list[dict[str, Any]]:
+    """The removable media the station detects now."""
+    from station.technician import removable_media
+
+    settings = runtime.settings.media
+    return removable_media(settings.roots, settings.mounts)
+
+
+def _medium(runtime: StationRuntime, wanted: str) -> dict[str, Any]:
+    """The detected medium a client named by its id (looked up in a fresh detection: a
+    stick pulled out since the page was drawn is refused, and no path is ever taken)."""
+    media = _media(runtime)
+    found = next((m for m in media if m["id"] == wanted), None)
+    if found is None:
+        raise ApiError(
+            409,
+            "medium_not_detected",
+            f"no removable medium {wanted!r} is mounted now"
+            + ("" if media else " (none is detected)"),
+            {"detected": [m["id"] for m in media]},
+        )
+    return found
+
+
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api")
 
@@ -346,49 +418,28 @@ def api_router() -> APIRouter:
 
     @router.post("/provision", status_code=201)
     async def provision(body: ProvisionIn, runtime: Runtime) -> dict[str, Any]:
-        def run() -> dict[str, Any]:
-            try:
-                return runtime.provision(body.registry_url, body.token).as_json()
-            except ProvisioningError as exc:
-                status = 409 if "already" in str(exc) else 502
-                reason = {"reason": _provisioning_reason(exc)}
-                raise ApiError(status, "provisioning_failed", str(exc), reason) from None
-            except NotReadyError as exc:
-                raise ApiError(409, "already_provisioned", str(exc)) from None
-
-        return await _call(run)
+        """First boot, for scripts and the command line: the registry's one-time token is
+        the credential (the kiosk's setup goes through the technician's route)."""
+        return await _call(lambda: _provision(runtime, body))
 
     @router.post("/sync")
     async def sync(runtime: Runtime) -> dict[str, Any]:
         """One sync round now (no login: before the first sync nobody can log in)."""
-        from station.sync import SyncError
-
-        def run() -> dict[str, Any]:
-            try:
-                report = runtime.sync_now()
-            except SyncError as exc:
-                raise ApiError(503, "sync_failed", str(exc)) from None
-            return {
-                "at": report.at.isoformat(),
-                "config_changed": report.config_changed,
-                "operators_changed": report.operators_changed,
-                "residents_applied": report.residents_applied,
-                "seconds": report.seconds,
-            }
-
-        return await _call(run)
+        return await _call(lambda: _sync(runtime))
 
     @router.get("/devices")
     async def devices(runtime: Runtime) -> list[dict[str, object]]:
         return runtime.devices.board.as_json() if runtime.devices else []
 
     @router.post("/devices/retry")
-    async def devices_retry(runtime: Runtime, _: Session) -> list[dict[str, object]]:
+    async def devices_retry(runtime: Runtime, session: Session) -> list[dict[str, object]]:
         def run() -> list[dict[str, object]]:
-            if runtime.devices is None:
-                raise ApiError(409, "no_devices", "this station runs without devices")
-            runtime.devices.retry()
-            return runtime.devices.board.as_json()
+            board = _retry_devices(runtime)
+            with runtime.db.write() as c:
+                runtime.journal.record(
+                    c, session.operator_id, "devices.retried", None, failing=_failing(board)
+                )
+            return board
 
         return await _call(run)
 
@@ -412,6 +463,12 @@ def api_router() -> APIRouter:
         gate = _gate(request)
         session = await _call(lambda: gate.unlock(body.pin))
         return session.as_json(datetime.now(UTC))
+
+    @router.get("/technician/session")
+    async def technician_session(technician: Technician) -> dict[str, Any]:
+        """Whether a technician session is open, and until when (never its token)."""
+        session = technician.as_json(datetime.now(UTC))
+        return {"expires_at": session["expires_at"], "expires_in_s": session["expires_in_s"]}
 
     @router.post("/technician/lock", status_code=204)
     async def technician_lock(request: Request, technician: Technician) -> Response:
@@ -476,15 +533,68 @@ def api_router() -> APIRouter:
 
         return log_ring().tail(lines)
 
-    @router.post("/technician/devices/retry")
-    async def technician_devices_retry(runtime: Runtime, _: Technician) -> list[dict[str, object]]:
-        def run() -> list[dict[str, object]]:
-            if runtime.devices is None:
-                raise ApiError(409, "no_devices", "this station runs without devices")
-            runtime.devices.retry()
-            return runtime.devices.board.as_json()
+    # Every technician action is journalled: the session, what, when, and how it ended.
 
-        return await _call(run)
+    @router.post("/technician/devices/retry")
+    async def technician_devices_retry(
+        request: Request, runtime: Runtime, technician: Technician
+    ) -> list[dict[str, object]]:
+        return await _call(
+            lambda: _gate(request).attempt(
+                technician,
+                "technician.devices_retried",
+                lambda: _retry_devices(runtime),
+                lambda board: {"failing": _failing(board)},
+            )
+        )
+
+    @router.post("/technician/sync")
+    async def technician_sync(
+        request: Request, runtime: Runtime, technician: Technician
+    ) -> dict[str, Any]:
+        """One sync round now, for the technician."""
+        return await _call(
+            lambda: _gate(request).attempt(
+                technician,
+                "technician.synced",
+                lambda: _sync(runtime),
+                lambda report: {"seconds": report["seconds"]},
+            )
+        )
+
+    @router.post("/technician/uploads/retry")
+    async def technician_uploads_retry(
+        request: Request, runtime: Runtime, technician: Technician
+    ) -> dict[str, Any]:
+        """End the uploads' back-off: the uploader tries the waiting packages at once."""
+
+        def run() -> dict[str, Any]:
+            online = runtime.online
+            if online is None:
+                raise NotReadyError("provision the station before sending packages")
+            before = runtime.outbox.link_state()
+            online.uploader.notify(link_up=True)
+            pending = runtime.outbox.counts().heartbeat()["pending"]
+            return {"pending": pending, "failures": before.failures}
+
+        return await _call(
+            lambda: _gate(request).attempt(technician, "technician.uploads_retried", run, dict)
+        )
+
+    @router.post("/technician/provision", status_code=201)
+    async def technician_provision(
+        body: ProvisionIn, request: Request, runtime: Runtime, technician: Technician
+    ) -> dict[str, Any]:
+        """First boot from the kiosk: the technician's PIN and the registry's token."""
+        return await _call(
+            lambda: _gate(request).attempt(
+                technician,
+                "technician.provisioned",
+                lambda: _provision(runtime, body),
+                lambda identity: {"station_id": identity.get("station_id")},
+                subject=body.registry_url,
+            )
+        )
 
     # --- login -----------------------------------------------------------------------------
 
@@ -1086,51 +1196,73 @@ def api_router() -> APIRouter:
     # --- outbox ----------------------------------------------------------------------------
 
     @router.post("/outbox/export")
-    async def export(body: MediaIn, runtime: Runtime, session: Session) -> dict[str, Any]:
-        """Copy the unsent packages onto mounted removable media (no network at all)."""
+    async def export(body: ExportIn, runtime: Runtime, session: Session) -> dict[str, Any]:
+        """Copy the unsent packages onto a removable medium the station detected (no
+        network at all); the medium is named by its id, never by a path."""
         from station.media import export_to
 
         def run() -> dict[str, Any]:
+            medium = _medium(runtime, body.medium)
             online = runtime.online
             if online is None:
                 raise NotReadyError("the station is not provisioned")
-            result = export_to(runtime.outbox, Path(body.path), online.identity.station_id)
-            with runtime.db.write() as c:
-                runtime.journal.record(c, session.operator_id, "outbox.exported", body.path)
+            result = export_to(runtime.outbox, Path(medium["path"]), online.identity.station_id)
             out: dict[str, Any] = result.as_json()
+            with runtime.db.write() as c:
+                runtime.journal.record(
+                    c,
+                    session.operator_id,
+                    "outbox.exported",
+                    medium["path"],
+                    medium=medium["id"],
+                    device=medium["device"],
+                    packages=len(out.get("packages") or []),
+                )
             return out
 
         return await _call(run)
 
     @router.post("/outbox/import-receipts")
-    async def import_receipts(body: MediaIn, runtime: Runtime, session: Session) -> dict[str, Any]:
-        """Read the registry's signed receipts back from the media."""
+    async def import_receipts(
+        body: ReceiptsIn, runtime: Runtime, session: Session
+    ) -> dict[str, Any]:
+        """Read the registry's signed receipts back from an export folder the station
+        found on a detected medium."""
         from station.media import import_receipts as read_receipts
 
         def run() -> dict[str, Any]:
+            medium = _medium(runtime, body.medium)
+            folder = next((e for e in medium["exports"] if e["id"] == body.export), None)
+            if folder is None:
+                raise ApiError(
+                    409,
+                    "export_not_found",
+                    f"no export folder {body.export!r} on the medium at {medium['path']}",
+                    {"exports": [e["id"] for e in medium["exports"]]},
+                )
             online = runtime.online
             if online is None:
                 raise NotReadyError("the station is not provisioned")
             result = read_receipts(
                 runtime.outbox,
-                Path(body.path),
+                Path(folder["folder"]),
                 online.identity.station_ca,
                 station_id=online.identity.station_id,
             )
             with runtime.db.write() as c:
-                runtime.journal.record(c, session.operator_id, "outbox.receipts", body.path)
+                runtime.journal.record(
+                    c, session.operator_id, "outbox.receipts", folder["folder"], medium=medium["id"]
+                )
             out: dict[str, Any] = result.as_json()
             return out
 
         return await _call(run)
 
     @router.get("/outbox/media")
-    async def outbox_media(_: Session) -> list[dict[str, Any]]:
-        """Removable media mounted now (under /media, /run/media, /mnt), with their free
-        space and the export folders on them (receipts there or not)."""
-        from station.technician import removable_media
-
-        return await _call(removable_media)
+    async def outbox_media(runtime: Runtime, _: Session) -> list[dict[str, Any]]:
+        """Removable media mounted now (under ``[media] roots``), each with its id, free
+        space and the export folders on it (receipts there or not)."""
+        return await _call(lambda: _media(runtime))
 
     @router.get("/outbox")
     async def outbox(

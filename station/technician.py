@@ -6,13 +6,19 @@ screen shows that the rest of the API does not (network interfaces, the service 
     session = gate.unlock("246810")      # TechnicianPinWrongError / TechnicianLockedError / ...
     gate.check(session.token)            # TechnicianRequiredError once it has expired
 
+    gate.attempt(session, "technician.sync", runtime.sync_now)   # done and journalled
+
 The failure count and the lockout live in the station database (``station_meta``), so a
-restart does not lift a lockout; every unlock, wrong PIN and lockout is journalled.
+restart does not lift a lockout; every unlock, wrong PIN and lockout is journalled, and
+so is every action a technician takes (with the session's ref, never its token, and how
+it ended). :func:`removable_media` is the station's own detection of USB sticks: what
+may be exported to is only ever chosen from its list.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import re
@@ -21,11 +27,11 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -35,6 +41,7 @@ from station.journal import Journal
 from station.store.database import StationDatabase
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ACTOR = "technician"
 _FAILURES = "technician_failures"
@@ -77,6 +84,12 @@ class TechnicianRequiredError(TechnicianError):
 class TechnicianSession:
     token: str
     expires_at: datetime
+
+    @property
+    def ref(self) -> str:
+        """The session's name in the journal (not the token: the journal is read on the
+        screen and uploaded)."""
+        return hashlib.sha256(self.token.encode()).hexdigest()[:8]
 
     def as_json(self, now: datetime) -> dict[str, Any]:
         return {
@@ -168,7 +181,7 @@ class TechnicianGate:
             with self._db.write() as c:
                 self._set(c, _FAILURES, "0")
                 self._set(c, _LOCKED_UNTIL, "")
-                self._journal.record(c, ACTOR, "technician.unlocked", None)
+                self._journal.record(c, ACTOR, "technician.unlocked", None, session=session.ref)
             self._sessions = {t: s for t, s in self._sessions.items() if s.expires_at > now} | {
                 session.token: session
             }
@@ -205,9 +218,44 @@ class TechnicianGate:
 
     def lock(self, token: str) -> None:
         """End a technician session (leaving the screen); unknown tokens are ignored."""
-        if self._sessions.pop(token, None) is not None:
+        session = self._sessions.pop(token, None)
+        if session is not None:
             with self._db.write() as c:
-                self._journal.record(c, ACTOR, "technician.locked_screen", None)
+                self._journal.record(
+                    c, ACTOR, "technician.locked_screen", None, session=session.ref
+                )
+
+    def attempt(
+        self,
+        session: TechnicianSession,
+        action: str,
+        work: Callable[[], T],
+        outcome: Callable[[T], dict[str, Any]] = lambda _: {},
+        subject: str | None = None,
+    ) -> T:
+        """Do ``work`` for the technician of ``session`` and journal it (``action``, the
+        session, when, and how it ended: ``outcome="ok"`` with what ``outcome`` says of
+        the result, or ``"failed"`` with the error, which is raised on)."""
+        try:
+            result = work()
+        except Exception as exc:
+            self._record(session, action, subject, outcome="failed", error=_error_text(exc))
+            raise
+        self._record(session, action, subject, outcome="ok", **outcome(result))
+        return result
+
+    def _record(
+        self, session: TechnicianSession, action: str, subject: str | None, **detail: Any
+    ) -> None:
+        with self._db.write() as c:
+            self._journal.record(c, ACTOR, action, subject, session=session.ref, **detail)
+
+
+def _error_text(exc: Exception) -> str:
+    """An error as the journal keeps it: its code (where it has one) and its message."""
+    code = getattr(exc, "code", None)
+    text = str(exc) or type(exc).__name__
+    return (f"{code}: {text}" if isinstance(code, str) else text)[:500]
 
 
 # --- what only the technician screen shows ------------------------------------------------
@@ -290,47 +338,72 @@ def network_interfaces() -> list[dict[str, Any]]:
     return result
 
 
+def _unescape_mount(field: str) -> str:
+    """A path as /proc/mounts writes it: spaces and the like as octal (\\040); the rest
+    is UTF-8 as it is (a stick labelled "DỮ LIỆU")."""
+    raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field.encode())
+    return raw.decode("utf-8", "replace")
+
+
+def medium_id(device: str, point: str) -> str:
+    """A short, stable name for one mounted medium: the same device mounted at the same
+    place gets the same id on every detection (so a page can name the stick it showed),
+    a stick mounted elsewhere another."""
+    return hashlib.sha256(f"{device}\0{point}".encode()).hexdigest()[:12]
+
+
+def _exports(point: Path) -> list[dict[str, Any]]:
+    """The export folders on a medium (``vn-eid/<station>/<export>`` with a manifest)."""
+    base = point / "vn-eid"
+    if not base.is_dir():
+        return []
+    return [
+        {
+            "id": f"{folder.parent.name}/{folder.name}",
+            "folder": str(folder),
+            "receipts": (folder / "receipts.cose").is_file(),
+        }
+        for folder in sorted(base.glob("*/*"))
+        if (folder / "manifest.json").is_file()
+    ]
+
+
 def removable_media(
-    roots: tuple[str, ...] = ("/media", "/run/media", "/mnt"), mounts: Path = Path("/proc/mounts")
+    roots: Sequence[Path | str] = (Path("/media"), Path("/run/media"), Path("/mnt")),
+    mounts: Path = Path("/proc/mounts"),
 ) -> list[dict[str, Any]]:
-    """Mounted file systems under the removable-media folders, with their free space and
-    the export folders already on them (``vn-eid/<station>/<export>``, receipts or not)."""
+    """The file systems mounted under the removable-media folders ``roots`` (as the
+    kernel's ``mounts`` list has them): each with its id (:func:`medium_id`), device,
+    label (the folder's name), free space and the export folders already on it
+    (receipts or not)."""
     try:
         lines = mounts.read_text().splitlines()
     except OSError:
         return []
+    folders = [str(r).rstrip("/") for r in roots]
     found: list[dict[str, Any]] = []
     for line in lines:
         parts = line.split()
         if len(parts) < 3:
             continue
-        # /proc/mounts escapes spaces and the like as octal (\040).
-        # (Only those: the rest is UTF-8, e.g. a stick labelled "DỮ LIỆU".)
-        point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), parts[1].encode()).decode(
-            "utf-8", "replace"
-        )
-        if not any(point == r or point.startswith(r.rstrip("/") + "/") for r in roots):
+        device, point = _unescape_mount(parts[0]), _unescape_mount(parts[1])
+        if not any(point == r or point.startswith(r + "/") for r in folders):
             continue
         path = Path(point)
         try:
             usage = shutil.disk_usage(path)
         except OSError:
-            continue
-        exports = []
-        base = path / "vn-eid"
-        if base.is_dir():
-            for folder in sorted(base.glob("*/*")):
-                if (folder / "manifest.json").is_file():
-                    exports.append(
-                        {"folder": str(folder), "receipts": (folder / "receipts.cose").is_file()}
-                    )
+            continue  # listed but gone (pulled out a moment ago)
         found.append(
             {
+                "id": medium_id(device, point),
                 "path": point,
+                "device": device,
+                "label": path.name,
                 "filesystem": parts[2],
                 "free_bytes": usage.free,
                 "total_bytes": usage.total,
-                "exports": exports,
+                "exports": _exports(path),
             }
         )
     return found
@@ -346,6 +419,7 @@ __all__ = [
     "TechnicianSession",
     "hash_pin",
     "log_ring",
+    "medium_id",
     "network_interfaces",
     "removable_media",
 ]

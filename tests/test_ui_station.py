@@ -102,8 +102,23 @@ def _page(browser: Any, kiosk: Kiosk, size: str) -> Any:
     return page
 
 
+def _plug(kiosk: Kiosk, label: str) -> Path:
+    """A USB stick as the station's detection sees one: a folder under its media root,
+    listed in its mounts file (escaped as the kernel writes it). The stick's folder."""
+    media = kiosk.runtime.settings.media
+    stick = Path(media.roots[0]) / label
+    stick.mkdir(parents=True, exist_ok=True)
+    with media.mounts.open("a") as fh:
+        fh.write(f"/dev/sdz1 {str(stick).replace(' ', chr(92) + '040')} vfat rw 0 0\n")
+    return stick
+
+
+def _unplug_all(kiosk: Kiosk) -> None:
+    kiosk.runtime.settings.media.mounts.write_text("")
+
+
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_outbox(browser: Any, kiosk: Kiosk, issued: str, size: str, tmp_path: Path) -> None:
+def test_outbox(browser: Any, kiosk: Kiosk, issued: str, size: str) -> None:
     page = _page(browser, kiosk, size)
     page.goto("/outbox")
     page.wait_for_selector("#outbox-panel .table")
@@ -112,20 +127,54 @@ def test_outbox(browser: Any, kiosk: Kiosk, issued: str, size: str, tmp_path: Pa
     assert "Đồng bộ gần nhất" in text
     assert "Nếu không đồng bộ, việc thu nhận hồ sơ sẽ tạm dừng sau" in text
     assert issued[-8:] in text  # this file's package is listed with its state
+    # No stick: said so, with what to do; nothing to type a path into.
+    assert "Không phát hiện thấy USB nào" in page.inner_text("#media-none")
+    assert "bấm Làm mới" in page.inner_text("#media-none")
+    assert (
+        page.locator("#outbox-media input[type=text], #outbox-media input:not([type])").count() == 0
+    )
     uikit.screenshot(page, "outbox")
     assert uikit.serious_violations(page) == []
     if size == "large":
         page.click("text=Đồng bộ ngay")
         page.wait_for_selector("#outbox-result .message-ok")
         assert "Đã đồng bộ" in page.inner_text("#outbox-result")
-        page.fill("#export-path", str(tmp_path))
-        page.click("text=Xuất ra USB")
-        page.wait_for_selector("#outbox-result:has-text('Không có gì để xuất')")
-        page.fill("#receipts-path", str(tmp_path / "nothing-here"))
-        page.click("text=Nhập biên nhận")
-        page.wait_for_selector("#flash .message-error")
-        assert "Không dùng được thiết bị lưu trữ" in page.inner_text("#flash")
+        try:
+            _outbox_media(page, kiosk)
+        finally:
+            _unplug_all(kiosk)
     page.context.close()
+
+
+def _outbox_media(page: Any, kiosk: Kiosk) -> None:
+    """A stick plugged in, found on Refresh, exported to; receipts read from an export
+    folder on it; the stick pulled out before the next export: refused in words."""
+    stick = _plug(kiosk, "USB DỮ LIỆU")
+    forged = stick / "vn-eid" / uikit.STATION_ID / "E-FORGED"  # receipts nobody signed
+    forged.mkdir(parents=True, exist_ok=True)
+    (forged / "manifest.json").write_text("{}")
+    (forged / "receipts.cose").write_bytes(b"not a COSE message")
+    page.click("#outbox-media button:has-text('Làm mới')")
+    page.wait_for_selector("#outbox-media input[name=medium]:checked")
+    assert "USB DỮ LIỆU" in page.inner_text("#outbox-media")
+    uikit.screenshot(page, "outbox-usb")
+    assert uikit.serious_violations(page) == []
+    before = len(kiosk.runtime.journal.recent(500, action="outbox.exported"))
+    page.click("text=Xuất ra USB")
+    page.wait_for_selector("#outbox-result:has-text('Không có gì để xuất')")
+    exported = kiosk.runtime.journal.recent(500, action="outbox.exported")
+    assert len(exported) == before + 1
+    assert (exported[0].subject, exported[0].detail["device"]) == (str(stick), "/dev/sdz1")
+    page.wait_for_selector("#outbox-media input[name=export]:checked")
+    page.click("text=Nhập biên nhận")
+    page.wait_for_selector("#flash .message-error")
+    assert "Không dùng được USB" in page.inner_text("#flash")
+    _unplug_all(kiosk)  # pulled out while the screen still offers it
+    page.click("text=Xuất ra USB")
+    page.wait_for_selector("#flash:has-text('Không còn phát hiện thấy USB đã chọn')")
+    assert len(kiosk.runtime.journal.recent(500, action="outbox.exported")) == before + 1
+    page.click("#outbox-media button:has-text('Làm mới')")
+    page.wait_for_selector("#media-none")
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
@@ -242,6 +291,22 @@ def test_technician_behind_its_pin(browser: Any, kiosk: Kiosk, size: str) -> Non
     assert uikit.serious_violations(page) == []
     page.click("text=Thử lại thiết bị")
     page.wait_for_selector("#tech-result .message-ok")
+    if size == "large":
+        # Each action the technician takes is journalled: who (the session), what, how
+        # it ended; the journal on the screen says so.
+        page.click(".admin-head button:has-text('Đồng bộ ngay')")
+        page.wait_for_selector("#tech-result:has-text('Đã đồng bộ')")
+        page.click("text=Gửi các gói dữ liệu ngay")
+        page.wait_for_selector("#tech-result:has-text('Trạm gửi ngay')")
+        page.reload()
+        journal = page.inner_text("main")
+        for action in (
+            "technician.synced",
+            "technician.uploads_retried",
+            "technician.devices_retried",
+        ):
+            assert action in journal
+        assert "Đã xong" in journal
     page.click("text=Khóa")
     page.goto("/technician")
     page.wait_for_url("**/technician/unlock")
@@ -254,9 +319,34 @@ def test_technician_api_needs_its_own_token(kiosk: Kiosk) -> None:
         r = api.get("/api/technician/overview", headers=auth)  # an officer's session: no
         assert r.status_code == 401
         assert r.json()["error"] == "technician_required"
+        for route in ("sync", "uploads/retry", "devices/retry", "provision"):
+            r = api.post(f"/api/technician/{route}", json={}, headers=auth)
+            assert (r.status_code, r.json()["error"]) == (401, "technician_required"), route
+        # Nor does the kiosk's page take the officer's session for the technician's.
+        officer = {"station_session": auth["Authorization"].split()[1]}
+        r = api.post("/technician/sync", headers={"origin": kiosk.url}, cookies=officer)
+        assert (r.status_code, r.headers["location"]) == (303, "/technician/unlock")
+        # Export: only to a medium the station detected, named by its id; never a path.
         media = api.get("/api/outbox/media", headers=auth)
-        assert media.status_code == 200
-        assert isinstance(media.json(), list)
+        assert (media.status_code, media.json()) == (200, [])
+        r = api.post("/api/outbox/export", json={"path": "/tmp"}, headers=auth)
+        assert r.status_code == 422
+        r = api.post("/api/outbox/export", json={"medium": "/tmp"}, headers=auth)
+        assert (r.status_code, r.json()["error"]) == (409, "medium_not_detected")
+        try:
+            stick = _plug(kiosk, "api")
+            [medium] = api.get("/api/outbox/media", headers=auth).json()
+            assert (medium["path"], medium["label"]) == (str(stick), "api")
+            body = {"medium": medium["id"], "path": "/tmp"}
+            r = api.post("/api/outbox/export", json=body, headers=auth)
+            assert r.status_code == 422  # a path alongside is not taken either
+            body = {"medium": medium["id"], "export": "../../etc"}
+            r = api.post("/api/outbox/import-receipts", json=body, headers=auth)
+            assert (r.status_code, r.json()["error"]) == (409, "export_not_found")
+            r = api.post("/api/outbox/export", json={"medium": medium["id"]}, headers=auth)
+            assert r.status_code == 200, r.text
+        finally:
+            _unplug_all(kiosk)
         outbox = api.get("/api/outbox", params={"poll": 1}, headers=auth).json()
         assert {"by_state", "link", "next_due", "file_problems"} <= set(outbox)
 
@@ -293,6 +383,13 @@ def test_setup_then_locked_technician(browser: Any, kiosk: Kiosk, bare: str) -> 
         context.set_default_timeout(30_000)
         page = context.new_page()
         page.goto("/login")  # unprovisioned: nobody can log in, the setup comes first
+        # ... and the setup is the technician's: behind the technician PIN.
+        page.wait_for_url("**/technician/unlock")
+        assert "Trạm này chưa được thiết lập" in page.inner_text("#setup-note")
+        uikit.screenshot(page, "setup-pin")
+        assert uikit.serious_violations(page) == []
+        page.fill("#pin", uikit.TECHNICIAN_PIN)
+        page.click("button[type=submit]")
         page.wait_for_url("**/setup")
         uikit.screenshot(page, "setup")
         assert uikit.serious_violations(page) == []
@@ -318,6 +415,12 @@ def test_setup_then_locked_technician(browser: Any, kiosk: Kiosk, bare: str) -> 
         f"{bare}/api/provision", json={"registry_url": kiosk.registry_url, "token": token}
     )
     assert r.status_code == 409
+    # The technician's setup is in the journal, each try with how it ended.
+    page.goto("/technician")
+    journal = page.inner_text("main table >> nth=1")
+    assert "technician.provisioned" in journal
+    assert "technician.synced" in journal
+    assert "Thất bại" in journal  # the wrong address, the wrong token
     # Five wrong technician PINs lock the technician screen, the right one included.
     page.goto("/technician/unlock")
     for _ in range(5):

@@ -16,7 +16,9 @@ from station.ui.i18n import _, format_number, ngettext
 from station.ui.web import Page, PageDep
 
 router = APIRouter()
-MediaPath = Annotated[str, Form(min_length=1, max_length=500)]
+# What the media forms post: ids from the station's own detection, never a path.
+MediumId = Annotated[str, Form(min_length=1, max_length=64)]
+ExportChoice = Annotated[str, Form(min_length=3, max_length=300)]
 
 errors.register(
     sync_failed=lambda: _(
@@ -24,9 +26,16 @@ errors.register(
         "Sync now again; the station keeps trying by itself."
     ),
     media_error=lambda: _(
-        "The removable media could not be used. Check that the USB stick is plugged in and "
-        "the path is right (for receipts: the export folder holding receipts.cose), then try "
-        "again."
+        "The USB stick could not be used, or what is on it was refused. Check that it is not "
+        "full or write-protected and that it holds the folder the registry sent back, or try "
+        "another stick."
+    ),
+    medium_not_detected=lambda: _(
+        "That USB stick is no longer detected. Check that it is plugged in, wait a few "
+        "seconds, press Refresh and choose it again."
+    ),
+    export_not_found=lambda: _(
+        "That export folder is no longer on the USB stick. Press Refresh and choose again."
     ),
     outbox_error=lambda: _("The outbox refused this. Call the technician."),
 )
@@ -181,6 +190,22 @@ async def panel_context(page: Page) -> dict[str, Any]:
     }
 
 
+def media_context(media: list[dict[str, Any]]) -> dict[str, Any]:
+    """The media section: the detected sticks to export to, and the export folders on
+    them that hold the registry's receipts (to read back), newest first."""
+    exports = [
+        {**e, "value": f"{m['id']}/{e['id']}", "medium": m.get("label") or m["path"]}
+        for m in media
+        for e in m.get("exports") or []
+    ]
+    return {
+        "media": media,
+        "with_receipts": [e for e in reversed(exports) if e.get("receipts")],
+        "without_receipts": sum(1 for e in exports if not e.get("receipts")),
+        "size": size,
+    }
+
+
 @router.get("/outbox")
 async def outbox_page(page: PageDep) -> Response:
     status = await page.status()
@@ -190,16 +215,16 @@ async def outbox_page(page: PageDep) -> Response:
         return page.to_login()
     context = await panel_context(page)
     media = await page.api.get("/outbox/media", poll=1)
-    exports = [e for m in media for e in m.get("exports", [])]
-    with_receipts = [e["folder"] for e in exports if e.get("receipts")]
-    return await page.render(
-        "outbox/index.html",
-        media=media,
-        media_path=media[0]["path"] if media else "/media/usb",
-        receipts_path=(with_receipts or [e["folder"] for e in exports] or [""])[-1],
-        size=size,
-        **context,
-    )
+    return await page.render("outbox/index.html", **media_context(media), **context)
+
+
+@router.get("/outbox/media")
+async def outbox_media(page: PageDep) -> Response:
+    """The media section again (Refresh, or after an export): a fresh detection."""
+    if page.api.token is None:
+        return page.to_login()
+    media = await page.api.get("/outbox/media")
+    return await page.render("outbox/_media.html", **media_context(media))
 
 
 @router.get("/outbox/panel")
@@ -226,8 +251,8 @@ async def sync_now(page: PageDep) -> Response:
 
 
 @router.post("/outbox/export")
-async def export(page: PageDep, path: MediaPath) -> Response:
-    result = await page.api.post("/outbox/export", {"path": path.strip()})
+async def export(page: PageDep, medium: MediumId) -> Response:
+    result = await page.api.post("/outbox/export", {"medium": medium})
     n = len(result.get("packages") or [])
     if n == 0:
         text = _("Nothing to export: every package has reached the registry.")
@@ -242,8 +267,11 @@ async def export(page: PageDep, path: MediaPath) -> Response:
 
 
 @router.post("/outbox/receipts")
-async def receipts(page: PageDep, path: MediaPath) -> Response:
-    result = await page.api.post("/outbox/import-receipts", {"path": path.strip()})
+async def receipts(page: PageDep, export: ExportChoice) -> Response:
+    # "<medium id>/<station>/<export>", as the section offered it.
+    medium, _slash, folder = export.partition("/")
+    body = {"medium": medium, "export": folder}
+    result = await page.api.post("/outbox/import-receipts", body)
     acknowledged = len(result.get("acknowledged") or [])
     refused = len(result.get("refused") or [])
     text = _(

@@ -1,7 +1,9 @@
 """The technician's screens: the PIN (a technician PIN, not an officer login), then the
 station's insides (versions, identity and certificate, registry, network, sync, disk, data
-key, journal, service log) with sync and device retry; and ``/setup``, the first-boot
-provisioning that needs no login because nobody can log in before it."""
+key, journal, service log) with sync, upload and device retries; and ``/setup``, the
+first-boot provisioning (no officer can log in before it: the technician PIN opens it).
+Every action here goes through the API's technician routes, which refuse it without an
+open technician session and journal it."""
 
 from __future__ import annotations
 
@@ -43,19 +45,59 @@ def _technician_api(page: Page) -> StationApi:
     return StationApi(page.request.app.state.ui_client, page.request.cookies.get(TECH_COOKIE))
 
 
+def _to_unlock(page: Page) -> Response:
+    return page.redirect("/technician/unlock")
+
+
+async def _as_technician(page: Page, path: str, body: Any = None) -> Any:
+    """POST ``path`` as the technician: the API's answer, or (no open technician session:
+    none yet, expired, locked) a :class:`Response` sending to the PIN."""
+    api = _technician_api(page)
+    if not api.token:
+        return _to_unlock(page)
+    try:
+        return await api.post(path, body)
+    except StationApiError as exc:
+        if exc.code != "technician_required":
+            raise
+        return _to_unlock(page)
+
+
+async def _technician_open(page: Page) -> bool:
+    api = _technician_api(page)
+    if not api.token:
+        return False
+    try:
+        await api.get("/technician/session")
+    except StationApiError as exc:
+        if exc.code != "technician_required":
+            raise
+        return False
+    return True
+
+
 # --- the technician PIN ------------------------------------------------------------------
+
+
+async def _render_unlock(
+    page: Page, error: str | None = None, locked: bool = False, status_code: int = 200
+) -> Response:
+    # Before the setup is finished the PIN is the way to it: the page says so.
+    setup = await _setup_state(page) != "done"
+    return await page.render(
+        "technician/unlock.html", status_code=status_code, error=error, locked=locked, setup=setup
+    )
 
 
 @router.get("/technician/unlock")
 async def unlock_form(page: PageDep) -> Response:
-    return await page.render("technician/unlock.html", error=None, locked=False)
+    return await _render_unlock(page)
 
 
 @router.post("/technician/unlock")
 async def unlock(page: PageDep, pin: Annotated[str, Form(max_length=64)] = "") -> Response:
     if not pin.strip():
-        error = _("Type the technician PIN.")
-        return await page.render("technician/unlock.html", error=error, locked=False)
+        return await _render_unlock(page, _("Type the technician PIN."))
     try:
         session = await page.api.post("/technician/unlock", {"pin": pin.strip()})
     except StationApiError as exc:
@@ -76,10 +118,9 @@ async def unlock(page: PageDep, pin: Annotated[str, Form(max_length=64)] = "") -
         else:
             error = errors.explain(exc)
         code = 423 if locked else 401 if exc.status == 401 else 200
-        return await page.render(
-            "technician/unlock.html", status_code=code, error=error, locked=locked
-        )
-    response = page.redirect("/technician")
+        return await _render_unlock(page, error, locked, code)
+    # A station not set up yet: the technician unlocked to set it up.
+    response = page.redirect("/technician" if await _setup_state(page) == "done" else "/setup")
     # Short-lived, HttpOnly and same-site only: the token opens the station's insides.
     response.set_cookie(
         TECH_COOKIE,
@@ -155,7 +196,9 @@ async def technician_page(page: PageDep) -> Response:
 
 @router.post("/technician/sync")
 async def technician_sync(page: PageDep) -> Response:
-    report = await page.api.post("/sync")
+    report = await _as_technician(page, "/technician/sync")
+    if isinstance(report, Response):
+        return report
     text = _(
         "Synced with the registry in %(s)s s.",
         s=format_number(float(report.get("seconds") or 0), 1),
@@ -163,9 +206,24 @@ async def technician_sync(page: PageDep) -> Response:
     return await page.render("technician/_done.html", text=text)
 
 
+@router.post("/technician/uploads/retry")
+async def technician_uploads_retry(page: PageDep) -> Response:
+    result = await _as_technician(page, "/technician/uploads/retry")
+    if isinstance(result, Response):
+        return result
+    text = ngettext(
+        "The station sends the %(num)d waiting package now, without waiting for its next try.",
+        "The station sends the %(num)d waiting packages now, without waiting for its next try.",
+        int(result.get("pending") or 0),
+    )
+    return await page.render("technician/_done.html", text=text)
+
+
 @router.post("/technician/devices/retry")
 async def technician_retry(page: PageDep) -> Response:
-    cells = await _technician_api(page).post("/technician/devices/retry")
+    cells = await _as_technician(page, "/technician/devices/retry")
+    if isinstance(cells, Response):
+        return cells
     bad = [device_view(c)["label"] for c in cells if not c.get("ok")]
     if bad:
         text = _("Tried again. Still not working: %(list)s.", list=", ".join(bad))
@@ -213,7 +271,10 @@ async def _setup_render(page: Page, step: str, **context: Any) -> Response:
 
 @router.get("/setup")
 async def setup_page(page: PageDep) -> Response:
-    return await _setup_render(page, await _setup_state(page))
+    state = await _setup_state(page)
+    if state != "done" and not await _technician_open(page):
+        return _to_unlock(page)
+    return await _setup_render(page, state)
 
 
 def _address_problem(url: str) -> str | None:
@@ -233,6 +294,8 @@ async def setup(
     token: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     state = await _setup_state(page)
+    if state != "done" and not await _technician_open(page):
+        return _to_unlock(page)
     if state != "new":
         return await _setup_render(page, state)
     url, token = registry_url.strip(), token.strip()
@@ -243,7 +306,9 @@ async def setup(
         error = _("Type the one-time token from the registry.")
         return await _setup_render(page, "new", registry_url=url, error=error, field="token")
     try:
-        await page.api.post("/provision", {"registry_url": url, "token": token})
+        provisioned = await _as_technician(
+            page, "/technician/provision", {"registry_url": url, "token": token}
+        )
     except StationApiError as exc:
         if exc.code != "provisioning_failed":
             raise
@@ -255,13 +320,15 @@ async def setup(
         return await _setup_render(
             page, "new", registry_url=url, error=error, field=field, detail=exc.detail
         )
+    if isinstance(provisioned, Response):
+        return provisioned
     page.forget_status()  # provisioned now: the header shows the station's id
     return await _first_sync(page)
 
 
 async def _first_sync(page: Page) -> Response:
     try:
-        await page.api.post("/sync")
+        synced = await _as_technician(page, "/technician/sync")
     except StationApiError as exc:
         if exc.code != "sync_failed":
             raise
@@ -271,12 +338,16 @@ async def _first_sync(page: Page) -> Response:
         )
         page.forget_status()
         return await _setup_render(page, "sync", error=error, detail=exc.detail)
+    if isinstance(synced, Response):
+        return synced
     return page.redirect("/login")
 
 
 @router.post("/setup/sync")
 async def setup_sync(page: PageDep) -> Response:
     state = await _setup_state(page)
+    if state != "done" and not await _technician_open(page):
+        return _to_unlock(page)
     if state != "sync":
         return await _setup_render(page, state)
     return await _first_sync(page)
