@@ -177,6 +177,9 @@ def test_the_kiosk_technician_actions_send_to_the_pin_without_a_session(
         assert r.headers["location"] == "/technician/unlock", path
         client.cookies.clear()
     assert [e.action for e in runtime.journal.recent(50) if e.actor == "technician"] == []
+    # The outbox's own Sync now is an officer's button: nobody logged in, the login.
+    r = client.post("/outbox/sync", headers=ORIGIN, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, "/login?next=/outbox/sync")
 
 
 @pytest.mark.parametrize(

@@ -242,6 +242,9 @@ def _done(response: Response) -> Response:
 
 @router.post("/outbox/sync")
 async def sync_now(page: PageDep) -> Response:
+    # The officer's button, like the rest of the screen (the technician's screen has its own).
+    if page.api.token is None:
+        return page.to_login()
     report = await page.api.post("/sync")
     text = _(
         "Synced with the registry in %(s)s s.",
