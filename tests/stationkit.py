@@ -40,6 +40,9 @@ OFFICER = ("canbo.an", "Nguyễn Văn An", 900, "246810")
 """(username, full name, finger person, PIN) of the officer of the test office."""
 SUPERVISOR = ("giamsat.binh", "Trần Thị Bình", 901, "135790")
 
+OFFICE_NAME = "Công an phường Phúc Xá"
+"""The test office's name (:func:`setup_office`)."""
+
 RESIDENTS_CSV = "\n".join(
     [
         "ref,full_name,date_of_birth,sex,old_id_number,household_number,father_name,"
@@ -113,7 +116,7 @@ def setup_office(
     *,
     commune_code: str = "00001",
     residents_csv: str = RESIDENTS_CSV,
-    office_name: str = "Công an phường Phúc Xá",
+    office_name: str = OFFICE_NAME,
 ) -> int:
     """An office with an officer and a supervisor (:func:`staff`) and the commune's
     resident list."""
@@ -543,6 +546,7 @@ __all__ = [
     "ADJUDICATOR",
     "FACE_SCRIPT",
     "OFFICER",
+    "OFFICE_NAME",
     "RESIDENTS_CSV",
     "SIM_SEED",
     "SUPERVISOR",
