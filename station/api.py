@@ -236,6 +236,11 @@ class CaptureIn(BaseModel):
     timeout_s: float | None = Field(None, gt=0, le=300)
 
 
+class RollCancelIn(BaseModel):
+    roll: str | None = Field(None, min_length=1, max_length=64)
+    """The id of the roll to stop (``GET .../fingers``' ``roll``); none: whatever runs."""
+
+
 class ExceptionIn(BaseModel):
     code: str = Field(min_length=1, max_length=40)
     reason: str | None = Field(None, max_length=200)
@@ -875,8 +880,11 @@ def api_router() -> APIRouter:
         it is the newest frame then: a slow screen skips frames, it never lags behind.
         When the capture ends (or this case has none): a text message ``{"type": "end",
         ...the face status}`` and the socket closes. Refusals: a page of another site
-        (its Origin) gets the handshake refused; no session: ``{"type": "error"}`` then
-        close 4401."""
+        (its Origin) gets the handshake refused. The session and the case are checked at
+        the handshake and again every :data:`STREAM_RECHECK_S` while streaming: no session
+        (never one, expired, logged out) is ``{"type": "error"}`` then close 4401; a case
+        that is gone is 4404; a case no longer at its captures (submitted, cancelled) is
+        4409; the close reason is the error's code."""
         runtime: StationRuntime = websocket.app.state.runtime
         origin = websocket.headers.get("origin")
         hosts = runtime.settings.service.allowed_hosts
@@ -888,36 +896,30 @@ def api_router() -> APIRouter:
         await websocket.accept()
         headers, cookies = websocket.headers, websocket.cookies
         token = _token(headers.get("authorization"), cookies.get(SESSION_COOKIE))
-        failure: tuple[int, str, str] | None = None
         try:
-            if token is None:
-                failure = (4401, "login_required", "log in first")
-            else:
-                await _call(lambda: runtime.authenticator().touch(token))
-                await _call(lambda: runtime.workflow().get(case_id))
-        except SessionExpired as exc:
-            failure = (4401, "session_expired", str(exc))
-        except WorkflowError as exc:
-            failure = (4404, exc.code, str(exc))
-        if failure is not None:
-            await websocket.send_json({"type": "error", "error": failure[1], "detail": failure[2]})
-            await websocket.close(code=failure[0])
-            return
-        try:
-            await _face_frames(websocket, runtime, case_id)
+            # Opening the preview is the officer's action; watching it is not.
+            refusal = await _stream_refusal(runtime, token, case_id, touch=True)
+            if refusal is None:
+                refusal = await _face_frames(websocket, runtime, case_id, token)
+            if refusal is not None:
+                await _refuse_stream(websocket, refusal)
         except WebSocketDisconnect:
             return  # the page went away (a reload reconnects)
 
     @router.get("/cases/{case_id}/fingers")
     async def finger_states(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any]:
         """Each finger as the capture sees it now (attempts of a finger not done yet
-        included), the rules (attempts, minimum quality) and the exception codes."""
+        included), the roll waiting on the scanner (``roll``: its ``id``, ``position``
+        and ``started_at``; null when none), the rules (attempts, minimum quality) and
+        the exception codes."""
         from station.capture.tenprint import EXCEPTION_CODES
 
         def run() -> dict[str, Any]:
             policy = runtime.policy()
+            running = runtime.live.running_roll(case_id)
             return {
                 "fingers": runtime.live.finger_states(case_id),
+                "roll": running.to_json() if running is not None else None,
                 "max_attempts": policy.finger_max_attempts,
                 "min_quality": policy.finger_min_quality,
                 "exception_codes": [{"code": c, "meaning": m} for c, m in EXCEPTION_CODES.items()],
@@ -954,10 +956,15 @@ def api_router() -> APIRouter:
 
         return await _call(run)
 
-    @router.post("/cases/{case_id}/fingers/cancel", status_code=204)
-    async def finger_cancel(case_id: str, runtime: Runtime, _: Session) -> Response:
-        runtime.live.cancel_roll(case_id)
-        return Response(status_code=204)
+    @router.post("/cases/{case_id}/fingers/cancel")
+    async def finger_cancel(
+        case_id: str, runtime: Runtime, _: Session, body: RollCancelIn | None = None
+    ) -> dict[str, Any]:
+        """Stop the case's running roll: with ``roll``, only that roll (a page stopping
+        the one it saw waiting must not stop a roll started since); without, whatever
+        runs (the Stop button). ``cancelled``: the id of the roll stopped, or null."""
+        roll = body.roll if body is not None else None
+        return {"cancelled": runtime.live.cancel_roll(case_id, roll)}
 
     @router.post("/cases/{case_id}/approve")
     async def approve(
@@ -1296,17 +1303,66 @@ def api_router() -> APIRouter:
     return router
 
 
-async def _face_frames(websocket: WebSocket, runtime: StationRuntime, case_id: str) -> None:
-    """Send the newest frame, wait for the browser's answer, again (see face_stream)."""
+STREAM_RECHECK_S = 1.0
+"""How often the live preview's socket checks again that its session and case allow it."""
+
+StreamRefusal = tuple[int, str, str]
+"""Why the preview stream stops: (close code, error code, detail)."""
+
+
+async def _stream_refusal(
+    runtime: StationRuntime, token: str | None, case_id: str, *, touch: bool
+) -> StreamRefusal | None:
+    """Why the preview of ``case_id`` may not (or no longer) go to the holder of
+    ``token``; None when it may. ``touch``: counts as the officer's activity."""
+    if token is None:
+        return (4401, "login_required", "log in first")
+    auth = runtime.authenticator()
+    check = auth.touch if touch else auth.session
+    try:
+        await _call(lambda: check(token))
+        case = await _call(lambda: runtime.workflow().get(case_id))
+    except SessionExpired as exc:
+        return (4401, "session_expired", str(exc))
+    except WorkflowError as exc:
+        return (4404, exc.code, str(exc))
+    if case.state != CaseState.open or case.consent_at is None:
+        return (4409, "case_moved", f"the case is {case.state.value}: no face capture now")
+    return None
+
+
+async def _refuse_stream(websocket: WebSocket, refusal: StreamRefusal) -> None:
+    code, error, detail = refusal
+    await websocket.send_json({"type": "error", "error": error, "detail": detail})
+    await websocket.close(code=code, reason=error)
+
+
+async def _face_frames(
+    websocket: WebSocket, runtime: StationRuntime, case_id: str, token: str | None
+) -> StreamRefusal | None:
+    """Send the newest frame, wait for the browser's answer, again (see face_stream);
+    every :data:`STREAM_RECHECK_S`, and before saying the capture ended, the session and
+    the case are checked again: why they no longer allow the stream, or None once the
+    capture ended and the socket closed."""
     sent_feedback, sent_preview = -1, -1
+    checked = monotonic()
     while True:
+        if monotonic() - checked >= STREAM_RECHECK_S:
+            refusal = await _stream_refusal(runtime, token, case_id, touch=False)
+            if refusal is not None:
+                return refusal
+            checked = monotonic()
         after = max(sent_feedback, sent_preview)
         now = await run_in_threadpool(runtime.live.face_frame, case_id, after, 1.0)
         if now is None or not now.running:
+            # A case cancelled or submitted ends its capture too: say that, not "ended".
+            refusal = await _stream_refusal(runtime, token, case_id, touch=False)
+            if refusal is not None:
+                return refusal
             status = await _call(lambda: runtime.live.face_status(case_id))
             await websocket.send_json({"type": "end", **status})
             await websocket.close(code=1000)
-            return
+            return None
         fresh = now.feedback is not None and now.feedback.frame > sent_feedback
         shown = now.previewed if now.preview and now.previewed else None
         if not fresh and (shown is None or shown[0] <= sent_preview):

@@ -12,7 +12,9 @@ again from its first attempt.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -122,6 +124,21 @@ class FaceSession:
     """Notified on every frame and when the loop ends (the live preview's stream waits)."""
 
 
+@dataclass(frozen=True)
+class RunningRoll:
+    """A roll waiting on the scanner now. Its id lets a page stop exactly the roll it saw
+    running (one a reloaded page left waiting), never one started after it looked."""
+
+    id: str
+    position: int
+    started_at: float
+    """Epoch seconds."""
+    stop: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "position": self.position, "started_at": self.started_at}
+
+
 class LiveCapture:
     """One face loop at a time (one camera), one roll at a time (one scanner)."""
 
@@ -142,6 +159,7 @@ class LiveCapture:
         self._lock = threading.Lock()
         self._face: FaceSession | None = None
         self._tenprints: dict[str, TenPrintCapture] = {}
+        self._rolls: dict[str, RunningRoll] = {}
         self._analyzer: FaceAnalyzer | None = None
         self._quality: StationQuality | None = None
 
@@ -350,9 +368,15 @@ class LiveCapture:
             capture.reset(position)  # the officer asked to capture this finger again
         if not self._scanner_lock.acquire(timeout=1.0):
             raise WorkflowError("scanner_busy", "the scanner is busy with another capture")
+        running = RunningRoll(secrets.token_urlsafe(12), position, round(time.time(), 3))
+        with self._lock:
+            self._rolls[case_id] = running
         try:
-            outcome = capture.attempt(position, timeout_s)
+            outcome = capture.attempt(position, timeout_s, cancel=running.stop)
         finally:
+            with self._lock:
+                if self._rolls.get(case_id) is running:
+                    del self._rolls[case_id]
             self._scanner_lock.release()
         stored = False
         if outcome.done and outcome.result is not None:
@@ -360,6 +384,7 @@ class LiveCapture:
             stored = True
         result = outcome.result
         out: dict[str, Any] = {
+            "roll": running.id,
             "position": position,
             "code": outcome.code,
             "message": {"vi": outcome.message("vi"), "en": outcome.message("en")},
@@ -436,11 +461,21 @@ class LiveCapture:
             out.append({"position": position, **state})
         return out
 
-    def cancel_roll(self, case_id: str) -> None:
+    def running_roll(self, case_id: str) -> RunningRoll | None:
+        """The case's roll waiting on the scanner now, if any."""
         with self._lock:
-            capture = self._tenprints.get(case_id)
-        if capture is not None:
-            capture.cancel()
+            return self._rolls.get(case_id)
+
+    def cancel_roll(self, case_id: str, roll_id: str | None = None) -> str | None:
+        """Stop the case's running roll (it comes back as ``cancelled``): only the roll
+        ``roll_id`` when given, whatever runs when not. The id of the roll stopped, or
+        None when nothing (or another roll) was running."""
+        with self._lock:
+            running = self._rolls.get(case_id)
+            if running is None or (roll_id is not None and running.id != roll_id):
+                return None
+            running.stop.set()
+        return running.id
 
     def stop(self, timeout: float = 10.0) -> None:
         """End any capture (the service is stopping)."""
@@ -463,4 +498,4 @@ class LiveCapture:
                 self._face.capture.cancel()
 
 
-__all__ = ["FaceFrame", "LiveCapture", "entry_of", "feedback_json", "result_of"]
+__all__ = ["FaceFrame", "LiveCapture", "RunningRoll", "entry_of", "feedback_json", "result_of"]

@@ -4,7 +4,9 @@ diagram with each finger's state, one roll at a time, best of three, exceptions)
 
 Both screens render from the case on the server: a reload during a face capture joins the
 running capture again, and a reload while a roll waits for its finger stops that roll (the
-scanner is never left waiting for a page that is gone).
+scanner is never left waiting for a page that is gone). Reading a screen changes nothing:
+the fingers page, once loaded, asks to stop the roll it saw waiting, by that roll's id, so
+a roll started after it looked is never stopped by it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from fastapi.responses import Response
 
 from station.ui import errors, steps
 from station.ui.i18n import _
-from station.ui.web import TEMPLATES, Page, PageDep
+from station.ui.pages.case import (
+    approval_items,
+    case_at_step,
+    finger_exception,
+    finger_in_sentence,
+    finger_name,
+)
+from station.ui.web import Page, PageDep
 
 router = APIRouter()
 
@@ -27,19 +36,6 @@ Case = Mapping[str, Any]
 Position = Annotated[int, PathParam(ge=1, le=10)]
 
 # --- words -------------------------------------------------------------------------------
-
-FINGER_NAMES: dict[int, Callable[[], str]] = {
-    1: lambda: _("right thumb"),
-    2: lambda: _("right index finger"),
-    3: lambda: _("right middle finger"),
-    4: lambda: _("right ring finger"),
-    5: lambda: _("right little finger"),
-    6: lambda: _("left thumb"),
-    7: lambda: _("left index finger"),
-    8: lambda: _("left middle finger"),
-    9: lambda: _("left ring finger"),
-    10: lambda: _("left little finger"),
-}
 
 # Face guidance: every hint key the capture gives (biometrics.face.quality.HINTS), said
 # to the citizen, shortest first-person wording that works read aloud by the officer.
@@ -128,12 +124,6 @@ ROLL_OUTCOMES: dict[str, Callable[[str, str], str]] = {
 GOOD_OUTCOMES = frozenset({"accepted"})
 WARN_OUTCOMES = frozenset({"kept_best", "low_quality", "cancelled", "exception_recorded"})
 
-EXCEPTION_NAMES: dict[str, Callable[[], str]] = {
-    "amputated": lambda: _("Amputated"),
-    "unable_to_print": lambda: _("Unable to print (worn or damaged skin)"),
-    "bandaged": lambda: _("Bandaged or injured (for now)"),
-}
-
 FACE_ENDINGS: dict[str, Callable[[], str]] = {
     "timeout": lambda: _(
         "The photo could not be taken in time. Correct what is listed below, then press "
@@ -155,8 +145,15 @@ errors.register(
 )
 
 
-def finger_name(position: int) -> str:
-    return FINGER_NAMES[position]()
+def upper_first(text: str) -> str:
+    """``text`` as a label: its first letter in capitals (the names are mid-sentence
+    words)."""
+    return text[:1].upper() + text[1:]
+
+
+def exception_label(code: str) -> str:
+    """An exception reason as a choice or after a colon ("Bandaged or injured")."""
+    return upper_first(finger_exception(code))
 
 
 def hand_of(position: int) -> str:
@@ -198,14 +195,6 @@ STATE_SYMBOLS = {"todo": "○", "current": "▶", "captured": "✓", "low": "!",
 # --- shared ------------------------------------------------------------------------------
 
 
-async def _case(page: Page, case_id: str, step: str) -> tuple[Case, Response | None]:
-    """The case, or where to go instead when ``step`` is not open to it now."""
-    case: Case = await page.api.get(f"/cases/{case_id}")
-    if not steps.reachable(case, step):
-        return case, page.redirect(steps.step_url(case_id, steps.current_step(case)))
-    return case, None
-
-
 def _chrome(case: Case, step: str) -> dict[str, Any]:
     return {"case": case, "trail": steps.trail(case, step), "step_label": steps.label(step)}
 
@@ -215,7 +204,7 @@ def _chrome(case: Case, step: str) -> dict[str, Any]:
 
 @router.get("/cases/{case_id}/face")
 async def face(page: PageDep, case_id: str) -> Response:
-    case, elsewhere = await _case(page, case_id, "face")
+    case, elsewhere = await case_at_step(page, case_id, "face")
     if elsewhere is not None:
         return elsewhere
     status = await page.api.get(f"/cases/{case_id}/face")
@@ -246,6 +235,13 @@ async def face(page: PageDep, case_id: str) -> Response:
         hints={key: text() for key, text in FACE_HINTS.items()},
         **_chrome(case, "face"),
     )
+
+
+@router.get("/cases/{case_id}/portrait.jpg")
+async def portrait(page: PageDep, case_id: str) -> Response:
+    """The stored portrait (the face and review screens show it)."""
+    answer = await page.api.response("GET", f"/cases/{case_id}/face/portrait.jpg")
+    return Response(answer.content, media_type="image/jpeg", headers={"cache-control": "no-store"})
 
 
 @router.post("/cases/{case_id}/face/start")
@@ -285,6 +281,7 @@ def _fingers_view(
             {
                 "position": position,
                 "name": finger_name(position),
+                "in_sentence": finger_in_sentence(position),
                 "hand": hand_of(position),
                 "state": kind,
                 "shown": shown,
@@ -295,9 +292,9 @@ def _fingers_view(
                 "level_words": words,
                 "attempts": entry.get("attempts") or 0,
                 "exception": entry.get("exception"),
-                "exception_name": EXCEPTION_NAMES[entry["exception"]]()
-                if entry.get("exception") in EXCEPTION_NAMES
-                else entry.get("exception"),
+                "exception_name": exception_label(entry["exception"])
+                if entry.get("exception")
+                else None,
                 "exception_reason": entry.get("exception_reason"),
             }
         )
@@ -305,16 +302,14 @@ def _fingers_view(
     if outcome is not None:
         position = int(outcome["position"])
         code = str(outcome.get("code") or "scanner_error")
-        other = finger_name(int(outcome["same_as"])) if outcome.get("same_as") else ""
+        other = finger_in_sentence(int(outcome["same_as"])) if outcome.get("same_as") else ""
         say = ROLL_OUTCOMES.get(code, ROLL_OUTCOMES["scanner_error"])
         level, words = quality_word(outcome.get("quality"), min_quality)
         said = {
             "position": position,
             "code": code,
-            "text": say(finger_name(position), other),
-            "tone": "ok"
-            if code in GOOD_OUTCOMES
-            else ("warn" if code in WARN_OUTCOMES else "error"),
+            "text": say(finger_in_sentence(position), other),
+            "tone": _tone(code),
             "quality": outcome.get("quality"),
             "level": level,
             "level_words": words,
@@ -334,10 +329,8 @@ def _fingers_view(
         for w in state.get("hand_warnings") or []
     ]
     codes = [
-        {"code": c["code"], "name": EXCEPTION_NAMES[c["code"]]() if c["code"] in EXCEPTION_NAMES
-         else c["meaning"]}
-        for c in state["exception_codes"]
-    ]  # fmt: skip
+        {"code": c["code"], "name": exception_label(c["code"])} for c in state["exception_codes"]
+    ]
     current = fingers[selected - 1] if selected is not None else None
     return {
         "fingers": fingers,
@@ -356,29 +349,20 @@ def _fingers_view(
     }
 
 
-APPROVAL_FRAGMENT = TEMPLATES / "case" / "_approval.html"
-
-
 async def _approval(page: Page, case_id: str, selected: int | None) -> dict[str, Any]:
-    """The supervisor's approval panel of the case screens (case/_approval.html), for the
-    fingers that need it, when that panel is there; else the screen says where to go."""
-    absent = {"approval_fragment": False, "approval_styles": False}
-    try:
-        from station.ui.pages.case import approval_items
-    except ImportError:
-        return absent
-    if not APPROVAL_FRAGMENT.exists():
-        return absent
+    """What the supervisor's approval panel of the case screens (case/_approval.html)
+    needs, for the fingers waiting for an approval."""
     review = await page.api.get(f"/cases/{case_id}/review")
-    items = [i for i in approval_items(review) if i["code"].startswith("finger:")]
-    at = f"?at={selected}" if selected is not None else ""
     return {
-        "approval_fragment": bool(items),
-        "approval_styles": True,
-        "approvals": items,
+        "approvals": [i for i in approval_items(review) if i["code"].startswith("finger:")],
         "case_id": case_id,
-        "return_to": f"/cases/{case_id}/fingers{at}",
+        "return_to": _fingers_url(case_id, selected),
     }
+
+
+def _fingers_url(case_id: str, selected: int | None) -> str:
+    """The fingers screen at ``selected`` (what a reload comes back to)."""
+    return f"/cases/{case_id}/fingers" + (f"?at={selected}" if selected is not None else "")
 
 
 def _tone(code: str) -> str:
@@ -411,31 +395,32 @@ async def _fingers_fragment(
     case = await page.api.get(f"/cases/{case_id}")
     state = await page.api.get(f"/cases/{case_id}/fingers")
     if not page.is_htmx:
-        at = f"?at={selected}" if selected is not None else ""
-        return page.redirect(f"/cases/{case_id}/fingers{at}")
+        return page.redirect(_fingers_url(case_id, selected))
     view = _fingers_view(case, state, selected, outcome)
     response = await page.render(
         "capture/_fingers.html", **view, **await _approval(page, case_id, selected)
     )
     # A reload lands on the finger the screen moved to.
-    at = f"?at={selected}" if selected is not None else ""
-    response.headers["hx-replace-url"] = f"/cases/{case_id}/fingers{at}"
+    response.headers["hx-replace-url"] = _fingers_url(case_id, selected)
     return response
 
 
 @router.get("/cases/{case_id}/fingers")
 async def fingers(page: PageDep, case_id: str, at: int | None = None) -> Response:
-    case, elsewhere = await _case(page, case_id, "fingers")
+    case, elsewhere = await case_at_step(page, case_id, "fingers")
     if elsewhere is not None:
         return elsewhere
-    # A page (re)loaded here has no roll waiting for it: stop any left by the page before
-    # (a reload while the scanner waited), so the scanner is free at once.
-    await page.api.post(f"/cases/{case_id}/fingers/cancel")
     state = await page.api.get(f"/cases/{case_id}/fingers")
     selected = _selected(state, at)
     view = _fingers_view(case, state, selected)
+    # A page (re)loaded here has no roll waiting for it: the roll running now was left by
+    # the page before (a reload while the scanner waited). The page, once loaded, stops
+    # that roll by its id (a GET changes nothing: a prefetch must not stop a roll).
     return await page.render(
-        "capture/fingers.html", **view, **await _approval(page, case_id, selected)
+        "capture/fingers.html",
+        left_roll=state.get("roll"),
+        **view,
+        **await _approval(page, case_id, selected),
     )
 
 
@@ -450,8 +435,12 @@ async def roll(page: PageDep, case_id: str, position: Position) -> Response:
 
 
 @router.post("/cases/{case_id}/fingers/cancel")
-async def cancel_roll(page: PageDep, case_id: str) -> Response:
-    await page.api.post(f"/cases/{case_id}/fingers/cancel")
+async def cancel_roll(
+    page: PageDep, case_id: str, roll: Annotated[str | None, Form(max_length=64)] = None
+) -> Response:
+    """Stop the roll ``roll`` (the one a loaded page saw left waiting), or with no id
+    whatever roll runs (the Cancel button, a page going away while its roll waits)."""
+    await page.api.post(f"/cases/{case_id}/fingers/cancel", {"roll": roll or None})
     return Response(status_code=204)
 
 

@@ -61,7 +61,15 @@ _PROTECTED: dict[str, Callable[[], str]] = {
 
 
 def finger_name(position: int) -> str:
+    """The finger's name as a label or at the start of a sentence ("Right thumb")."""
     return _FINGERS[position]() if position in _FINGERS else str(position)
+
+
+def finger_in_sentence(position: int) -> str:
+    """The finger's name inside a sentence ("roll the right thumb"): the label with its
+    first letter lowered (no finger's name starts with a proper noun, in either language)."""
+    name = finger_name(position)
+    return name[:1].lower() + name[1:]
 
 
 def finger_exception(code: str | None) -> str:

@@ -132,12 +132,6 @@ async def review(page: PageDep, case_id: str) -> Response:
     )
 
 
-@router.get("/cases/{case_id}/portrait.jpg")
-async def portrait(page: PageDep, case_id: str) -> Response:
-    answer = await page.api.response("GET", f"/cases/{case_id}/face/portrait.jpg")
-    return Response(answer.content, media_type="image/jpeg", headers={"cache-control": "no-store"})
-
-
 @router.post("/cases/{case_id}/submit")
 async def submit(page: PageDep, case_id: str) -> Response:
     await page.api.post(f"/cases/{case_id}/submit")

@@ -7,9 +7,14 @@
 // the station send the next (the newest frame then): a slow screen skips frames, it never
 // falls behind. Glass-to-glass latency (capture to drawn) is kept in
 // window.kioskPreviewLatency (ms) and summarised on the section's data-latency-* attributes.
+// The station checks the session and the case again while it streams; the close code says
+// why it stopped: 4401 the session ended (the page says so, with a Reload button), 4404
+// and 4409 the case is gone or past its captures (the page is loaded again, and shows
+// where the case is).
 //
 // Fingers: a roll waits on the scanner; leaving the page while it waits stops the roll,
-// so the scanner is free for whoever comes next.
+// so the scanner is free for whoever comes next (and the next page, once loaded, stops by
+// its id a roll it saw left waiting, should this page's last word not have arrived).
 "use strict";
 
 (function () {
@@ -103,14 +108,34 @@
         ended = true;
         // The station has stored the portrait (or says why not): the page shows it.
         window.location.reload();
-      } else if (message.type === "error") {
-        ended = true;
-        if (message.error === "login_required" || message.error === "session_expired") {
-          window.location.href = "/login?next=" + encodeURIComponent(window.location.pathname);
-        } else {
-          window.location.reload();
-        }
       }
+      // "error": the close that follows says what to do (closed, below).
+    }
+
+    function loggedOut() {
+      ended = true;
+      problem.textContent = "";
+      var notice = document.getElementById("face-logged-out");
+      notice.hidden = false;
+      notice.querySelector("button").focus();
+    }
+
+    function closed(event) {
+      if (event.code === 4401) {
+        loggedOut();
+        return;
+      }
+      if (event.code === 4404 || event.code === 4409) {
+        ended = true;
+        window.location.reload();
+        return;
+      }
+      if (ended) return;
+      problem.textContent = section.getAttribute("data-lost");
+      retries += 1;
+      // A few quick tries, then the page itself again (it shows the capture's state).
+      if (retries > 5) window.location.reload();
+      else window.setTimeout(connect, 300 * retries);
     }
 
     function frame(data) {
@@ -149,14 +174,7 @@
         if (typeof event.data === "string") control(JSON.parse(event.data));
         else frame(event.data);
       };
-      socket.onclose = function () {
-        if (ended) return;
-        problem.textContent = section.getAttribute("data-lost");
-        retries += 1;
-        // A few quick tries, then the page itself again (it shows the capture's state).
-        if (retries > 5) window.location.reload();
-        else window.setTimeout(connect, 300 * retries);
-      };
+      socket.onclose = closed;
     }
 
     window.setInterval(function () {
@@ -167,6 +185,9 @@
     window.addEventListener("pagehide", function () {
       ended = true;
       if (socket) socket.close();
+    });
+    document.getElementById("face-reload").addEventListener("click", function () {
+      window.location.reload();
     });
     connect();
   }
