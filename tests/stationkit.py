@@ -411,6 +411,37 @@ def world(tmp: Path, station_id: str, **station: Any) -> Iterator[World]:
             runtime.stop()
 
 
+def adjudicate_same(client: httpx.Client, package_id: str | None = None) -> None:
+    """As the registry's adjudicator: the case held for the package ``package_id`` (none:
+    the only case held) is the same person as its best candidate."""
+    import uuid
+
+    from tests import registrykit
+
+    adjudicator = registrykit.login(client, *ADJUDICATOR)
+    cases = client.get("/v1/cases", headers=adjudicator).json()
+    if package_id is not None:
+        cases = [c for c in cases if uuid.UUID(c["package_id"]) == uuid.UUID(package_id)]
+    (held,) = cases
+    view = client.get(f"/v1/cases/{held['id']}", headers=adjudicator).json()
+    best = view["candidates"][0]
+    r = client.post(
+        f"/v1/cases/{held['id']}/decision",
+        json={"decision": "same", "person_id": best["person_id"], "reason": "same fingers"},
+        headers=adjudicator,
+    )
+    assert r.status_code == 200, r.text
+
+
+def scanner_control(runtime: StationRuntime) -> Any:
+    """The control of a runtime's scanner simulator: ``present(finger=, person=)`` lays
+    a finger on the platen."""
+    assert runtime.devices is not None
+    sim = runtime.devices.scanner_simulator
+    assert sim is not None
+    return sim.control
+
+
 def provision(station: httpx.Client, world: World) -> None:
     """Provision the station served at ``station`` with the world's token, then sync
     (the office's operators and resident list arrive)."""
@@ -554,6 +585,7 @@ __all__ = [
     "StationProcess",
     "World",
     "add_operator",
+    "adjudicate_same",
     "api_login",
     "capture_face",
     "capture_fingers",
@@ -562,6 +594,7 @@ __all__ = [
     "open_case",
     "provision",
     "registry",
+    "scanner_control",
     "setup_office",
     "simulated_station_settings",
     "staff",

@@ -25,7 +25,7 @@ from station.api import create_app
 from station.drivers.camera.sim_control import CameraControl
 from station.drivers.card.bay import pcscd_unavailable
 from station.runtime import StationRuntime
-from tests import registrykit, stationkit
+from tests import stationkit
 
 pytestmark = pytest.mark.skipif(pcscd_unavailable() is not None, reason=str(pcscd_unavailable()))
 
@@ -45,10 +45,7 @@ class World:
 
     @property
     def scanner(self) -> Any:
-        assert self.runtime.devices is not None
-        sim = self.runtime.devices.scanner_simulator
-        assert sim is not None
-        return sim.control
+        return stationkit.scanner_control(self.runtime)
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +144,7 @@ def test_journey_with_a_duplicate_and_cards(world: World) -> None:
     duplicate = _enroll(world, auth, 0, None, walk_in)
     dup_id = duplicate["case"]["id"]
     _wait_cases(world, auth, [dup_id], {"adjudication"}, 300)
-    adjudicator = registrykit.login(world.registry, *ADJUDICATOR)
-    cases = world.registry.get("/v1/cases", headers=adjudicator).json()
-    assert len(cases) == 1, cases
-    view = world.registry.get(f"/v1/cases/{cases[0]['id']}", headers=adjudicator).json()
-    best = view["candidates"][0]
-    r = world.registry.post(
-        f"/v1/cases/{cases[0]['id']}/decision",
-        json={"decision": "same", "person_id": best["person_id"], "reason": "same fingers"},
-        headers=adjudicator,
-    )
-    assert r.status_code == 200, r.text
+    stationkit.adjudicate_same(world.registry)
     _wait_cases(world, auth, [dup_id], {"issued"}, 300)
     numbers = {}
     for case_id in [*ids, dup_id]:

@@ -18,7 +18,7 @@ import httpx
 from playwright.sync_api import expect
 
 from station.ui import i18n
-from tests import uikit
+from tests import stationkit, uikit
 from tests.uikit import Kiosk
 
 PERSON = 71
@@ -69,32 +69,8 @@ def _look(page: Any, name: str) -> None:
 
 def _capture(world: Kiosk, api: httpx.Client, case_id: str, person: int, skip: int) -> None:
     """Face and fingers through the API (finger ``skip`` bandaged: an exception)."""
-    world.camera.sit(person, ["walk_in:1", "good:600"])
-    r = api.post(f"/api/cases/{case_id}/face/start", json={"timeout_s": 60})
-    assert r.status_code == 202, r.text
-    face: dict[str, Any] = {}
-    for _ in range(20):
-        face = api.get(f"/api/cases/{case_id}/face", params={"wait_s": 5}).json()
-        if face["state"] != "running":
-            break
-    assert face["state"] == "stored", face
-    for position in range(1, 11):
-        if position == skip:
-            r = api.post(
-                f"/api/cases/{case_id}/fingers/{position}/exception",
-                json={"code": "bandaged", "reason": "burn"},
-            )
-            assert r.status_code == 200, r.text
-            continue
-        outcome: dict[str, Any] = {}
-        for _attempt in range(3):
-            world.scanner.present(finger=position, person=person)
-            r = api.post(f"/api/cases/{case_id}/fingers/{position}/roll", json={})
-            assert r.status_code == 200, r.text
-            outcome = r.json()
-            if outcome["done"]:
-                break
-        assert outcome["stored"], outcome
+    stationkit.capture_face(api, world.camera, case_id, person)
+    stationkit.capture_fingers(api, world.scanner, case_id, person, bandaged=skip)
 
 
 # --- API: divisions and the form's draft --------------------------------------------------------
@@ -302,11 +278,7 @@ def test_review_approval_submit_and_done(browser: Any, kiosk: Kiosk) -> None:
     i18n.forget_missing()
     ref = uikit.add_resident(kiosk, "Trịnh Văn Phúc", "1988-08-18")
     with _api(kiosk) as api:
-        case_id = api.post("/api/cases", json={"resident_ref": ref}).json()["id"]
-        proposal = api.get(f"/api/cases/{case_id}/proposal").json()
-        r = api.put(f"/api/cases/{case_id}/demographics", json={**proposal, "ethnicity": "01"})
-        assert r.status_code == 200, r.text
-        assert api.post(f"/api/cases/{case_id}/consent").status_code == 200
+        case_id = stationkit.open_case(api, {"ethnicity": "01"}, resident_ref=ref)
         _capture(kiosk, api, case_id, PERSON, skip=4)
 
     small = uikit.new_page(browser, kiosk, "small")

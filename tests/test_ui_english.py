@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from enrollment.divisions import DivisionScheme
 from enrollment.divisions import load as load_divisions
+from enrollment.record import DivisionScheme
 from enrollment.reference import ETHNIC_GROUPS
 from station.ui.pages.case import RELIGIONS
 from tests import stationkit, uikit
@@ -177,14 +177,12 @@ def test_the_word_check() -> None:
     assert vietnamese_words(["An Văn"], data) == ["Văn"]
 
 
-def _roll(page: Any, kiosk: Kiosk, position: int, fault: str = "none") -> str:
-    kiosk.scanner.present(finger=position, person=PERSON, fault=fault)
-    before = page.get_attribute("#fingers-panel", "data-swap") or ""
-    page.click("#roll-form button")
-    page.wait_for_function(
-        f"() => document.getElementById('fingers-panel').dataset.swap !== {json.dumps(before)}"
-    )
-    return page.get_attribute(".roll-said", "data-code") or ""
+def _approve(page: Any, kiosk: Kiosk, who: tuple[str, str, int, str]) -> None:
+    """The approval panel filled in as ``who``: ID, PIN, their finger on the scanner."""
+    page.fill("#supervisor_id", who[0])
+    page.fill("#supervisor_secret", who[3])
+    kiosk.scanner.present(finger=2, person=who[2])
+    page.click(".approval button[type=submit]")
 
 
 @pytest.mark.timeout(600)
@@ -214,10 +212,7 @@ def test_every_screen_in_english(browser: Any, kiosk: Kiosk) -> None:
         walk.look("queue")
         page.goto("/queue/walk-in")
         walk.look("walk-in ticket")
-        page.fill("#name", NAME)
-        page.check("input[name=priority][value='']")
-        page.click("form button[type=submit].btn-primary")
-        page.wait_for_url(re.compile(r"/queue\?issued="))
+        uikit.issue_walk_in(page, NAME)
         walk.look("queue, ticket issued")
         page.click("#q-call")
         page.wait_for_selector("#q-finish")
@@ -278,9 +273,9 @@ def test_every_screen_in_english(browser: Any, kiosk: Kiosk) -> None:
         # The fingers: a slipped roll, then the rest (one bandaged) through the API.
         page.goto(f"/cases/{case_id}/fingers")
         walk.look("fingers")
-        assert _roll(page, kiosk, 1, fault="smeared") == "smeared"
+        assert uikit.roll(page, kiosk, PERSON, 1, fault="smeared") == "smeared"
         walk.look("fingers, a slipped roll")
-        assert _roll(page, kiosk, 1) in ("accepted", "kept_best")
+        assert uikit.roll(page, kiosk, PERSON, 1) in ("accepted", "kept_best")
         walk.look("fingers, a roll kept")
         stationkit.capture_fingers(api, kiosk.scanner, case_id, PERSON, bandaged=7)
         page.goto(f"/cases/{case_id}/fingers?at=7")
@@ -289,16 +284,10 @@ def test_every_screen_in_english(browser: Any, kiosk: Kiosk) -> None:
         # Review: the approval (refused to the officer, given by the supervisor), submit.
         page.goto(f"/cases/{case_id}/review")
         walk.look("review, approval needed")
-        page.fill("#supervisor_id", kiosk.officer[0])
-        page.fill("#supervisor_secret", kiosk.officer[3])
-        kiosk.scanner.present(finger=2, person=kiosk.officer[2])
-        page.click(".approval button[type=submit]")
+        _approve(page, kiosk, kiosk.officer)
         page.wait_for_selector("#flash .message-error")
         walk.look("review, approval refused")
-        page.fill("#supervisor_id", kiosk.supervisor[0])
-        page.fill("#supervisor_secret", kiosk.supervisor[3])
-        kiosk.scanner.present(finger=2, person=kiosk.supervisor[2])
-        page.click(".approval button[type=submit]")
+        _approve(page, kiosk, kiosk.supervisor)
         page.wait_for_selector(".badge-ok")
         walk.look("review, ready")
         page.click(".review form[action$='/submit'] button[type=submit]")

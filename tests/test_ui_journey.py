@@ -12,18 +12,15 @@ it and it is issued under the first number."""
 
 from __future__ import annotations
 
-import json
 import re
-import time
-import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from station.ui import i18n
-from tests import registrykit, uikit
-from tests.uikit import ADJUDICATOR, Kiosk
+from tests import stationkit, uikit
+from tests.uikit import Kiosk
 
 PERSON = 81
 """The synthetic citizen (face and fingers) of this journey."""
@@ -38,32 +35,6 @@ def _reload_here(page: Any, check: str) -> None:
     assert page.url == url
 
 
-def _step(page: Any) -> str:
-    match = re.search(r"/cases/[0-9a-f]{32}/(\w+)", page.url)
-    assert match, page.url
-    return match[1]
-
-
-def _current_finger(page: Any) -> int | None:
-    element = page.query_selector("svg.hands a.finger.is-current")
-    return None if element is None else int(element.get_attribute("data-position"))
-
-
-def _roll(page: Any, kiosk: Kiosk, position: int, fault: str = "none") -> str:
-    assert _current_finger(page) == position
-    kiosk.scanner.present(finger=position, person=PERSON, fault=fault)
-    before = page.get_attribute("#fingers-panel", "data-swap") or ""
-    page.click("#roll-form button")
-    page.wait_for_function(
-        f"() => document.getElementById('fingers-panel').dataset.swap !== {json.dumps(before)}"
-    )
-    return page.get_attribute(".roll-said", "data-code") or ""
-
-
-def _wait_stage(page: Any, stage: str, timeout: float = 180) -> None:
-    page.wait_for_selector(f"#progress.progress-{stage}", timeout=timeout * 1000)
-
-
 @pytest.mark.timeout(600)
 def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
     i18n.forget_missing()
@@ -74,11 +45,7 @@ def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
     # The queue: a walk-in ticket, called to this counter; the citizen sits down.
     page.goto("/queue")
     page.click("a[href='/queue/walk-in']")
-    page.fill("#name", NAME)
-    page.check("input[name=priority][value='']")
-    page.click("form button[type=submit].btn-primary")
-    page.wait_for_url(re.compile(r"/queue\?issued="))
-    ticket = page.url.rsplit("=", 1)[1]
+    ticket = uikit.issue_walk_in(page, NAME)
     page.click("#q-call")
     page.locator(".queue-counter-card .queue-number", has_text=ticket).wait_for()
     _reload_here(page, f".queue-counter-card .queue-number:has-text('{ticket}')")
@@ -127,8 +94,8 @@ def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
     page.wait_for_url(re.compile(r"/fingers"))
     for position in range(1, 11):
         if position == 2:
-            assert _roll(page, kiosk, 2, fault="smeared") == "smeared"
-            assert _current_finger(page) == 2
+            assert uikit.roll(page, kiosk, PERSON, 2, fault="smeared") == "smeared"
+            assert uikit.current_finger(page) == 2
         if position == 8:
             page.click(".exception-box summary")
             page.check("input[name=code][value=bandaged]")
@@ -136,7 +103,7 @@ def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
             page.click(".exception-form button[type=submit]")
             page.wait_for_selector("svg.hands a.finger[data-position='8'][data-state=exception]")
             continue
-        assert _roll(page, kiosk, position) in ("accepted", "kept_best")
+        assert uikit.roll(page, kiosk, PERSON, position) in ("accepted", "kept_best")
         if position == 5:
             # Mid-way, the browser restarts (a kiosk crash): the same cookies, same place.
             state = page.context.storage_state()
@@ -146,7 +113,7 @@ def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
             ).new_page()
             page.goto(f"/cases/{case_id}")
             page.wait_for_url(re.compile(r"/fingers"))
-            assert _current_finger(page) == 6
+            assert uikit.current_finger(page) == 6
     _reload_here(page, "svg.hands")
     # The supervisor overrides the exception here and now: ID, PIN, their finger.
     page.fill("#supervisor_id", kiosk.supervisor[0])
@@ -170,7 +137,7 @@ def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
     assert slip.ok
     assert slip.body().startswith(b"%PDF")
     assert kiosk.runtime.appointments.get(ticket).state == "done"
-    _wait_stage(page, "issued")
+    uikit.wait_stage(page, "issued")
 
     # The citizen comes back as a walk-in under another name: a new record, the same
     # fingers. Its done page says the registry is checking a possible duplicate.
@@ -179,56 +146,28 @@ def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
         base_url=kiosk.url, headers={"authorization": f"Bearer {token}"}, timeout=120
     )
     try:
-        dup_id = api.post("/api/cases", json={}).json()["id"]
         area = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
-        r = api.put(
-            f"/api/cases/{dup_id}/demographics",
-            json={
-                "full_name": "Lương Thị Hành",
-                "date_of_birth": "1979-11-23",
-                "sex": "F",
-                "ethnicity": "01",
-                "place_of_origin": {"areas": [area]},
-                "permanent_residence": {"detail": "Số 9 phố Phúc Xá", "areas": [area]},
-            },
-        )
-        assert r.status_code == 200, r.text
-        assert api.post(f"/api/cases/{dup_id}/consent").status_code == 200
-        kiosk.camera.sit(PERSON, ["walk_in:1", "good:600"])
-        assert api.post(f"/api/cases/{dup_id}/face/start", json={"timeout_s": 60}).is_success
-        deadline = time.monotonic() + 90
-        while api.get(f"/api/cases/{dup_id}/face", params={"wait_s": 5}).json()["state"] in (
-            "running",
-            "idle",
-        ):
-            assert time.monotonic() < deadline
-        for position in range(1, 11):
-            kiosk.scanner.present(finger=position, person=PERSON)
-            outcome = api.post(f"/api/cases/{dup_id}/fingers/{position}/roll", json={}).json()
-            assert outcome["stored"], outcome
-        review = api.get(f"/api/cases/{dup_id}/review").json()
-        assert review["can_submit"], review
-        assert api.post(f"/api/cases/{dup_id}/submit").status_code == 200
-        dup_package = uuid.UUID(api.get(f"/api/cases/{dup_id}").json()["package_id"])
+        walk_in = {
+            "full_name": "Lương Thị Hành",
+            "date_of_birth": "1979-11-23",
+            "sex": "F",
+            "ethnicity": "01",
+            "place_of_origin": {"areas": [area]},
+            "permanent_residence": {"detail": "Số 9 phố Phúc Xá", "areas": [area]},
+        }
+        dup_id = stationkit.open_case(api, walk_in)
+        stationkit.capture_face(api, kiosk.camera, dup_id, PERSON)
+        stationkit.capture_fingers(api, kiosk.scanner, dup_id, PERSON)
+        dup_package = stationkit.submit(api, dup_id)["package_id"]
     finally:
         api.close()
     page.goto(f"/cases/{dup_id}/done")
-    _wait_stage(page, "adjudication")
+    uikit.wait_stage(page, "adjudication")
     uikit.screenshots(page, "case-done-duplicate-check")
     _reload_here(page, "#progress.progress-adjudication")
 
     # The adjudicator links it to the first enrollment: issued, under the same number.
-    adjudicator = registrykit.login(kiosk.registry, *ADJUDICATOR)
-    cases = kiosk.registry.get("/v1/cases", headers=adjudicator).json()
-    (held,) = [c for c in cases if uuid.UUID(c["package_id"]) == dup_package]
-    view = kiosk.registry.get(f"/v1/cases/{held['id']}", headers=adjudicator).json()
-    best = view["candidates"][0]
-    r = kiosk.registry.post(
-        f"/v1/cases/{held['id']}/decision",
-        json={"decision": "same", "person_id": best["person_id"], "reason": "same fingers"},
-        headers=adjudicator,
-    )
-    assert r.status_code == 200, r.text
-    _wait_stage(page, "issued")
+    stationkit.adjudicate_same(kiosk.registry, dup_package)
+    uikit.wait_stage(page, "issued")
     page.context.close()
     assert i18n.missing("vi") == set()

@@ -12,7 +12,6 @@ submitted again, and the registry, on its own settings again, issues the new pac
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -51,34 +50,6 @@ def _registry_scores(kiosk: Kiosk, case_id: str) -> dict[int, int]:
     }
 
 
-def _states(page: Any) -> dict[int, str]:
-    return {
-        int(a.get_attribute("data-position")): a.get_attribute("data-state")
-        for a in page.query_selector_all("svg.hands a.finger")
-    }
-
-
-def _current(page: Any) -> int | None:
-    element = page.query_selector("svg.hands a.finger.is-current")
-    return None if element is None else int(element.get_attribute("data-position"))
-
-
-def _roll(page: Any, kiosk: Kiosk, position: int) -> str:
-    """The finger laid on the scanner, Roll pressed; the outcome's code."""
-    assert _current(page) == position
-    kiosk.scanner.present(finger=position, person=PERSON)
-    before = page.get_attribute("#fingers-panel", "data-swap") or ""
-    page.click("#roll-form button")
-    page.wait_for_function(
-        f"() => document.getElementById('fingers-panel').dataset.swap !== {json.dumps(before)}"
-    )
-    return page.get_attribute(".roll-said", "data-code") or ""
-
-
-def _wait_stage(page: Any, stage: str, timeout: float = 180) -> None:
-    page.wait_for_selector(f"#progress.progress-{stage}", timeout=timeout * 1000)
-
-
 @pytest.mark.timeout(600)
 def test_recapture_needed_then_issued(browser: Any, kiosk: Kiosk) -> None:
     i18n.forget_missing()
@@ -106,7 +77,7 @@ def test_recapture_needed_then_issued(browser: Any, kiosk: Kiosk) -> None:
         first_package = kiosk.runtime.workflow().get(case_id).package_id
         assert first_package
         # The registry's answer arrives by itself: these fingers, in words.
-        _wait_stage(page, "recapture")
+        uikit.wait_stage(page, "recapture")
         said = page.inner_text("#progress")
         i18n.use("vi")
         for position in range(1, 11):
@@ -119,12 +90,14 @@ def test_recapture_needed_then_issued(browser: Any, kiosk: Kiosk) -> None:
     # The officer resumes: the fingers screen with just the named fingers to do.
     page.click("#progress a.btn-primary")
     page.wait_for_url(re.compile(r"/fingers"))
-    states = _states(page)
+    states = uikit.finger_states(page)
     assert sorted(p for p, state in states.items() if state == "todo") == named, states
     assert all(states[p] in ("captured", "low") for p in range(1, 11) if p not in named), states
     for position in named:
-        assert _roll(page, kiosk, position) == "accepted", page.inner_text(".roll-said")
-    assert _current(page) is None
+        assert uikit.roll(page, kiosk, PERSON, position) == "accepted", page.inner_text(
+            ".roll-said"
+        )
+    assert uikit.current_finger(page) is None
     page.click("a:has-text('Tiếp tục: kiểm tra hồ sơ')")
     page.wait_for_url(re.compile(r"/review$"))
     assert page.locator(".review > .message-warn").count() == 1  # asked for a new capture
@@ -133,7 +106,7 @@ def test_recapture_needed_then_issued(browser: Any, kiosk: Kiosk) -> None:
     # Submitted again: a new package, which the registry (its own settings again) issues.
     page.click("button:has-text('Gửi hồ sơ')")
     page.wait_for_url(re.compile(r"/done$"), timeout=60_000)
-    _wait_stage(page, "issued")
+    uikit.wait_stage(page, "issued")
     case = kiosk.runtime.workflow().get(case_id)
     assert case.recapture_of == first_package
     assert case.package_id not in (None, first_package)

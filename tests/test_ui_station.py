@@ -24,20 +24,11 @@ PERSON = 47
 
 
 def _api_login(kiosk: Kiosk, client: httpx.Client) -> dict[str, str]:
-    who = kiosk.officer
-    r = client.post("/api/login/secret", json={"operator_id": who[0], "pin": who[3]})
-    assert r.status_code == 200, r.text
-    kiosk.scanner.present(finger=2, person=who[2])
-    r = client.post("/api/login/finger", json={"challenge": r.json()["challenge"]})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
+    return {"Authorization": f"Bearer {stationkit.api_login(client, kiosk.scanner, kiosk.officer)}"}
 
 
 def _enroll(kiosk: Kiosk, api: httpx.Client, auth: dict[str, str]) -> str:
     """A whole enrollment through the JSON API; the case id."""
-    r = api.post("/api/cases", json={}, headers=auth)
-    assert r.status_code == 201, r.text
-    case_id = r.json()["id"]
     area = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
     form = {
         "full_name": "Đỗ Thị Hồng Nhung",
@@ -47,33 +38,11 @@ def _enroll(kiosk: Kiosk, api: httpx.Client, auth: dict[str, str]) -> str:
         "place_of_origin": {"areas": [area]},
         "permanent_residence": {"detail": "Số 7 ngõ Trạm", "areas": [area]},
     }
-    r = api.put(f"/api/cases/{case_id}/demographics", json=form, headers=auth)
-    assert r.status_code == 200, r.text
-    assert api.post(f"/api/cases/{case_id}/consent", headers=auth).status_code == 200
-    kiosk.camera.sit(PERSON, ["walk_in:1", "good:600"])
-    r = api.post(f"/api/cases/{case_id}/face/start", json={"timeout_s": 60}, headers=auth)
-    assert r.status_code == 202, r.text
-    face: dict[str, Any] = {}
-    for _ in range(20):
-        face = api.get(f"/api/cases/{case_id}/face", params={"wait_s": 5}, headers=auth).json()
-        if face["state"] != "running":
-            break
-    assert face["state"] == "stored", face
-    for position in range(1, 11):
-        outcome: dict[str, Any] = {}
-        for _attempt in range(3):
-            kiosk.scanner.present(finger=position, person=PERSON)
-            r = api.post(f"/api/cases/{case_id}/fingers/{position}/roll", json={}, headers=auth)
-            assert r.status_code == 200, r.text
-            outcome = r.json()
-            if outcome["done"]:
-                break
-        assert outcome["stored"], outcome
-    review = api.get(f"/api/cases/{case_id}/review", headers=auth).json()
-    assert review["can_submit"], review
-    r = api.post(f"/api/cases/{case_id}/submit", headers=auth)
-    assert r.status_code == 200, r.text
-    return str(case_id)
+    case_id = stationkit.open_case(api, form, headers=auth)
+    stationkit.capture_face(api, kiosk.camera, case_id, PERSON, headers=auth)
+    stationkit.capture_fingers(api, kiosk.scanner, case_id, PERSON, headers=auth)
+    stationkit.submit(api, case_id, headers=auth)
+    return case_id
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ check is axe-core (shipped by axe-playwright-python).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -102,10 +103,7 @@ class Kiosk:
     @property
     def scanner(self) -> Any:
         """The scanner simulator's control: ``present(finger=, person=)`` lays a finger."""
-        assert self.runtime.devices is not None
-        sim = self.runtime.devices.scanner_simulator
-        assert sim is not None
-        return sim.control
+        return stationkit.scanner_control(self.runtime)
 
 
 class _Server(threading.Thread):
@@ -280,6 +278,48 @@ def htmx_idle(page: Any, timeout: float = 30_000) -> None:
     )
 
 
+def current_finger(page: Any) -> int | None:
+    """The finger the fingers screen asks for now (None: all done)."""
+    element = page.query_selector("svg.hands a.finger.is-current")
+    return None if element is None else int(element.get_attribute("data-position"))
+
+
+def finger_states(page: Any) -> dict[int, str]:
+    """Each finger's state in the hand diagram: todo, captured, low or exception."""
+    return {
+        int(a.get_attribute("data-position")): a.get_attribute("data-state")
+        for a in page.query_selector_all("svg.hands a.finger")
+    }
+
+
+def roll(page: Any, kiosk: Kiosk, person: int, position: int, fault: str = "none") -> str:
+    """Roll on the fingers screen: ``person``'s finger laid on the scanner simulator (with
+    ``fault``), Roll pressed, the panel swapped; the outcome's code."""
+    assert current_finger(page) == position
+    kiosk.scanner.present(finger=position, person=person, fault=fault)
+    before = page.get_attribute("#fingers-panel", "data-swap") or ""
+    page.click("#roll-form button")
+    page.wait_for_function(
+        f"() => document.getElementById('fingers-panel').dataset.swap !== {json.dumps(before)}"
+    )
+    return str(page.get_attribute(".roll-said", "data-code") or "")
+
+
+def wait_stage(page: Any, stage: str, timeout: float = 180) -> None:
+    """Wait until the done page shows the registry's answer at ``stage`` (queued,
+    received, adjudication, recapture, issued...)."""
+    page.wait_for_selector(f"#progress.progress-{stage}", timeout=timeout * 1000)
+
+
+def issue_walk_in(page: Any, name: str) -> str:
+    """On the walk-in screen: ``name`` typed, no priority, the ticket issued; its number."""
+    page.fill("#name", name)
+    page.check("input[name=priority][value='']")
+    page.click("form button[type=submit].btn-primary")
+    page.wait_for_url(re.compile(r"/queue\?issued="))
+    return str(page.url.rsplit("=", 1)[1])
+
+
 def login(page: Any, kiosk: Kiosk, who: tuple[str, str, int, str] | None = None) -> None:
     """Log in through the login screen: ID and PIN typed, a finger on the simulator."""
     who = who or kiosk.officer
@@ -301,14 +341,19 @@ __all__ = [
     "browser",
     "browser_unavailable",
     "cannot_run",
+    "current_finger",
+    "finger_states",
     "htmx_idle",
+    "issue_walk_in",
     "kiosk",
     "login",
     "new_page",
     "registry_settings",
+    "roll",
     "screenshot",
     "screenshots",
     "serious_violations",
     "technician_settings",
     "ui_tests_required",
+    "wait_stage",
 ]
