@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from tests import uikit
+from tests import stationkit, uikit
 from tests.uikit import Kiosk
 
 AREA = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
@@ -32,24 +31,14 @@ then a good pose."""
 
 
 def _login(world: Kiosk) -> str:
-    officer = world.officer
     with httpx.Client(base_url=world.url, timeout=60) as api:
-        r = api.post("/api/login/secret", json={"operator_id": officer[0], "pin": officer[3]})
-        assert r.status_code == 200, r.text
-        world.scanner.present(finger=2, person=officer[2])
-        r = api.post("/api/login/finger", json={"challenge": r.json()["challenge"]})
-        assert r.status_code == 200, r.text
-        token: str = r.json()["token"]
-        return token
+        return stationkit.api_login(api, world.scanner, world.officer)
 
 
 def _case(world: Kiosk, token: str, person: int, *, face: bool = False) -> str:
     """An open case with demographics and consent (and a stored portrait with ``face``)."""
     auth = {"authorization": f"Bearer {token}"}
     with httpx.Client(base_url=world.url, timeout=90, headers=auth) as api:
-        r = api.post("/api/cases", json={})
-        assert r.status_code == 201, r.text
-        case_id: str = r.json()["id"]
         form = {
             "full_name": f"Nguyễn Văn Thử {person}",
             "date_of_birth": "1990-02-03",
@@ -58,20 +47,10 @@ def _case(world: Kiosk, token: str, person: int, *, face: bool = False) -> str:
             "place_of_origin": {"areas": [AREA]},
             "permanent_residence": {"detail": "Số 5 phố Phúc Xá", "areas": [AREA]},
         }
-        r = api.put(f"/api/cases/{case_id}/demographics", json=form)
-        assert r.status_code == 200, r.text
-        assert api.post(f"/api/cases/{case_id}/consent").status_code == 200
+        case_id = stationkit.open_case(api, form)
         if face:
             # A face the simulated camera renders well (the portrait is not under test here).
-            world.camera.sit(FACE_SEAT, ["walk_in:1", "good:600"])
-            r = api.post(f"/api/cases/{case_id}/face/start", json={"timeout_s": 60})
-            assert r.status_code == 202, r.text
-            state: dict[str, Any] = {}
-            for _ in range(20):
-                state = api.get(f"/api/cases/{case_id}/face", params={"wait_s": 5}).json()
-                if state["state"] != "running":
-                    break
-            assert state["state"] == "stored", state
+            stationkit.capture_face(api, world.camera, case_id, FACE_SEAT)
         return case_id
 
 
@@ -151,32 +130,6 @@ def test_face_live_guidance_latency_then_portrait(
     page.context.close()
 
 
-def _states(page: Any) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for element in page.query_selector_all("svg.hands a.finger"):
-        position = int(element.get_attribute("data-position"))
-        out[position] = element.get_attribute("data-state")
-    return out
-
-
-def _current(page: Any) -> int | None:
-    element = page.query_selector("svg.hands a.finger.is-current")
-    return None if element is None else int(element.get_attribute("data-position"))
-
-
-def _roll(page: Any, world: Kiosk, person: int, position: int, fault: str = "none") -> str:
-    """Press Roll with the finger laid on the scanner; the outcome's code."""
-    assert _current(page) == position
-    world.scanner.present(finger=position, person=person, fault=fault)
-    before = page.get_attribute("#fingers-panel", "data-swap") or ""
-    page.click("#roll-form button")
-    page.wait_for_selector(".roll-said")
-    page.wait_for_function(
-        f"() => document.getElementById('fingers-panel').dataset.swap !== {json.dumps(before)}"
-    )
-    return page.get_attribute(".roll-said", "data-code") or ""
-
-
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_ten_fingers_with_a_poor_roll_and_an_exception(
     browser: Any,
@@ -188,24 +141,24 @@ def test_ten_fingers_with_a_poor_roll_and_an_exception(
     case_id = _case(kiosk, token, person, face=True)
     page = _page(browser, kiosk, size, token)
     page.goto(f"/cases/{case_id}/fingers")
-    assert _states(page) == dict.fromkeys(range(1, 11), "todo")
-    assert _current(page) == 1
+    assert uikit.finger_states(page) == dict.fromkeys(range(1, 11), "todo")
+    assert uikit.current_finger(page) == 1
     assert "Lăn ngón cái tay phải trên máy quét" in page.inner_text("#fingers-panel")
     uikit.screenshot(page, "capture-fingers")
     assert uikit.serious_violations(page) == []
 
     # A poor first roll (the finger slipped): what to do, and it does not count.
-    assert _roll(page, kiosk, person, 1, fault="smeared") == "smeared"
+    assert uikit.roll(page, kiosk, person, 1, fault="smeared") == "smeared"
     assert "Ngón tay bị trượt" in page.inner_text(".roll-said")
-    assert _current(page) == 1
+    assert uikit.current_finger(page) == 1
     assert "Lăn lại" in page.inner_text("#roll-form")
     # A better one: kept, its NFIQ 2 score in words, attempt 1 of 3; on to the next finger.
-    assert _roll(page, kiosk, person, 1) in ("accepted", "kept_best")
+    assert uikit.roll(page, kiosk, person, 1) in ("accepted", "kept_best")
     said = page.inner_text(".roll-said")
     assert re.search(r"Chất lượng \d+/100: (tốt|đạt|kém)", said), said
     assert "Lần lăn 1/3" in said
-    assert _current(page) == 2  # moved on by itself
-    assert _states(page)[1] in ("captured", "low")
+    assert uikit.current_finger(page) == 2  # moved on by itself
+    assert uikit.finger_states(page)[1] in ("captured", "low")
     uikit.screenshot(page, "capture-fingers-quality")
     assert uikit.serious_violations(page) == []
     # The right thumb again where the right index belongs: refused, with what to do.
@@ -217,14 +170,14 @@ def test_ten_fingers_with_a_poor_roll_and_an_exception(
     )
     assert page.get_attribute(".roll-said", "data-code") == "same_finger"
     assert "ngón cái tay phải" in page.inner_text(".roll-said")
-    assert _current(page) == 2
+    assert uikit.current_finger(page) == 2
 
     if size == "small":
         # The 7-inch screen: the exception's screen too, tapping the finger (the whole
         # ten are rolled once, on the large screen).
         page.click("svg.hands a.finger[data-position='7']")
         page.wait_for_url(re.compile(r"at=7"))
-        assert _current(page) == 7
+        assert uikit.current_finger(page) == 7
         positions: list[int] = [7]
     else:
         positions = list(range(2, 11))
@@ -238,7 +191,7 @@ def test_ten_fingers_with_a_poor_roll_and_an_exception(
             page.wait_for_selector("svg.hands a.finger[data-position='7'][data-state=exception]")
             assert "✕" in page.text_content("svg.hands a.finger[data-position='7']")
             assert page.get_attribute(".roll-said", "data-code") == "exception_recorded"
-            assert _current(page) == 8  # the next one to do after it
+            assert uikit.current_finger(page) == 8  # the next one to do after it
             # Tapping a finger chooses it: the left index shows its exception.
             page.click("svg.hands a.finger[data-position='7']")
             page.wait_for_url(re.compile(r"at=7"))
@@ -250,23 +203,23 @@ def test_ten_fingers_with_a_poor_roll_and_an_exception(
             page.click("svg.hands a.finger[data-position='8']")
             page.wait_for_url(re.compile(r"at=8"))
             continue
-        code = _roll(page, kiosk, person, position)
+        code = uikit.roll(page, kiosk, person, position)
         assert code in ("accepted", "kept_best"), page.inner_text(".roll-said")
     if size == "small":
-        states = _states(page)
+        states = uikit.finger_states(page)
         assert (states[1], states[7], states[2]) == ("captured", "exception", "todo"), states
         page.context.close()
         return
 
-    states = _states(page)
+    states = uikit.finger_states(page)
     assert states[7] == "exception"
     assert all(states[p] in ("captured", "low") for p in range(1, 11) if p != 7), states
-    assert _current(page) is None
+    assert uikit.current_finger(page) is None
     assert "Đã xong cả mười ngón" in page.inner_text("#fingers-panel")
     assert page.locator("a:has-text('Tiếp tục: kiểm tra hồ sơ')").count() == 1
     # Reloaded, the screen is the same: it comes from the case on the station.
     page.reload()
-    assert _states(page) == states
+    assert uikit.finger_states(page) == states
     page.context.close()
 
 
@@ -288,7 +241,7 @@ def test_a_reload_while_a_roll_waits_frees_the_scanner(
     page.wait_for_selector("#roll-form button", state="visible")
     # The scanner is free at once: the next roll goes through (no "scanner busy").
     kiosk.scanner.reset()
-    code = _roll(page, kiosk, person, 1)
+    code = uikit.roll(page, kiosk, person, 1)
     assert code in ("accepted", "low_quality", "kept_best"), page.inner_text("#fingers-panel")
     assert time.monotonic() - started < 8  # not after the 10 s of the empty scanner
     page.context.close()
@@ -335,171 +288,3 @@ def test_the_preview_stream_refuses_other_sites_and_missing_sessions(kiosk: Kios
             "amputated", "unable_to_print", "bandaged"
         }  # fmt: skip
         assert fingers["max_attempts"] == 3
-
-
-# --- a roll's id: a page stops only the roll it saw waiting --------------------------------
-
-
-def _roll_now(api: httpx.Client, case_id: str) -> str | None:
-    roll = api.get(f"/api/cases/{case_id}/fingers").json()["roll"]
-    return None if roll is None else str(roll["id"])
-
-
-def _waiting_roll(
-    api: httpx.Client, kiosk: Kiosk, case_id: str, person: int, pool: ThreadPoolExecutor
-) -> tuple[str, Future[dict[str, Any]]]:
-    """A roll of the right thumb that waits on the scanner (no finger comes for 30 s):
-    its id, and its answer to come."""
-    kiosk.scanner.present(finger=1, person=person, fault="no_finger", ms=30_000)
-
-    def roll() -> dict[str, Any]:
-        r = api.post(f"/api/cases/{case_id}/fingers/1/roll", json={"timeout_s": 30})
-        assert r.status_code == 200, r.text
-        answer: dict[str, Any] = r.json()
-        return answer
-
-    answer = pool.submit(roll)
-    deadline = time.monotonic() + 15
-    while (roll_id := _roll_now(api, case_id)) is None:
-        assert not answer.done(), answer.result()
-        assert time.monotonic() < deadline, "the roll never started"
-        time.sleep(0.05)
-    return roll_id, answer
-
-
-def test_a_page_stops_only_the_roll_it_saw_waiting(kiosk: Kiosk) -> None:
-    person = 27
-    token = _login(kiosk)
-    case_id = _case(kiosk, token, person, face=True)
-    cancel = f"/api/cases/{case_id}/fingers/cancel"
-    auth = {"authorization": f"Bearer {token}"}
-    # The kiosk's own page: its cookie, its origin.
-    as_page = {"cookie": f"station_session={token}", "origin": kiosk.url}
-    with (
-        httpx.Client(base_url=kiosk.url, timeout=60, headers=auth) as api,
-        httpx.Client(base_url=kiosk.url, timeout=60, headers=as_page) as page,
-        ThreadPoolExecutor(2) as pool,
-    ):
-        try:
-            first, answer = _waiting_roll(api, kiosk, case_id, person, pool)
-            # Reading the screen changes nothing (a prefetch, a second tab): the roll still
-            # waits, and the page names it to stop once it is loaded.
-            html = page.get(f"/cases/{case_id}/fingers").text
-            assert f'data-roll="{first}"' in html
-            assert 'hx-trigger="load"' in html
-            assert _roll_now(api, case_id) == first
-            assert not answer.done()
-            # Another roll's id stops nothing; this roll's id stops it.
-            assert api.post(cancel, json={"roll": "another-roll"}).json() == {"cancelled": None}
-            assert _roll_now(api, case_id) == first
-            assert api.post(cancel, json={"roll": first}).json() == {"cancelled": first}
-            outcome = answer.result(timeout=15)
-            assert (outcome["code"], outcome["roll"]) == ("cancelled", first)
-            assert _roll_now(api, case_id) is None
-
-            # A roll started after the page looked: the page's stop (the first roll's id,
-            # late) leaves it waiting.
-            second, answer = _waiting_roll(api, kiosk, case_id, person, pool)
-            assert second != first
-            r = page.post(f"/cases/{case_id}/fingers/cancel", data={"roll": first})
-            assert r.status_code == 204
-            assert _roll_now(api, case_id) == second
-            assert not answer.done()
-            # The Cancel button (no id) stops whatever roll runs.
-            assert page.post(f"/cases/{case_id}/fingers/cancel").status_code == 204
-            outcome = answer.result(timeout=15)
-            assert (outcome["code"], outcome["roll"]) == ("cancelled", second)
-        finally:
-            api.post(cancel, json={})
-            kiosk.scanner.reset()
-
-
-def test_a_page_loaded_while_a_roll_waits_stops_that_roll(
-    browser: Any,
-    kiosk: Kiosk,
-) -> None:
-    """The page before is gone without a word (a crashed tab, a lost beacon): the next
-    page, once loaded, stops the roll it found waiting."""
-    person = 28
-    token = _login(kiosk)
-    case_id = _case(kiosk, token, person, face=True)
-    auth = {"authorization": f"Bearer {token}"}
-    with (
-        httpx.Client(base_url=kiosk.url, timeout=60, headers=auth) as api,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        try:
-            left, answer = _waiting_roll(api, kiosk, case_id, person, pool)
-            page = _page(browser, kiosk, "small", token)
-            page.goto(f"/cases/{case_id}/fingers")
-            outcome = answer.result(timeout=10)  # not after the 30 s of the empty scanner
-            assert (outcome["code"], outcome["roll"]) == ("cancelled", left)
-            assert _roll_now(api, case_id) is None
-            page.context.close()
-        finally:
-            api.post(f"/api/cases/{case_id}/fingers/cancel", json={})
-            kiosk.scanner.reset()
-
-
-# --- the live picture re-checks its session and case ---------------------------------------
-
-
-def _live_face(api: httpx.Client, kiosk: Kiosk, case_id: str, seat: int) -> None:
-    """A face capture that runs and never takes the photo (a window behind the citizen)."""
-    kiosk.camera.sit(seat, ["backlight:600"])
-    deadline = time.monotonic() + 10
-    while True:
-        r = api.post(f"/api/cases/{case_id}/face/start", json={"timeout_s": 60})
-        # The capture of a case cancelled a moment ago may still be letting the camera go.
-        if r.status_code != 409 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert r.status_code == 202, r.text
-
-
-def _next_control(ws: Any, timeout: float) -> dict[str, Any]:
-    """The next text message of the preview stream (frames are skipped, each answered)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
-        if isinstance(message, str):
-            control: dict[str, Any] = json.loads(message)
-            return control
-        ws.send("drawn")
-
-
-def test_the_preview_stream_stops_when_the_session_or_the_case_ends(kiosk: Kiosk) -> None:
-    from websockets.sync.client import connect
-    from websockets.typing import Origin
-
-    token = _login(kiosk)
-    first, second = _case(kiosk, token, 29), _case(kiosk, token, 30)
-    stream = kiosk.url.replace("http://", "ws://") + "/api/cases/{}/face/stream"
-    own = Origin(kiosk.url)
-    with httpx.Client(
-        base_url=kiosk.url, timeout=60, headers={"authorization": f"Bearer {token}"}
-    ) as api:
-        # The case is cancelled while its picture streams: closed 4409, not a plain end.
-        _live_face(api, kiosk, first, 29)
-        cookie = {"cookie": f"station_session={token}"}
-        with connect(stream.format(first), origin=own, additional_headers=cookie) as ws:
-            assert isinstance(ws.recv(timeout=15), bytes)  # streaming
-            ws.send("drawn")
-            r = api.post(f"/api/cases/{first}/cancel", json={"reason": "Công dân bỏ về"})
-            assert r.status_code == 200, r.text
-            assert _next_control(ws, 5)["error"] == "case_moved"
-        assert (ws.close_code, ws.close_reason) == (4409, "case_moved")
-
-        # The officer logs out while the picture streams: closed 4401 within seconds.
-        _live_face(api, kiosk, second, 30)
-        try:
-            with connect(stream.format(second), origin=own, additional_headers=cookie) as ws:
-                assert isinstance(ws.recv(timeout=15), bytes)
-                ws.send("drawn")
-                assert api.post("/api/logout").status_code == 204
-                started = time.monotonic()
-                assert _next_control(ws, 5)["error"] == "session_expired"
-                assert time.monotonic() - started < 3
-            assert (ws.close_code, ws.close_reason) == (4401, "session_expired")
-        finally:
-            kiosk.runtime.live.cancel_face(second)
