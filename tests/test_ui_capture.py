@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -288,3 +289,171 @@ def test_the_preview_stream_refuses_other_sites_and_missing_sessions(kiosk: Kios
             "amputated", "unable_to_print", "bandaged"
         }  # fmt: skip
         assert fingers["max_attempts"] == 3
+
+
+# --- a roll's id: a page stops only the roll it saw waiting --------------------------------
+
+
+def _roll_now(api: httpx.Client, case_id: str) -> str | None:
+    roll = api.get(f"/api/cases/{case_id}/fingers").json()["roll"]
+    return None if roll is None else str(roll["id"])
+
+
+def _waiting_roll(
+    api: httpx.Client, kiosk: Kiosk, case_id: str, person: int, pool: ThreadPoolExecutor
+) -> tuple[str, Future[dict[str, Any]]]:
+    """A roll of the right thumb that waits on the scanner (no finger comes for 30 s):
+    its id, and its answer to come."""
+    kiosk.scanner.present(finger=1, person=person, fault="no_finger", ms=30_000)
+
+    def roll() -> dict[str, Any]:
+        r = api.post(f"/api/cases/{case_id}/fingers/1/roll", json={"timeout_s": 30})
+        assert r.status_code == 200, r.text
+        answer: dict[str, Any] = r.json()
+        return answer
+
+    answer = pool.submit(roll)
+    deadline = time.monotonic() + 15
+    while (roll_id := _roll_now(api, case_id)) is None:
+        assert not answer.done(), answer.result()
+        assert time.monotonic() < deadline, "the roll never started"
+        time.sleep(0.05)
+    return roll_id, answer
+
+
+def test_a_page_stops_only_the_roll_it_saw_waiting(kiosk: Kiosk) -> None:
+    person = 27
+    token = _login(kiosk)
+    case_id = _case(kiosk, token, person, face=True)
+    cancel = f"/api/cases/{case_id}/fingers/cancel"
+    auth = {"authorization": f"Bearer {token}"}
+    # The kiosk's own page: its cookie, its origin.
+    as_page = {"cookie": f"station_session={token}", "origin": kiosk.url}
+    with (
+        httpx.Client(base_url=kiosk.url, timeout=60, headers=auth) as api,
+        httpx.Client(base_url=kiosk.url, timeout=60, headers=as_page) as page,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        try:
+            first, answer = _waiting_roll(api, kiosk, case_id, person, pool)
+            # Reading the screen changes nothing (a prefetch, a second tab): the roll still
+            # waits, and the page names it to stop once it is loaded.
+            html = page.get(f"/cases/{case_id}/fingers").text
+            assert f'data-roll="{first}"' in html
+            assert 'hx-trigger="load"' in html
+            assert _roll_now(api, case_id) == first
+            assert not answer.done()
+            # Another roll's id stops nothing; this roll's id stops it.
+            assert api.post(cancel, json={"roll": "another-roll"}).json() == {"cancelled": None}
+            assert _roll_now(api, case_id) == first
+            assert api.post(cancel, json={"roll": first}).json() == {"cancelled": first}
+            outcome = answer.result(timeout=15)
+            assert (outcome["code"], outcome["roll"]) == ("cancelled", first)
+            assert _roll_now(api, case_id) is None
+
+            # A roll started after the page looked: the page's stop (the first roll's id,
+            # late) leaves it waiting.
+            second, answer = _waiting_roll(api, kiosk, case_id, person, pool)
+            assert second != first
+            r = page.post(f"/cases/{case_id}/fingers/cancel", data={"roll": first})
+            assert r.status_code == 204
+            assert _roll_now(api, case_id) == second
+            assert not answer.done()
+            # The Cancel button (no id) stops whatever roll runs.
+            assert page.post(f"/cases/{case_id}/fingers/cancel").status_code == 204
+            outcome = answer.result(timeout=15)
+            assert (outcome["code"], outcome["roll"]) == ("cancelled", second)
+        finally:
+            api.post(cancel, json={})
+            kiosk.scanner.reset()
+
+
+def test_a_page_loaded_while_a_roll_waits_stops_that_roll(
+    browser: Any,
+    kiosk: Kiosk,
+) -> None:
+    """The page before is gone without a word (a crashed tab, a lost beacon): the next
+    page, once loaded, stops the roll it found waiting."""
+    person = 28
+    token = _login(kiosk)
+    case_id = _case(kiosk, token, person, face=True)
+    auth = {"authorization": f"Bearer {token}"}
+    with (
+        httpx.Client(base_url=kiosk.url, timeout=60, headers=auth) as api,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        try:
+            left, answer = _waiting_roll(api, kiosk, case_id, person, pool)
+            page = _page(browser, kiosk, "small", token)
+            page.goto(f"/cases/{case_id}/fingers")
+            outcome = answer.result(timeout=10)  # not after the 30 s of the empty scanner
+            assert (outcome["code"], outcome["roll"]) == ("cancelled", left)
+            assert _roll_now(api, case_id) is None
+            page.context.close()
+        finally:
+            api.post(f"/api/cases/{case_id}/fingers/cancel", json={})
+            kiosk.scanner.reset()
+
+
+# --- the live picture re-checks its session and case ---------------------------------------
+
+
+def _live_face(api: httpx.Client, kiosk: Kiosk, case_id: str, seat: int) -> None:
+    """A face capture that runs and never takes the photo (a window behind the citizen)."""
+    kiosk.camera.sit(seat, ["backlight:600"])
+    deadline = time.monotonic() + 10
+    while True:
+        r = api.post(f"/api/cases/{case_id}/face/start", json={"timeout_s": 60})
+        # The capture of a case cancelled a moment ago may still be letting the camera go.
+        if r.status_code != 409 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 202, r.text
+
+
+def _next_control(ws: Any, timeout: float) -> dict[str, Any]:
+    """The next text message of the preview stream (frames are skipped, each answered)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if isinstance(message, str):
+            control: dict[str, Any] = json.loads(message)
+            return control
+        ws.send("drawn")
+
+
+def test_the_preview_stream_stops_when_the_session_or_the_case_ends(kiosk: Kiosk) -> None:
+    from websockets.sync.client import connect
+    from websockets.typing import Origin
+
+    token = _login(kiosk)
+    first, second = _case(kiosk, token, 29), _case(kiosk, token, 30)
+    stream = kiosk.url.replace("http://", "ws://") + "/api/cases/{}/face/stream"
+    own = Origin(kiosk.url)
+    with httpx.Client(
+        base_url=kiosk.url, timeout=60, headers={"authorization": f"Bearer {token}"}
+    ) as api:
+        # The case is cancelled while its picture streams: closed 4409, not a plain end.
+        _live_face(api, kiosk, first, 29)
+        cookie = {"cookie": f"station_session={token}"}
+        with connect(stream.format(first), origin=own, additional_headers=cookie) as ws:
+            assert isinstance(ws.recv(timeout=15), bytes)  # streaming
+            ws.send("drawn")
+            r = api.post(f"/api/cases/{first}/cancel", json={"reason": "Công dân bỏ về"})
+            assert r.status_code == 200, r.text
+            assert _next_control(ws, 5)["error"] == "case_moved"
+        assert (ws.close_code, ws.close_reason) == (4409, "case_moved")
+
+        # The officer logs out while the picture streams: closed 4401 within seconds.
+        _live_face(api, kiosk, second, 30)
+        try:
+            with connect(stream.format(second), origin=own, additional_headers=cookie) as ws:
+                assert isinstance(ws.recv(timeout=15), bytes)
+                ws.send("drawn")
+                assert api.post("/api/logout").status_code == 204
+                started = time.monotonic()
+                assert _next_control(ws, 5)["error"] == "session_expired"
+                assert time.monotonic() - started < 3
+            assert (ws.close_code, ws.close_reason) == (4401, "session_expired")
+        finally:
+            kiosk.runtime.live.cancel_face(second)
