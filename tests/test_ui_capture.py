@@ -457,3 +457,113 @@ def test_the_preview_stream_stops_when_the_session_or_the_case_ends(kiosk: Kiosk
             assert (ws.close_code, ws.close_reason) == (4401, "session_expired")
         finally:
             kiosk.runtime.live.cancel_face(second)
+
+
+# --- touch targets: 48 x 48 CSS px at least, on both kiosk screens --------------------------
+
+TARGET_PX = 48
+SMALL_TARGETS = """(px) => {
+  const found = [];
+  const targets = document.querySelectorAll(
+    "a[href], button, input:not([type=hidden]), select, textarea, summary, [role=button]");
+  for (const el of targets) {
+    if (!el.getClientRects().length || getComputedStyle(el).visibility === "hidden") continue;
+    // A radio or checkbox in its label: the label is what the finger touches.
+    const choice = el.type === "radio" || el.type === "checkbox";
+    const box = ((choice && el.closest("label")) || el).getBoundingClientRect();
+    // Off to the side until focused (the skip link): nothing a finger can touch.
+    if (box.right <= 0 || box.left >= window.innerWidth) continue;
+    if (box.width < px || box.height < px) {
+      const name = (el.getAttribute("aria-label") || el.textContent || el.name || "").trim();
+      found.push(`${el.tagName.toLowerCase()} "${name.slice(0, 40)}" ` +
+                 `${box.width.toFixed(1)}x${box.height.toFixed(1)}`);
+    }
+  }
+  return found;
+}"""
+
+
+def _small_targets(page: Any, screen: str, *, settled: bool = True) -> list[str]:
+    """Every visible button, link and field of the page smaller than 48 x 48 CSS px
+    (once htmx has settled, unless a request is meant to be waiting)."""
+    if settled:
+        uikit.htmx_idle(page)
+    found: list[str] = page.evaluate(SMALL_TARGETS, TARGET_PX)
+    return [f"{screen}: {target}" for target in found]
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_every_touch_target_of_the_capture_screens_is_48_px(
+    browser: Any,
+    kiosk: Kiosk,
+    size: str,
+) -> None:
+    person = 31 if size == "small" else 32
+    token = _login(kiosk)
+    case_id = _case(kiosk, token, person, face=True)
+    page = _page(browser, kiosk, size, token)
+    small: list[str] = []
+
+    page.goto(f"/cases/{case_id}/fingers")
+    small += _small_targets(page, "fingers")
+    page.click(".exception-box summary")
+    small += _small_targets(page, "fingers, exception form")
+    # An exception recorded: the supervisor's override is offered on the spot.
+    page.check("input[name=code][value=bandaged]")
+    page.click(".exception-form button[type=submit]")
+    page.wait_for_selector("#supervisor_id")
+    small += _small_targets(page, "fingers, supervisor's override")
+    # A roll waiting for the finger: its Cancel button.
+    kiosk.scanner.present(finger=2, person=person, fault="no_finger", ms=30_000)
+    page.click("#roll-form button")
+    page.wait_for_selector("#roll-waiting.htmx-request button", state="visible")
+    small += _small_targets(page, "fingers, roll waiting", settled=False)
+    page.click("#roll-waiting.htmx-request button")
+    page.wait_for_selector(".roll-said[data-code=cancelled]")
+    kiosk.scanner.reset()
+
+    page.goto(f"/cases/{case_id}/face")
+    small += _small_targets(page, "face, photo taken")
+    kiosk.camera.sit(person, ["backlight:600"])  # the photo is never taken by itself
+    page.click("form[action$='/face/start'] button")
+    page.wait_for_selector("#face[data-mode=live]")
+    small += _small_targets(page, "face, live")
+    page.click("form[action$='/face/stop'] button")
+    page.wait_for_selector("#face[data-mode=portrait]")
+    page.goto(f"/cases/{_case(kiosk, token, person)}/face")
+    small += _small_targets(page, "face, start")
+    assert small == [], "\n".join(small)
+    page.context.close()
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_the_live_picture_says_logged_out_when_the_session_ends(
+    browser: Any,
+    kiosk: Kiosk,
+    size: str,
+) -> None:
+    person = 33 if size == "small" else 34
+    token = _login(kiosk)
+    case_id = _case(kiosk, token, person)
+    page = _page(browser, kiosk, size, token)
+    kiosk.camera.sit(person, ["backlight:600"])
+    page.goto(f"/cases/{case_id}/face")
+    page.click("form[action$='/face/start'] button")
+    page.wait_for_selector("#face[data-mode=live]")
+    page.wait_for_function("() => Number(document.getElementById('face').dataset.latencyCount) > 0")
+    try:
+        with httpx.Client(base_url=kiosk.url, timeout=30) as api:
+            r = api.post("/api/logout", headers={"authorization": f"Bearer {token}"})
+            assert r.status_code == 204
+        # Within seconds, the page says so and offers the reload (no silent frozen picture).
+        page.wait_for_selector("#face-logged-out", state="visible", timeout=5_000)
+        assert "Bạn đã bị đăng xuất" in page.inner_text("#face-logged-out")
+        assert page.evaluate("() => document.activeElement.id") == "face-reload"
+        assert _small_targets(page, "face, logged out") == []
+        uikit.screenshot(page, "capture-face-logged-out")
+        assert uikit.serious_violations(page) == []
+        page.click("#face-reload")
+        page.wait_for_url(re.compile(r"/login\?next="))
+    finally:
+        kiosk.runtime.live.cancel_face(case_id)
+        page.context.close()
