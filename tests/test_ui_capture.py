@@ -559,6 +559,7 @@ def test_the_live_picture_says_logged_out_when_the_session_ends(
         page.wait_for_selector("#face-logged-out", state="visible", timeout=5_000)
         assert "Bạn đã bị đăng xuất" in page.inner_text("#face-logged-out")
         assert page.evaluate("() => document.activeElement.id") == "face-reload"
+        assert not page.is_visible("form.face-stop button")  # no session: it cannot work
         assert _small_targets(page, "face, logged out") == []
         uikit.screenshot(page, "capture-face-logged-out")
         assert uikit.serious_violations(page) == []

@@ -115,6 +115,8 @@
     function loggedOut() {
       ended = true;
       problem.textContent = "";
+      // The picture is frozen and Stop cannot work without a session: only the notice.
+      section.classList.add("is-logged-out");
       var notice = document.getElementById("face-logged-out");
       notice.hidden = false;
       notice.querySelector("button").focus();
