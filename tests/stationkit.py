@@ -459,6 +459,20 @@ def provision(station: httpx.Client, world: World) -> None:
 Headers = Mapping[str, str] | None
 
 
+def walk_in_form(full_name: str, date_of_birth: str, sex: str, detail: str) -> dict[str, Any]:
+    """The demographics of a citizen not on the resident list: Kinh, from and living in
+    the test office's commune (00001), at ``detail``."""
+    area = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
+    return {
+        "full_name": full_name,
+        "date_of_birth": date_of_birth,
+        "sex": sex,
+        "ethnicity": "01",
+        "place_of_origin": {"areas": [area]},
+        "permanent_residence": {"detail": detail, "areas": [area]},
+    }
+
+
 def api_login(api: httpx.Client, scanner: Any, who: tuple[str, str, int, str]) -> str:
     """Log ``who`` in (PIN, then their finger on the scanner simulator ``scanner``); the
     session token. One officer has one session: this ends any other of theirs."""
@@ -602,5 +616,6 @@ __all__ = [
     "station_settings",
     "station_token",
     "submit",
+    "walk_in_form",
     "world",
 ]

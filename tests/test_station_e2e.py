@@ -132,15 +132,7 @@ def test_journey_with_a_duplicate_and_cards(world: World) -> None:
 
     # The first citizen comes back as a walk-in under another name: the registry holds it for an
     # adjudicator, who links it to the first enrollment.
-    area = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
-    walk_in = {
-        "full_name": "Lê Văn Cương",
-        "date_of_birth": "1985-04-21",
-        "sex": "M",
-        "ethnicity": "01",
-        "place_of_origin": {"areas": [area]},
-        "permanent_residence": {"detail": "Số 50 phố Phúc Xá", "areas": [area]},
-    }
+    walk_in = stationkit.walk_in_form("Lê Văn Cương", "1985-04-21", "M", "Số 50 phố Phúc Xá")
     duplicate = _enroll(world, auth, 0, None, walk_in)
     dup_id = duplicate["case"]["id"]
     _wait_cases(world, auth, [dup_id], {"adjudication"}, 300)

@@ -146,15 +146,7 @@ def test_a_whole_enrollment_on_the_kiosk(browser: Any, kiosk: Kiosk) -> None:
         base_url=kiosk.url, headers={"authorization": f"Bearer {token}"}, timeout=120
     )
     try:
-        area = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
-        walk_in = {
-            "full_name": "Lương Thị Hành",
-            "date_of_birth": "1979-11-23",
-            "sex": "F",
-            "ethnicity": "01",
-            "place_of_origin": {"areas": [area]},
-            "permanent_residence": {"detail": "Số 9 phố Phúc Xá", "areas": [area]},
-        }
+        walk_in = stationkit.walk_in_form("Lương Thị Hành", "1979-11-23", "F", "Số 9 phố Phúc Xá")
         dup_id = stationkit.open_case(api, walk_in)
         stationkit.capture_face(api, kiosk.camera, dup_id, PERSON)
         stationkit.capture_fingers(api, kiosk.scanner, dup_id, PERSON)

@@ -29,15 +29,7 @@ def _api_login(kiosk: Kiosk, client: httpx.Client) -> dict[str, str]:
 
 def _enroll(kiosk: Kiosk, api: httpx.Client, auth: dict[str, str]) -> str:
     """A whole enrollment through the JSON API; the case id."""
-    area = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
-    form = {
-        "full_name": "Đỗ Thị Hồng Nhung",
-        "date_of_birth": "1991-09-14",
-        "sex": "F",
-        "ethnicity": "01",
-        "place_of_origin": {"areas": [area]},
-        "permanent_residence": {"detail": "Số 7 ngõ Trạm", "areas": [area]},
-    }
+    form = stationkit.walk_in_form("Đỗ Thị Hồng Nhung", "1991-09-14", "F", "Số 7 ngõ Trạm")
     case_id = stationkit.open_case(api, form, headers=auth)
     stationkit.capture_face(api, kiosk.camera, case_id, PERSON, headers=auth)
     stationkit.capture_fingers(api, kiosk.scanner, case_id, PERSON, headers=auth)
