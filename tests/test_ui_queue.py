@@ -205,7 +205,7 @@ def test_only_a_supervisor_plans_the_day(browser: Any, kiosk: Kiosk) -> None:
     page.goto("/queue")
     assert page.locator("a[href='/queue/plan']").count() == 0
     page.goto("/queue/plan")
-    assert "Chỉ cán bộ phụ trách" in page.inner_text("main")
+    assert "Chỉ cán bộ giám sát" in page.inner_text("main")
     assert page.locator("form.queue-plan").count() == 0
     api = station_api(kiosk, page)
     r = api.post(
