@@ -90,8 +90,8 @@ VARIANTS = {
     "postgresql-50": Variant(
         packages=20, people=(1, 6, 10, 2, 11), server_kills=25, worker_kills=25
     ),
-    "postgresql": Variant(packages=12, people=(1, 6, 10), server_kills=8, worker_kills=8),
-    "sqlite": Variant(packages=12, people=(1, 6, 10), server_kills=8, worker_kills=8),
+    "postgresql": Variant(packages=8, people=(1, 6, 10), server_kills=5, worker_kills=5),
+    "sqlite": Variant(packages=8, people=(1, 6, 10), server_kills=5, worker_kills=5),
 }
 
 
@@ -526,9 +526,9 @@ def _check_registry(
     }
 
 
-# Separate API and worker processes as at scale. The default suite runs 16 kills on each
-# database (PostgreSQL, and SQLite for the embedded default's locking; about 1.5 minutes
-# each on the shared 2-core machine); the 50-kill PostgreSQL acceptance run is slow-marked.
+# Separate API and worker processes as at scale. The default suite runs 10 kills on each
+# database (PostgreSQL, and SQLite for the embedded default's locking; about a minute each
+# on the shared 2-core machine); the 50-kill PostgreSQL acceptance run is slow-marked.
 @pytest.fixture(
     params=["postgresql", "sqlite", pytest.param("postgresql-50", marks=pytest.mark.slow)]
 )
