@@ -419,6 +419,12 @@ def api_router() -> APIRouter:
 
     @router.get("/status")
     async def status(runtime: Runtime) -> dict[str, Any]:
+        """The station at a glance; ``blockers`` says why no enrollment may start now
+        (``[]``: it may), each ``{"code", "message", "values"}``: a stable code
+        (key_error, identity_damaged, not_provisioned, never_synced, stale, disk_full),
+        an English message for scripts, and the values a translated sentence needs. The
+        409 ``enrollment_paused`` of ``POST /api/cases`` carries the same list as its
+        ``details``."""
         return await _call(runtime.status)
 
     @router.post("/provision", status_code=201)

@@ -33,7 +33,9 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from station import blockers
 from station.appointments import APPOINTMENTS_SCHEMA, Appointments
+from station.blockers import Blocker
 from station.cards import CardIssuer, aes_gcm_sealing
 from station.cases import CASES_SCHEMA, CaseState
 from station.config import StationSettings
@@ -524,24 +526,30 @@ class StationRuntime:
         online = self.online
         return online.synchronizer.policy() if online else StationPolicy()
 
-    def blockers(self) -> list[str]:
+    def blockers(self) -> list[Blocker]:
         """Why no new enrollment may start now; [] when it may."""
+        found = self._identity_blockers()
+        # The disk guard stops taking people *before* the disk is full, so nothing captured
+        # is lost; it counts whatever else is wrong.
+        needed = self.settings.min_free_disk_mb * 1024 * 1024
+        free = self.outbox.disk().free_bytes
+        if free < needed:
+            found.append(blockers.disk_full(free, needed))
+        return found
+
+    def _identity_blockers(self) -> list[Blocker]:
         online = self.online
         if self.key_error:
-            return [self.key_error]
+            return [blockers.key_error(self.key_error)]
         if online is None:
             if self.identity_error:
-                return [f"the station identity is damaged: {self.identity_error}"]
-            return ["the station is not provisioned: a technician enters the registry token"]
+                return [blockers.identity_damaged(self.identity_error)]
+            return [blockers.not_provisioned()]
         staleness = online.synchronizer.staleness()
         if staleness.last_sync_at is None:
-            return ["the station has never synced with the registry: connect it once"]
+            return [blockers.never_synced()]
         if staleness.stale:
-            hours = (staleness.age_s or 0) / 3600
-            return [
-                f"the station's data is {hours:.0f} h old (limit "
-                f"{staleness.limit_s / 3600:.0f} h): connect to the registry or sync"
-            ]
+            return [blockers.stale(staleness.age_s or 0.0, staleness.limit_s)]
         return []
 
     def slip(self, case_id: str, lang: Literal["vi", "en"] = "vi") -> bytes:
@@ -594,7 +602,7 @@ class StationRuntime:
             "image_version": read_image_version(self.settings.image_version_file),
             "provisioned": online is not None,
             "identity": online.identity.as_json() if online else None,
-            "blockers": self.blockers(),
+            "blockers": [b.as_json() for b in self.blockers()],
             "outbox": counts.heartbeat(),
             "disk": {"free_bytes": usage.free, "total_bytes": usage.total},
             "devices": self.devices.board.as_json() if self.devices else [],

@@ -45,6 +45,7 @@ from enrollment.keys import Signer
 from enrollment.modalities import FACE, FINGER
 from enrollment.package import BuiltPackage, build_package
 from enrollment.record import Demographics
+from station.blockers import Blocker
 from station.cases import EDITABLE, FINAL, Case, CaseState, FaceEntry, FingerEntry
 from station.journal import Journal
 from station.policy import StationPolicy
@@ -133,8 +134,8 @@ class StationContext:
     signer: Signer
     package_key: Callable[[], ec.EllipticCurvePublicKey]
     policy: Callable[[], StationPolicy]
-    blockers: Callable[[], list[str]]
-    """Why no new case may start now (stale data, not provisioned...); [] when none."""
+    blockers: Callable[[], list[Blocker]]
+    """Why no new case may start now (stale data, disk nearly full...); [] when none."""
     software_version: str
     devices: Callable[[], tuple[Any, ...]]
     """enrollment.record.DeviceInfo of the capture devices in use."""
@@ -351,15 +352,16 @@ class EnrollmentWorkflow:
     def open_case(
         self, operator_id: str, *, resident_ref: str | None = None, ticket: str | None = None
     ) -> Case:
-        """Start a case; refused when the station may not enroll now or the resident is not
-        eligible (reasons in ``details``)."""
+        """Start a case; refused when the station may not enroll now (``enrollment_paused``,
+        ``details``: each blocker's code, values and English message; the disk guard is one
+        of them) or the resident is not eligible (reasons in ``details``)."""
         blockers = self.station.blockers()
-        if not self.outbox.space_ok(self.station.min_free_bytes):
-            blockers.append(
-                "the disk is nearly full: upload or export the outbox before enrolling more"
-            )
         if blockers:
-            raise WorkflowError("enrollment_paused", "; ".join(blockers), details=blockers)
+            raise WorkflowError(
+                "enrollment_paused",
+                "; ".join(b.message for b in blockers),
+                details=[b.as_json() for b in blockers],
+            )
         now = self.clock()
         case_id = uuid.uuid4().hex
         with self.db.write() as c:

@@ -125,6 +125,30 @@ def test_a_replaced_data_key_is_noticed_not_papered_over(tmp_path: Path) -> None
     runtime = StationRuntime(settings).start()
     try:
         (blocker,) = runtime.blockers()
-        assert "data key" in blocker
+        assert blocker.code == "key_error"
+        assert "data key" in blocker.message
+        assert blocker.values["detail"] == blocker.message  # the technician's detail
     finally:
         runtime.stop()
+
+
+def test_status_says_why_enrollment_is_paused_in_codes(tmp_path: Path) -> None:
+    """Each blocker is a code with its values (a screen translates it) and an English
+    message (for scripts); the disk guard is one of them, with what is free and needed."""
+    settings = stationkit.station_settings(tmp_path)
+    huge = settings.model_copy(update={"min_free_disk_mb": 1 << 40})  # more than any disk
+    for current, codes in ((settings, ["not_provisioned"]),
+                           (huge, ["not_provisioned", "disk_full"])):  # fmt: skip
+        runtime = StationRuntime(current).start()
+        try:
+            with TestClient(create_app(runtime)) as client:
+                said = client.get("/api/status").json()["blockers"]
+            assert [b["code"] for b in said] == codes, said
+            assert all(b["message"] and isinstance(b["values"], dict) for b in said), said
+            # (free bytes move between two reads: the machine is shared)
+            assert [b["code"] for b in said] == [b.code for b in runtime.blockers()]
+        finally:
+            runtime.stop()
+    disk = said[1]["values"]
+    assert disk["needed_bytes"] == (1 << 40) * 1024 * 1024
+    assert 0 <= disk["free_bytes"] < disk["needed_bytes"]

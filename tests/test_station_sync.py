@@ -57,9 +57,7 @@ def _station(
 def test_first_sync_then_offline_login_and_deltas(registry: Registry, tmp_path: Path) -> None:
     runtime = _station(registry, tmp_path, "SYNC-001", "00004")
     try:
-        assert runtime.blockers() == [
-            "the station has never synced with the registry: connect it once"
-        ]
+        assert [b.code for b in runtime.blockers()] == ["never_synced"]
         report = runtime.sync_now()
         assert report.residents_applied == 4
         assert report.operators_changed
@@ -126,7 +124,8 @@ def test_staleness_pauses_enrollment_and_heartbeat_reports(
         assert runtime.blockers() == []
         clock.now += timedelta(hours=2)
         (blocker,) = runtime.blockers()
-        assert "73 h old" in blocker
+        assert (blocker.code, dict(blocker.values)) == ("stale", {"age_h": 73, "limit_h": 72})
+        assert "73 h old" in blocker.message
         assert runtime.status()["sync"]["stale"] is True
         runtime.sync_now()
         assert runtime.blockers() == []
