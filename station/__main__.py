@@ -30,8 +30,13 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from station.config import StationSettings
+from station.systemd_notify import Notifier
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def _settings(**overrides: object) -> StationSettings:
@@ -54,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
             config = uvicorn.Config(
                 create_app(runtime), host=host, port=port, log_level="info", access_log=False
             )
+            _watch(config, Notifier())
             server = uvicorn.Server(config)
 
             def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -62,8 +68,26 @@ def _serve(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, stop)
             server.run()
         finally:
+            Notifier().stopping()
             runtime.stop()
     return 0
+
+
+def _watch(config: uvicorn.Config, notifier: Notifier) -> None:
+    """READY=1 on uvicorn's first tick after it listens, then WATCHDOG=1 from the same
+    loop: the pings stop when the event loop stops turning."""
+    if not notifier.enabled:
+        return
+    said_ready = False
+
+    async def tick() -> None:
+        nonlocal said_ready
+        if not said_ready:
+            said_ready = notifier.ready("serving")
+        notifier.watchdog()
+
+    config.callback_notify = tick
+    config.timeout_notify = max(1, int(notifier.ping_interval_s()))  # uvicorn: whole seconds
 
 
 def _offline_runtime() -> object:
