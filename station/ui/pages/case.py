@@ -20,7 +20,8 @@ from fastapi.responses import Response
 from enrollment.reference import ETHNIC_GROUPS  # a code table (the record's), no workflow
 from station.ui import errors, steps
 from station.ui.client import StationApiError
-from station.ui.i18n import _
+from station.ui.i18n import _, format_number
+from station.ui.pages.outbox import size
 from station.ui.web import Page, PageDep, safe_next
 
 router = APIRouter()
@@ -551,12 +552,67 @@ async def open_case(
     return page.redirect(f"/cases/{case['id']}")
 
 
+# Why enrollment is paused (station.blockers), each code said with its values.
+_BLOCKERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "key_error": lambda v: _("The station cannot open its data key. Call the technician."),
+    "identity_damaged": lambda v: _(
+        "The station's identity is damaged. Call the technician to set it up again."
+    ),
+    "not_provisioned": lambda v: _(
+        "The station is not set up yet. Call the technician to connect it to the registry."
+    ),
+    "never_synced": lambda v: _(
+        "The station has never synced with the registry. Connect it to the network and sync once."
+    ),
+    "stale": lambda v: _(
+        "The station's data is %(age)s h old (limit %(limit)s h): connect to the network or sync.",
+        age=format_number(float(v.get("age_h") or 0)),
+        limit=format_number(float(v.get("limit_h") or 0)),
+    ),
+    "disk_full": lambda v: _(
+        "The station's disk is nearly full (%(free)s free, %(needed)s needed): send the "
+        "outbox, or export it to a USB stick.",
+        free=size(int(v.get("free_bytes") or 0)),
+        needed=size(int(v.get("needed_bytes") or 0)),
+    ),
+}
+
+
+def blocker_text(blocker: Mapping[str, Any]) -> str:
+    """One reason enrollment is paused (an item of the API's ``blockers``), in the
+    officer's language; a code this kiosk does not know yet keeps the API's English."""
+    say = _BLOCKERS.get(str(blocker.get("code")))
+    values = blocker.get("values")
+    if say is None:
+        return str(blocker.get("message") or blocker.get("code") or "")
+    return say(values if isinstance(values, Mapping) else {})
+
+
+def blocker_details(blockers: object) -> list[str]:
+    """The technician's detail of each blocker that has one (a damaged key or identity)."""
+    if not isinstance(blockers, list):
+        return []
+    out = []
+    for blocker in blockers:
+        values = blocker.get("values") if isinstance(blocker, Mapping) else None
+        if isinstance(values, Mapping) and values.get("detail"):
+            out.append(str(values["detail"]))
+    return out
+
+
 async def _refused(page: Page, failure: StationApiError, resident_ref: str | None) -> Response:
     reasons: list[str] = []
+    messages = [errors.explain(failure)]
+    technical = [failure.detail]
     if failure.code == "not_eligible" and isinstance(failure.details, list):
         reasons = [eligibility_text(str(code)) for code in failure.details]
+        technical = []
     elif failure.code == "enrollment_paused" and isinstance(failure.details, list):
-        reasons = [str(d) for d in failure.details]
+        # The reasons themselves are the message: the generic explanation names one cause
+        # (not synced) that may not be this one.
+        paused = [blocker_text(b) for b in failure.details if isinstance(b, Mapping)]
+        if paused:
+            messages, technical = paused, blocker_details(failure.details)
     other = None
     if failure.details and "open_case_here" in failure.details and resident_ref:
         cases = await page.api.get("/cases", state=["open"], limit=200)
@@ -564,8 +620,9 @@ async def _refused(page: Page, failure: StationApiError, resident_ref: str | Non
     response = await page.render(
         "case/refused.html",
         status_code=409 if failure.status < 500 else failure.status,
-        message=errors.explain(failure),
-        failure=failure,
+        messages=messages,
+        technical=technical,
+        paused=failure.code == "enrollment_paused",
         reasons=reasons,
         open_case=other,
     )
@@ -777,9 +834,13 @@ async def approve(
     case_id: str,
     supervisor_id: Annotated[str, Form(min_length=1, max_length=64)],
     secret: Annotated[str, Form(min_length=1, max_length=256)],
-    items: Annotated[list[str], Form()],
+    items: Annotated[list[str] | None, Form()] = None,
     return_to: Annotated[str, Form(max_length=300)] = "",
 ) -> Response:
+    if not items:
+        # Nothing ticked: said before the supervisor's finger is asked for (the API would
+        # refuse an empty list as a malformed request).
+        raise StationApiError(422, "nothing_ticked", "no item was ticked for approval")
     kind = "pin" if secret.isdigit() else "password"
     await page.api.post(
         f"/cases/{case_id}/approve",

@@ -1,5 +1,6 @@
 """The officer's start screen: enrollments in progress (each resumes at its step), the
-day's queue at a glance, and the way into a new enrollment."""
+day's queue at a glance, the way into a new enrollment, and why enrollment is paused when
+it is."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from station.ui import steps
+from station.ui.pages.case import blocker_text
 from station.ui.pages.queue import counter_of, queue_view
 from station.ui.web import PageDep
 
@@ -41,4 +43,6 @@ async def home(page: PageDep) -> Response:
                 "mine": case.get("operator_id") == me.get("operator_id"),
             }
         )
-    return await page.render("home/index.html", cases=rows, q=queue)
+    # Why no enrollment may start now, said before the officer calls someone in.
+    paused = [blocker_text(b) for b in status.get("blockers") or [] if isinstance(b, dict)]
+    return await page.render("home/index.html", cases=rows, q=queue, paused=paused)
