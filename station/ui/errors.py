@@ -2,12 +2,18 @@
 
 Each screen's module registers the codes its API calls can answer with; the API's own
 English detail is shown beneath in small type (it names files and devices, for the
-technician). A code nobody registered still gets a sentence that says what to do.
+technician). A code nobody registered still gets a sentence that says what to do
+(tests/test_ui_errors.py reads the station's source for every code the API has, and
+fails on one without its sentence).
+
+A form the kiosk itself cannot read (a field left out: FastAPI's validation error) is said
+in words too, naming the fields by their labels (:func:`form_problem`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from station.ui.client import StationApiError
 from station.ui.i18n import _
@@ -86,4 +92,99 @@ register(
     ),
 )
 
-__all__ = ["explain", "register", "registered"]
+# Codes no screen registers because no screen's own call meets them first: the card
+# encoder's (the cards screen's refusals before a card is touched), the simulated card
+# slot's, and base classes' defaults.
+register(
+    card_present=lambda: _("A card is already on the encoder. Take it off first."),
+    card_error=lambda: _(
+        "The card encoder reported a problem. Put the card back on it and try again; call the "
+        "technician if it keeps happening."
+    ),
+    access_denied=lambda: _(
+        "The card refused access: it may not be a blank card of this programme. Use another "
+        "blank card."
+    ),
+    bac_failed=lambda: _(
+        "The card's access check failed. Put it back on the encoder and try again; if it "
+        "fails again, use another blank card."
+    ),
+    pace_failed=lambda: _(
+        "The card's access check failed. Put it back on the encoder and try again; if it "
+        "fails again, use another blank card."
+    ),
+    card_locked=lambda: _("This card is locked and cannot be written. Use another blank card."),
+    protocol_error=lambda: _(
+        "The encoder and the card did not understand each other. Put the card back and try "
+        "again; call the technician if it keeps happening."
+    ),
+    write_failed=lambda: _(
+        "The card could not be written. Put it back and try again; if it fails again, use "
+        "another blank card."
+    ),
+    verification_failed=lambda: _(
+        "The card did not pass the check after writing. Use another blank card."
+    ),
+    card_issuance_error=lambda: _(
+        "The card could not be encoded. Try again; call the technician if it keeps happening."
+    ),
+    technician_error=lambda: _(
+        "The technician screen refused this. Enter the technician PIN again."
+    ),
+    # The kiosk's own: an approval with nothing ticked (the supervisor's finger is not
+    # asked for).
+    nothing_ticked=lambda: _("Tick what you approve, then press Approve again."),
+)
+
+
+# --- forms the kiosk cannot read ------------------------------------------------------------
+
+# The fields a kiosk form requires, by the name they are posted under, as their labels say
+# them (a field with a default is never "left out"; hidden fields the officer cannot fill
+# are named by no label: the message then asks to fill in the whole form).
+_FIELDS: dict[str, Callable[[], str]] = {
+    "operator_id": lambda: _("Officer ID"),
+    "secret": lambda: _("PIN or password"),
+    "supervisor_id": lambda: _("Supervisor ID"),
+    "code": lambda: _("Why the finger cannot be rolled"),
+    "medium": lambda: _("The USB stick"),
+    "export": lambda: _("The export folder on the stick"),
+}
+
+# Pydantic's kinds of error that mean "not filled in" (others: filled in wrongly).
+_LEFT_OUT = frozenset({"missing", "string_too_short", "too_short"})
+
+
+def field_labels() -> frozenset[str]:
+    """The form fields :func:`form_problem` names by their label."""
+    return frozenset(_FIELDS)
+
+
+def form_problem(problems: Iterable[Mapping[str, Any]]) -> str:
+    """A request the kiosk could not read (FastAPI's ``RequestValidationError.errors()``),
+    said to the officer: the fields by their labels, never the validator's words (nor the
+    values: a PIN may be among them)."""
+    named: list[str] = []
+    incomplete = True  # every problem a field left out (else one filled in wrongly)
+    for problem in problems:
+        where = tuple(problem.get("loc") or ())
+        if not where or where[0] != "body":
+            # A query or path value: the officer did not type it; the address is wrong.
+            return _(
+                "This page's address is not valid. Go back to the start screen and open the "
+                "screen again from there."
+            )
+        label = _FIELDS.get(str(where[1])) if len(where) > 1 else None
+        if label is None:
+            return _("The form was not complete. Fill in every field and send it again.")
+        incomplete = incomplete and problem.get("type") in _LEFT_OUT
+        if label() not in named:
+            named.append(label())
+    if not named:
+        return _("The form was not complete. Fill in every field and send it again.")
+    if incomplete:
+        return _("The form was not complete: %(fields)s.", fields=", ".join(named))
+    return _("Check these fields and send the form again: %(fields)s.", fields=", ".join(named))
+
+
+__all__ = ["explain", "field_labels", "form_problem", "register", "registered"]

@@ -34,6 +34,16 @@
     if (flash && event.detail.elt && !isPolling(event.detail.elt)) flash.innerHTML = "";
   });
 
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    // A refusal the station words for the message area (a form it could not read: 422)
+    // comes retargeted to #flash; htmx swaps no 4xx answer by itself.
+    var xhr = event.detail.xhr;
+    if (xhr && xhr.status >= 400 && xhr.status < 500 && xhr.getResponseHeader("HX-Retarget") === "#flash") {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
   document.addEventListener("htmx:sendError", function () {
     var text = document.body.getAttribute("data-unreachable") || "";
     announce('<div class="message message-error"><p class="message-text"></p></div>');
