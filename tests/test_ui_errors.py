@@ -1,7 +1,8 @@
 """The kiosk's errors: every error code the station API can answer with has the officer's
 sentence (found by reading the station's source, so a new code cannot slip by), and the
 kiosk's own refusals of a form (a field left out, nothing ticked for approval) say in
-words what to do, with a way back to where the officer was.
+words what to do, with a way back to where the officer was: through the service's
+TestClient, and once in the browser (the message area shows a 422 refusal).
 
 The code walk starts where every API error answer is made (``_error_response`` in
 station/api.py) and follows the code argument back: literal codes, helpers that pass
@@ -18,6 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +31,8 @@ from station.api import create_app
 from station.runtime import StationRuntime
 from station.ui import errors, i18n, pages
 from station.ui.app import _way_back
-from tests import stationkit
+from tests import stationkit, uikit
+from tests.uikit import Kiosk
 
 STATION = Path(station.__file__).parent
 ROOT_SINK = "_error_response"
@@ -346,7 +349,7 @@ JARGON = ("Field required", "missing", "body", "loc", "string_too_short", "pydan
 
 
 @pytest.fixture(scope="module")
-def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The station service with its kiosk, without devices or a registry (nobody logged
     in: the refusals tested here come before any API call)."""
     tmp = tmp_path_factory.mktemp("kiosk-errors")
@@ -383,10 +386,10 @@ def _flash(response: httpx.Response) -> None:
     assert "<html" not in response.text
 
 
-def test_a_form_left_out_names_its_fields(kiosk: TestClient) -> None:
-    kiosk.cookies.clear()
+def test_a_form_left_out_names_its_fields(service: TestClient) -> None:
+    service.cookies.clear()
     htmx = {"hx-request": "true", "hx-current-url": f"http://testserver/cases/{CASE}/review"}
-    r = kiosk.post(f"/cases/{CASE}/approve", data={"items": "finger:4"}, headers=htmx)
+    r = service.post(f"/cases/{CASE}/approve", data={"items": "finger:4"}, headers=htmx)
     assert r.status_code == 422
     _flash(r)
     fields = f"{_said('vi', 'Supervisor ID')}, {_said('vi', 'PIN or password')}"
@@ -394,8 +397,8 @@ def test_a_form_left_out_names_its_fields(kiosk: TestClient) -> None:
     assert not [word for word in JARGON if word in _message(r)]
 
     # Without htmx: the error page, in English here, with the way back into the case.
-    _english(kiosk)
-    r = kiosk.post(f"/cases/{CASE}/approve", data={"secret": "1234", "items": "finger:4"})
+    _english(service)
+    r = service.post(f"/cases/{CASE}/approve", data={"secret": "1234", "items": "finger:4"})
     assert r.status_code == 422
     assert "The form was not complete: Supervisor ID." in r.text
     assert f'href="/cases/{CASE}">Back to where you were</a>' in r.text
@@ -403,47 +406,47 @@ def test_a_form_left_out_names_its_fields(kiosk: TestClient) -> None:
     assert not [word for word in JARGON if word in _message(r)]
 
     # Outside a case: only the start screen. A field without a label: the whole form.
-    r = kiosk.post("/login", data={"secret": "1234"})
+    r = service.post("/login", data={"secret": "1234"})
     assert r.status_code == 422
     assert "The form was not complete: Officer ID." in r.text
     assert "Back to where you were" not in r.text
     assert 'href="/">Start screen</a>' in r.text
-    r = kiosk.post("/login/finger", data={})
+    r = service.post("/login/finger", data={})
     assert r.status_code == 422
     assert "The form was not complete. Fill in every field and send it again." in r.text
 
     # Filled in wrongly (longer than the form allows) is not "left out".
-    r = kiosk.post(
+    r = service.post(
         f"/cases/{CASE}/approve",
         data={"supervisor_id": "x" * 65, "secret": "1234", "items": "finger:4"},
     )
     assert "Check these fields and send the form again: Supervisor ID." in r.text
     # An address the officer did not type: no field to name.
-    r = kiosk.get(f"/cases/{CASE}/fingers", params={"at": "seven"})
+    r = service.get(f"/cases/{CASE}/fingers", params={"at": "seven"})
     assert r.status_code == 422
     assert "This page's address is not valid." in _message(r)
 
     # The API keeps its JSON answer (FastAPI's list of problems, for programs).
-    r = kiosk.post("/api/login/secret", json={})
+    r = service.post("/api/login/secret", json={})
     assert r.status_code == 422
     assert r.headers["content-type"].startswith("application/json")
     assert isinstance(r.json()["detail"], list)
-    kiosk.cookies.clear()
+    service.cookies.clear()
 
 
-def test_an_approval_with_nothing_ticked_says_tick(kiosk: TestClient) -> None:
-    kiosk.cookies.clear()
-    _english(kiosk)
+def test_an_approval_with_nothing_ticked_says_tick(service: TestClient) -> None:
+    service.cookies.clear()
+    _english(service)
     form = {"supervisor_id": "S0001", "secret": "2468", "return_to": f"/cases/{CASE}/review"}
-    r = kiosk.post(f"/cases/{CASE}/approve", data=form, headers={"hx-request": "true"})
+    r = service.post(f"/cases/{CASE}/approve", data=form, headers={"hx-request": "true"})
     assert r.status_code == 200  # an htmx answer like the API's refusals: swapped as is
     _flash(r)
     assert "Tick what you approve, then press Approve again." in r.text
-    r = kiosk.post(f"/cases/{CASE}/approve", data=form)
+    r = service.post(f"/cases/{CASE}/approve", data=form)
     assert r.status_code == 422
     assert "Tick what you approve" in r.text
     assert f'href="/cases/{CASE}">Back to where you were</a>' in r.text
-    kiosk.cookies.clear()
+    service.cookies.clear()
 
 
 def test_the_way_back_leads_into_the_case_unless_it_is_gone() -> None:
@@ -472,3 +475,73 @@ def test_every_required_field_of_a_kiosk_form_has_its_label() -> None:
         if name not in errors.field_labels() and name not in HIDDEN_FIELDS
     }
     assert unnamed == {}, f"required kiosk form fields without a label in errors.py: {unnamed}"
+
+
+# --- in the browser -------------------------------------------------------------------------
+
+PERSON = 89
+"""This file's citizen (a face only: the case is never submitted)."""
+
+
+def test_the_fingers_screen_shows_its_refusals_and_the_way_back(browser: Any, kiosk: Kiosk) -> None:
+    """The supervisor's approval on the fingers screen with nothing ticked, then with a
+    field left out (the browser's own check taken away: a 422 the message area shows),
+    and an error page inside the case whose 48 px button leads back to the case's step."""
+    i18n.forget_missing()
+    with httpx.Client(base_url=kiosk.url, timeout=120) as api:
+        uikit.api_login(kiosk, api, kiosk.officer)
+        form = stationkit.walk_in_form("Lê Thị Thu Hà", "1990-05-06", "F", "Số 3 ngõ Chợ Mơ")
+        case_id = stationkit.open_case(api, form)
+        stationkit.capture_face(api, kiosk.camera, case_id, PERSON)
+        r = api.post(
+            f"/api/cases/{case_id}/fingers/4/exception",
+            json={"code": "bandaged", "reason": "burn"},
+        )
+        assert r.status_code == 200, r.text
+    page = uikit.new_page(browser, kiosk, "small")
+    uikit.login(page, kiosk)
+    page.goto(f"/cases/{case_id}/fingers?at=4")
+    here = page.url
+    boxes = page.locator(".approval input[name=items]")
+    assert boxes.count() == 1
+    boxes.uncheck()
+    page.fill("#supervisor_id", kiosk.supervisor[0])
+    page.fill("#supervisor_secret", kiosk.supervisor[3])
+    page.click(".approval button[type=submit]")
+    flash = page.locator("#flash .message-text")
+    flash.wait_for()
+    assert flash.inner_text().strip() == _said(
+        "vi", "Tick what you approve, then press Approve again."
+    )
+
+    boxes.check()
+    page.eval_on_selector("#supervisor_id", "field => field.removeAttribute('required')")
+    page.fill("#supervisor_id", "")
+    page.click(".approval button[type=submit]")
+    said = _said(
+        "vi", "The form was not complete: %(fields)s.", fields=_said("vi", "Supervisor ID")
+    )
+    page.wait_for_function(
+        "text => (document.querySelector('#flash .message-text') || {}).textContent === text",
+        arg=said,
+    )
+    assert page.url == here  # the screen stays; only the message area changed
+    assert page.locator(".approval").count() == 1
+
+    # A page of the case that fails without htmx: the error page, back into the case.
+    response = page.goto(f"/cases/{case_id}/fingers?at=four")
+    assert response is not None
+    assert response.status == 422
+    back = page.locator(f"a.btn[href='/cases/{case_id}']")
+    assert back.inner_text().strip() == _said("vi", "Back to where you were")
+    uikit.screenshots(page, "error-in-case")
+    for size in uikit.SIZES.values():
+        page.set_viewport_size({"width": size[0], "height": size[1]})
+        for link in (back, page.locator("main a.btn[href='/']")):
+            box = link.bounding_box()
+            assert box is not None
+            assert min(box["width"], box["height"]) >= 48, box
+    back.click()
+    page.wait_for_url(re.compile(f"/cases/{case_id}/fingers$"))
+    page.context.close()
+    assert i18n.missing("vi") == set()
