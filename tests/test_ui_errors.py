@@ -424,7 +424,7 @@ def test_a_form_left_out_names_its_fields(service: TestClient) -> None:
     # An address the officer did not type: no field to name.
     r = service.get(f"/cases/{CASE}/fingers", params={"at": "seven"})
     assert r.status_code == 422
-    assert "This page's address is not valid." in _message(r)
+    assert "This page's address is not valid:" in _message(r)
 
     # The API keeps its JSON answer (FastAPI's list of problems, for programs).
     r = service.post("/api/login/secret", json={})

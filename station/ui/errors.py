@@ -171,8 +171,7 @@ def form_problem(problems: Iterable[Mapping[str, Any]]) -> str:
         if not where or where[0] != "body":
             # A query or path value: the officer did not type it; the address is wrong.
             return _(
-                "This page's address is not valid. Go back to the start screen and open the "
-                "screen again from there."
+                "This page's address is not valid: open the screen again from the kiosk's buttons."
             )
         label = _FIELDS.get(str(where[1])) if len(where) > 1 else None
         if label is None:
