@@ -324,6 +324,22 @@ def test_review_approval_submit_and_done(browser: Any, kiosk: Kiosk) -> None:
     pdf = page.request.get(f"/cases/{case_id}/slip.pdf")
     assert pdf.ok
     assert pdf.body().startswith(b"%PDF")
+    # Print slip stays in the kiosk (a window opened in kiosk mode cannot be closed): the
+    # PDF loads in a hidden frame of this page, which prints it; no window, no navigation.
+    # (Headless Chromium crashes the page when it really prints a PDF frame: the frame's
+    # print() only marks that it was called.)
+    page.add_init_script("window.print = () => { document.documentElement.dataset.printed = 1; }")
+    assert page.get_attribute("#print-slip", "target") is None
+    here = page.url
+    page.click("#print-slip")
+    page.wait_for_selector("#print-said[data-state=printed]", state="attached")
+    src = page.get_attribute("#print-frame", "src") or ""
+    assert src.endswith(f"/cases/{case_id}/slip.pdf"), src
+    (slip,) = [f for f in page.frames if f.url.endswith("/slip.pdf")]
+    assert slip.evaluate("document.documentElement.dataset.printed") == "1"
+    assert page.evaluate("document.documentElement.dataset.printed") is None
+    assert page.url == here
+    assert page.context.pages == [page]
     pages["small"].goto(f"/cases/{case_id}/done")
     _look(pages["small"], "case-done")
     # The registry's answer arrives by itself: issued (the card can be encoded).

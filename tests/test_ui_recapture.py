@@ -5,7 +5,8 @@ ones below its ``min_finger_nfiq2``. The simulated fingers all pass the registry
 default, so for the first submission the world's registry is restarted with a threshold
 just above this citizen's two weakest fingers (scored here as the registry scores them:
 the station's stored WSQ, decoded, through NFIQ 2): exactly those come back. The done page
-says which fingers to capture again; the officer resumes, the kiosk asks for those two
+says which fingers to capture again and why, with the steps from the fingers on shown as
+to do again and no receipt or slip; the officer captures again, the kiosk asks for those two
 only (the photo and the other eight are kept), they are rolled again, the enrollment is
 submitted again, and the registry, on its own settings again, issues the new package.
 """
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from station.ui import i18n
-from station.ui.pages.case import finger_name
+from station.ui.pages.case import finger_in_sentence, finger_name
 from tests import stationkit, uikit
 from tests.uikit import Kiosk
 
@@ -71,18 +72,38 @@ def test_recapture_needed_then_issued(browser: Any, kiosk: Kiosk) -> None:
         page.wait_for_url(re.compile(r"/done$"), timeout=60_000)
         first_package = kiosk.runtime.workflow().get(case_id).package_id
         assert first_package
-        # The registry's answer arrives by itself: these fingers, in words.
+        # The registry's answer arrives by itself, and the whole page says what it is:
+        # these fingers, in words (lower case inside the sentence, each with its reason).
         uikit.wait_stage(page, "recapture")
         said = page.inner_text("#progress")
         i18n.use("vi")
+        sentence = page.inner_text("#progress .message-text")
+        listed = page.inner_text("#progress .recapture-why")
         for position in range(1, 11):
-            assert (finger_name(position) in said) == (position in named), (position, said)
+            asked = position in named
+            assert (finger_in_sentence(position) in sentence) == asked, (position, sentence)
+            assert (finger_name(position) in listed) == asked, (position, listed)
+        assert "Ngón" not in sentence, sentence
+        assert listed.count("chưa đủ rõ") == len(named), listed
         assert "ảnh chân dung" not in said  # the portrait passed: it is kept
+        assert "yêu cầu thu nhận lại" in page.inner_text("h1")
+        main = page.inner_text("main")
+        # No receipt, no slip: the registry did not keep this package.
+        assert "Số biên nhận" not in main, main
+        assert "giấy biên nhận" not in main, main
+        assert page.locator("#print-slip").count() == 0
+        # The step bar: the fingers are to do again, review and submit ahead.
+        states = page.eval_on_selector_all(".steps li", "els => els.map(e => e.className)")
+        assert states == ["is-done"] * 3 + ["is-current", "is-ahead", "is-ahead"], states
         uikit.screenshots(page, "case-done-recapture")
-        # Final for now: the page no longer polls (it waits for the officer).
+        # Final for now: the page no longer polls (it waits for the officer); a reload
+        # shows the same.
         assert page.get_attribute("#progress", "hx-trigger") is None
+        page.reload()
+        assert page.locator("#progress.progress-recapture").count() == 1
 
-    # The officer resumes: the fingers screen with just the named fingers to do.
+    # The officer captures again now: the fingers screen with just the named fingers to do.
+    assert page.inner_text("#progress a.btn-primary") == "Thu nhận lại ngay"
     page.click("#progress a.btn-primary")
     page.wait_for_url(re.compile(r"/fingers"))
     states = uikit.finger_states(page)

@@ -4,7 +4,7 @@ supervisor must approve), submit, and the done page that follows the registry's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from station.ui import steps
 from station.ui.i18n import _
+from station.ui.pages.capture import FACE_HINTS
 from station.ui.pages.case import (
     LABELS,
     approval_items,
@@ -19,6 +20,7 @@ from station.ui.pages.case import (
     dob_from_iso,
     eligibility_text,
     finger_exception,
+    finger_in_sentence,
     finger_name,
 )
 from station.ui.web import Page, PageDep
@@ -36,7 +38,7 @@ def missing_items(review: Mapping[str, Any]) -> list[dict[str, str]]:
     for item in review.get("missing") or []:
         code = str(item["code"])
         if code.startswith("finger:") and code[7:].isdigit():
-            fingers.append(finger_name(int(code[7:])))
+            fingers.append(finger_in_sentence(int(code[7:])))
             continue
         label = {
             "demographics": _("The citizen's details are not saved"),
@@ -141,11 +143,15 @@ async def submit(page: PageDep, case_id: str) -> Response:
 @router.get("/cases/{case_id}/done")
 async def done(page: PageDep, case_id: str) -> Response:
     case, away = await case_at_step(page, case_id, "done")
-    if away is not None:
+    view = _progress(case) if case else {}
+    # A case the registry sent back is open again at a capture step; its done page says
+    # what the registry asks (the page that showed the answer reloads into this).
+    recapture = view.get("stage") == "recapture"
+    if away is not None and not recapture:
         return away
-    return await page.render(
-        "review/done.html", case=case, trail=steps.trail(case, "done"), **_progress(case)
-    )
+    # The step bar shows where the case is now: the reopened steps are not finished.
+    here = steps.current_step(case) if recapture else "done"
+    return await page.render("review/done.html", case=case, trail=steps.trail(case, here), **view)
 
 
 @router.get("/cases/{case_id}/progress")
@@ -153,7 +159,11 @@ async def progress(page: PageDep, case_id: str) -> Response:
     """The registry's answer so far (polled by the done page until it is final; a read
     that is not the officer's activity)."""
     case: dict[str, Any] = await page.api.get(f"/cases/{case_id}", poll=1)
-    return await page.render("review/_progress.html", case=case, **_progress(case))
+    view = _progress(case)
+    if view["stage"] == "recapture":
+        # Not just this box: the title, the steps and what to do all change.
+        return page.redirect(steps.step_url(case_id, "done"))
+    return await page.render("review/_progress.html", case=case, **view)
 
 
 _FINAL = ("card_encoded", "rejected", "cancelled")
@@ -171,18 +181,46 @@ def _progress(case: Mapping[str, Any]) -> dict[str, Any]:
         stage = "adjudication" if registry == "adjudication" else "received"
     else:
         stage = state  # issued, card_encoded, rejected, cancelled
-    recapture = []
-    for reason in case.get("recapture") or []:
-        if reason.get("what") == "finger" and isinstance(reason.get("position"), int):
-            recapture.append(finger_name(int(reason["position"])))
-        elif reason.get("what") == "face":
-            recapture.append(_("the portrait"))
     return {
         "stage": stage,
         "polling": stage not in _FINAL and stage != "recapture",
-        "recapture": recapture,
-        "short_package": (case.get("package_id") or "")[:8],
+        "recapture": [recapture_item(r) for r in case.get("recapture") or []],
+        "recapture_url": steps.step_url(case["id"], steps.current_step(case)),
+        "short_package": (case.get("package_id") or case.get("recapture_of") or "")[:8],
     }
+
+
+# Why the registry sends a capture back (central.pipeline.quality.Reason codes; a face's
+# criteria come as the capture's own hint keys).
+_RECAPTURE_WHY: dict[str, Callable[[], str]] = {
+    "low-quality": lambda: _("the print is not clear enough for the registry's checks"),
+    "too-few-fingers": lambda: _("too few fingers carry a print for the duplicate check"),
+    "no-face": lambda: _("the package carried no portrait"),
+    "no-face-found": lambda: _("no face was found in the portrait"),
+}
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def recapture_item(reason: Mapping[str, Any]) -> dict[str, str]:
+    """One thing the registry asks to capture again: its name as a label and inside a
+    sentence, and why (in words; the registry's own English text for a code not known)."""
+    what, position, code = reason.get("what"), reason.get("position"), str(reason.get("code"))
+    if what == "finger" and isinstance(position, int) and position in steps.FINGER_POSITIONS:
+        name, in_sentence = finger_name(position), finger_in_sentence(position)
+    elif what == "face":
+        name, in_sentence = _("Portrait"), _("the portrait")
+    else:
+        name, in_sentence = _("Fingerprints"), _("the fingerprints")
+    if code in _RECAPTURE_WHY:
+        why = _RECAPTURE_WHY[code]()
+    elif what == "face" and code in FACE_HINTS:
+        why = _lower_first(FACE_HINTS[code]())
+    else:
+        why = str(reason.get("text") or code)
+    return {"name": name, "in_sentence": in_sentence, "why": why}
 
 
 @router.get("/cases/{case_id}/slip.pdf")
