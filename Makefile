@@ -1,5 +1,5 @@
 # Two commands for a stranger: `make demo` and `make test`. Each bootstraps what it needs.
-.PHONY: demo test test-all lint typecheck bench schema bootstrap clean
+.PHONY: demo test test-all lint typecheck bench schema bootstrap clean image image-test flash
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -51,6 +51,21 @@ bench: $(STAMP)
 # Regenerate the exported JSON Schema (a test fails when it is stale).
 schema: $(STAMP)
 	$(PY) -m enrollment schema --out docs/schema/enrollment-record.v1.json
+
+# The station's OS image (Debian arm64 for the Raspberry Pi 4; as root on Debian 12
+# x86_64; 15-25 minutes the first time): build/image/*.img, .img.zst, .sha256, SBOM.
+image: $(STAMP)
+	./image/host-setup.sh
+	$(PY) -m image.build
+
+# Build, then boot it under QEMU until the station service answers and the kiosk runs.
+image-test: image
+	$(PY) -m image.qemu
+
+# Onto a card or USB disk, with safety checks: make flash DEVICE=/dev/sdX
+flash: $(STAMP)
+	@test -n "$(DEVICE)" || { echo "usage: make flash DEVICE=/dev/sdX"; exit 2; }
+	$(PY) -m image.flash --device $(DEVICE)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis

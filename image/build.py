@@ -1,0 +1,310 @@
+"""Build the station's flashable arm64 image on an x86_64 Debian 12 machine (as root).
+
+    python -m image.build [--out build/image] [--mirror URL] [--keep-root]
+
+Steps (each prints its progress and time): the station's wheel and its locked aarch64
+dependencies; the Debian bookworm arm64 root with mmdebstrap (foreign architecture
+through qemu-user-static), customized by image/hooks; the SBOM; the boot partition
+(Pi firmware, U-Boot, GRUB and its A/B slot logic); the disk image; the zstd artefact
+and its checksum. About 15-25 minutes on 2 cores the first time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from image import disk, pydeps, sbom
+from image.profile import Profile, load
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parent
+IMAGE_NAME = "vn-eid-station"
+HOST_TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "qemu-aarch64-static": "qemu-user-static",
+    "update-binfmts": "binfmt-support",
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "mkfs.ext4": "e2fsprogs",
+    "sfdisk": "fdisk",
+    "zstd": "zstd",
+    "eatmydata": "eatmydata",
+    "arch-test": "arch-test",
+}
+
+
+class BuildError(RuntimeError):
+    """A step failed; the message says which and what to do."""
+
+
+class Progress:
+    """One line per step, with the time it took, and the total at the end."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.done = 0
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, action: Callable[[], None]) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.steps}] {name} ...", flush=True)
+        t0 = time.monotonic()
+        action()
+        self.timings[name] = time.monotonic() - t0
+        print(f"[{self.done}/{self.steps}] {name}: {self.timings[name]:.0f} s", flush=True)
+
+    def total(self) -> float:
+        return time.monotonic() - self.started
+
+
+def check_host() -> None:
+    """Root, the tools, and binfmt for arm64 (mounted and enabled when it is not)."""
+    if os.geteuid() != 0:
+        raise BuildError("the image build runs as root (mmdebstrap's root mode, mkfs -d)")
+    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
+    if missing:
+        raise BuildError(f"missing build tools: apt-get install {' '.join(missing)}")
+    binfmt = Path("/proc/sys/fs/binfmt_misc")
+    if not (binfmt / "status").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)], check=True)
+    subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
+    if subprocess.run(["arch-test", "arm64"], capture_output=True).returncode != 0:
+        raise BuildError("arm64 binaries do not run here: qemu-user-static/binfmt not working")
+
+
+def version() -> tuple[str, int]:
+    """The image version (project version, commit date and id; ``.dirty`` for uncommitted
+    changes) and the commit time, which stamps every file for a reproducible build."""
+    import tomllib
+
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["version"]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    epoch = int(git("log", "-1", "--format=%ct"))
+    commit = git("rev-parse", "--short=10", "HEAD")
+    dirty = ".dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
+    day = datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d")
+    return f"{project}+{day}.{commit}{dirty}", epoch
+
+
+def mmdebstrap(profile: Profile, root: Path, env: dict[str, str], mirror: str) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    hooks = HERE / "hooks"
+    components = " ".join(profile.components)
+    security = f"deb {profile.security_mirror} {profile.suite}-security {components}"
+    updates = f"deb {mirror} {profile.suite}-updates {components}"
+    command = [
+        "mmdebstrap", "--mode=root", f"--arch={profile.architecture}", "--variant=apt",
+        f"--components={','.join(profile.components)}",
+        "--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata",
+        f"--essential-hook={hooks / 'essential.sh'} \"$1\"",
+        f"--customize-hook={hooks / 'customize.sh'} \"$1\"",
+        f"--include={','.join(profile.packages())}",
+        profile.suite, str(root), f"deb {mirror} {profile.suite} {' '.join(profile.components)}",
+        updates, security,
+    ]  # fmt: skip
+    started = time.monotonic()
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        tail: list[str] = []
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = [*tail[-40:], line]
+            # mmdebstrap's own steps and ours; not every file of every package.
+            if line.startswith(("I: ", "E: ", "W: ", "customize: ")):
+                print(f"    {time.monotonic() - started:5.0f} s  {line}", flush=True)
+    if proc.returncode != 0:
+        raise BuildError("mmdebstrap failed:\n" + "\n".join(tail))
+
+
+def boot_tree(root: Path, tree: Path, layout: disk.Layout) -> None:
+    """The FAT partition: the Pi's firmware and device trees (from Debian's
+    raspi-firmware), U-Boot for the Pi 4, GRUB as the removable-media EFI loader, its
+    A/B configuration and environment. The kernels stay in the root slots."""
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.mkdir(parents=True)
+    firmware = root / "boot/firmware"
+    for item in sorted(firmware.iterdir()):
+        # The firmware's own kernel copies are not used: GRUB boots each slot's kernel.
+        if item.name.startswith(("vmlinuz", "initrd", "cmdline.txt", "config.txt")):
+            continue
+        target = tree / item.name
+        if item.is_dir():
+            shutil.copytree(item, target)
+        else:
+            shutil.copy2(item, target)
+    # What raspi-firmware put there belongs to the boot partition, not to the slot.
+    for item in firmware.iterdir():
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    uboot = root / "usr/lib/u-boot/rpi_arm64/u-boot.bin"
+    if not uboot.is_file():
+        raise BuildError(f"{uboot} missing: is u-boot-rpi in the profile's boot packages?")
+    shutil.copy2(uboot, tree / "u-boot.bin")
+    shutil.copy2(HERE / "boot/config.txt", tree / "config.txt")
+    efi = tree / "EFI/BOOT"
+    efi.mkdir(parents=True)
+    shutil.copy2(root / "usr/lib/vn-eid/boot/BOOTAA64.EFI", efi / "BOOTAA64.EFI")
+    grub_cfg = (HERE / "boot/grub.cfg").read_text().replace("@DISK_ID@", layout.disk_id_hex)
+    (efi / "grub.cfg").write_text(grub_cfg)
+    (efi / "grubenv").write_bytes(
+        disk.grubenv({"ORDER": "A B", "A_OK": "1", "A_TRY": "0", "B_OK": "0", "B_TRY": "0"})
+    )
+
+
+def compress(image: Path) -> Path:
+    packed = image.with_suffix(image.suffix + ".zst")
+    subprocess.run(["zstd", "-q", "-f", "-10", "-T2", str(image), "-o", str(packed)], check=True)
+    return packed
+
+
+def sha256sum(paths: list[Path], target: Path) -> None:
+    import hashlib
+
+    lines = []
+    for path in paths:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(16 * disk.MIB), b""):
+                digest.update(chunk)
+        lines.append(f"{digest.hexdigest()}  {path.name}\n")
+    target.write_text("".join(lines))
+
+
+def build(out: Path, mirror: str | None, keep_root: bool) -> dict[str, object]:
+    profile = load()
+    check_host()
+    image_version, epoch = version()
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    root = work / "root"
+    cache = out / "cache" / "wheels-aarch64"
+    disk_id = disk.disk_id_for(image_version)
+    layout = disk.Layout(profile.first_offset_mib, profile.boot_mib, profile.root_mib, disk_id)
+    uv = PROJECT / ".tools/bin/uv"
+    if not uv.exists():
+        uv = Path(shutil.which("uv") or "uv")
+    progress = Progress(6)
+    prepared: dict[str, object] = {}
+    print(f"{IMAGE_NAME} {image_version} into {out}", flush=True)
+
+    def python_side() -> None:
+        req, wheels, sdists, to_compile = pydeps.prepare(PROJECT, uv, profile, work, cache)
+        prepared.update(req=req, wheels=wheels, sdists=sdists, compiled=to_compile)
+        print(f"    compiled in the arm64 root this time: {to_compile or 'none (cached)'}")
+
+    def root_fs() -> None:
+        env = {
+            **os.environ,
+            "SOURCE_DATE_EPOCH": str(epoch),
+            "VN_EID_OVERLAY": str(HERE / "overlay"),
+            "VN_EID_WHEELS": str(prepared["wheels"]),
+            "VN_EID_SDISTS": str(prepared["sdists"]),
+            "VN_EID_WHEEL_CACHE": str(cache),
+            "VN_EID_REQUIREMENTS": str(prepared["req"]),
+            "VN_EID_VERSION": image_version,
+            "VN_EID_VENV": profile.venv,
+            "VN_EID_UV": str(uv),
+            "VN_EID_PLATFORM": profile.python_platform,
+            "VN_EID_PYVERSION": profile.python_version,
+            "VN_EID_HOST_PYTHON": sys.executable,
+            "VN_EID_BUILD_PACKAGES": " ".join(profile.build_packages),
+            "VN_EID_INITRAMFS_MODULES": " ".join(profile.initramfs_modules),
+        }
+        mmdebstrap(profile, root, env, mirror or profile.mirror)
+
+    manifest_path = out / f"{IMAGE_NAME}-{image_version}.sbom.cdx.json"
+
+    def manifest() -> None:
+        site = root / profile.venv.lstrip("/") / f"lib/python{profile.python_version}/site-packages"
+        document = sbom.cyclonedx(
+            IMAGE_NAME, image_version, root, site, datetime.fromtimestamp(epoch, UTC)
+        )
+        sbom.write(document, manifest_path, root / "usr/share/vn-eid/sbom.cdx.json")
+        prepared["components"] = len(document["components"])
+
+    image = out / f"{IMAGE_NAME}-{image_version}.img"
+
+    def disk_image() -> None:
+        tree = work / "boot"
+        boot_tree(root, tree, layout)
+        boot_fs, root_fs_file = work / "boot.vfat", work / "root.ext4"
+        disk.make_vfat(tree, boot_fs, profile.boot_mib, "BOOT", layout.disk_id)
+        fs_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{IMAGE_NAME}/{image_version}/root"))
+        disk.make_ext4(root, root_fs_file, profile.root_mib, "vn-eid-root", fs_uuid)
+        disk.assemble(layout, boot_fs, root_fs_file, image)
+        # The root slot's file system alone: what an update bundle carries.
+        shutil.move(root_fs_file, out / f"{IMAGE_NAME}-{image_version}.root.ext4")
+        boot_fs.unlink()
+
+    packed_holder: list[Path] = []
+
+    def artefacts() -> None:
+        packed = compress(image)
+        packed_holder.append(packed)
+        sha256sum([image, packed, manifest_path], out / f"{IMAGE_NAME}-{image_version}.sha256")
+
+    progress.run("python: station wheel and locked aarch64 dependencies", python_side)
+    progress.run("root file system (mmdebstrap, arm64)", root_fs)
+    progress.run("software bill of materials", manifest)
+    progress.run("disk image (boot, slot A; slot B and data at first boot)", disk_image)
+    progress.run("compressed artefact and checksums", artefacts)
+    progress.run("clean up", lambda: None if keep_root else shutil.rmtree(root))
+    summary: dict[str, object] = {
+        "version": image_version,
+        "image": str(image),
+        "image_bytes": image.stat().st_size,
+        "compressed": str(packed_holder[0]),
+        "compressed_bytes": packed_holder[0].stat().st_size,
+        "sbom": str(manifest_path),
+        "components": prepared["components"],
+        "compiled_from_source": prepared["compiled"],
+        "disk_id": layout.disk_id_hex,
+        "seconds": {k: round(v) for k, v in progress.timings.items()},
+        "total_seconds": round(progress.total()),
+    }
+    (out / "build.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m image.build",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=PROJECT / "build/image")
+    parser.add_argument("--mirror", help="Debian mirror (e.g. a snapshot.debian.org URL)")
+    parser.add_argument("--keep-root", action="store_true", help="keep the unpacked root")
+    args = parser.parse_args(argv)
+    try:
+        summary = build(args.out.resolve(), args.mirror, args.keep_root)
+    except (BuildError, pydeps.DependencyError) as exc:
+        print(f"image build failed: {exc}", file=sys.stderr)
+        return 1
+    gib = int(str(summary["image_bytes"])) / 2**30
+    print(f"built {summary['image']} ({gib:.2f} GiB) in {summary['total_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
