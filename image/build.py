@@ -198,8 +198,9 @@ def build(out: Path, mirror: str | None, keep_root: bool) -> dict[str, object]:
     work.mkdir(exist_ok=True)
     root = work / "root"
     cache = out / "cache" / "wheels-aarch64"
-    disk_id = disk.disk_id_for(image_version)
-    layout = disk.Layout(profile.first_offset_mib, profile.boot_mib, profile.root_mib, disk_id)
+    layout = disk.Layout(
+        profile.first_offset_mib, profile.boot_mib, profile.root_mib, profile.disk_id
+    )
     uv = PROJECT / ".tools/bin/uv"
     if not uv.exists():
         uv = Path(shutil.which("uv") or "uv")

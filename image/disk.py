@@ -10,7 +10,6 @@ file systems copied into place.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -75,12 +74,6 @@ class Layout:
                 "",
             ]
         )
-
-
-def disk_id_for(version: str) -> int:
-    """A stable, non-zero identifier per image version (the same build, the same id)."""
-    value = int.from_bytes(hashlib.sha256(version.encode()).digest()[:4], "big")
-    return value or 1
 
 
 def grubenv(values: dict[str, str]) -> bytes:

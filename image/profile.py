@@ -30,6 +30,7 @@ class Profile:
     boot_mib: int
     root_mib: int
     first_offset_mib: int
+    disk_id: int
 
     def packages(self) -> list[str]:
         """Every Debian package the root asks for (their dependencies come along)."""
@@ -64,4 +65,5 @@ def load(path: Path = PROFILE) -> Profile:
         boot_mib=int(disk["boot_mib"]),
         root_mib=int(disk["root_mib"]),
         first_offset_mib=int(disk["first_offset_mib"]),
+        disk_id=int(disk["disk_id"], 16),
     )
