@@ -23,7 +23,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from image import disk, pydeps, sbom
+from image import bundle, disk, pydeps, sbom
+from image.keys import SigningKeys, make_development_keys
 from image.profile import Profile, load
 
 HERE = Path(__file__).resolve().parent
@@ -113,6 +114,8 @@ def mmdebstrap(profile: Profile, root: Path, env: dict[str, str], mirror: str) -
         "mmdebstrap", "--mode=root", f"--arch={profile.architecture}", "--variant=apt",
         f"--components={','.join(profile.components)}",
         "--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata",
+        # Our /etc/default/raspi-firmware (written before the package) stays.
+        "--dpkgopt=force-confold", "--dpkgopt=force-confdef",
         f"--essential-hook={hooks / 'essential.sh'} \"$1\"",
         f"--customize-hook={hooks / 'customize.sh'} \"$1\"",
         f"--include={','.join(profile.packages())}",
@@ -189,9 +192,15 @@ def sha256sum(paths: list[Path], target: Path) -> None:
     target.write_text("".join(lines))
 
 
-def build(out: Path, mirror: str | None, keep_root: bool) -> dict[str, object]:
+def build(
+    out: Path, mirror: str | None, keep_root: bool, keys_dir: Path | None = None
+) -> dict[str, object]:
     profile = load()
     check_host()
+    # Updates are signed from the first image on: the keyring goes into the root.
+    keys = SigningKeys.in_folder(keys_dir) if keys_dir else make_development_keys(out / "keys")
+    if not keys.ca.is_file() or not keys.cert.is_file():
+        raise BuildError(f"signing keys incomplete in {keys_dir}: ca.pem and signing.pem")
     image_version, epoch = version()
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
@@ -204,7 +213,7 @@ def build(out: Path, mirror: str | None, keep_root: bool) -> dict[str, object]:
     uv = PROJECT / ".tools/bin/uv"
     if not uv.exists():
         uv = Path(shutil.which("uv") or "uv")
-    progress = Progress(6)
+    progress = Progress(7)
     prepared: dict[str, object] = {}
     print(f"{IMAGE_NAME} {image_version} into {out}", flush=True)
 
@@ -230,6 +239,7 @@ def build(out: Path, mirror: str | None, keep_root: bool) -> dict[str, object]:
             "VN_EID_HOST_PYTHON": sys.executable,
             "VN_EID_BUILD_PACKAGES": " ".join(profile.build_packages),
             "VN_EID_INITRAMFS_MODULES": " ".join(profile.initramfs_modules),
+            "VN_EID_KEYRING": str(keys.ca),
         }
         mmdebstrap(profile, root, env, mirror or profile.mirror)
 
@@ -254,20 +264,30 @@ def build(out: Path, mirror: str | None, keep_root: bool) -> dict[str, object]:
         disk.make_ext4(root, root_fs_file, profile.root_mib, "vn-eid-root", fs_uuid)
         disk.assemble(layout, boot_fs, root_fs_file, image)
         # The root slot's file system alone: what an update bundle carries.
-        shutil.move(root_fs_file, out / f"{IMAGE_NAME}-{image_version}.root.ext4")
+        shutil.move(root_fs_file, root_slot)
         boot_fs.unlink()
+
+    root_slot = out / f"{IMAGE_NAME}-{image_version}.root.ext4"
+    update = out / f"{IMAGE_NAME}-{image_version}.raucb"
+
+    def update_bundle() -> None:
+        bundle.make_bundle(root_slot, image_version, keys, update)
+        bundle.info(update, keys.ca)  # verifies as the station will
 
     packed_holder: list[Path] = []
 
     def artefacts() -> None:
         packed = compress(image)
         packed_holder.append(packed)
-        sha256sum([image, packed, manifest_path], out / f"{IMAGE_NAME}-{image_version}.sha256")
+        sha256sum(
+            [image, packed, update, manifest_path], out / f"{IMAGE_NAME}-{image_version}.sha256"
+        )
 
     progress.run("python: station wheel and locked aarch64 dependencies", python_side)
     progress.run("root file system (mmdebstrap, arm64)", root_fs)
     progress.run("software bill of materials", manifest)
     progress.run("disk image (boot, slot A; slot B and data at first boot)", disk_image)
+    progress.run("signed update bundle (RAUC)", update_bundle)
     progress.run("compressed artefact and checksums", artefacts)
     progress.run("clean up", lambda: None if keep_root else shutil.rmtree(root))
     summary: dict[str, object] = {
@@ -277,6 +297,8 @@ def build(out: Path, mirror: str | None, keep_root: bool) -> dict[str, object]:
         "compressed": str(packed_holder[0]),
         "compressed_bytes": packed_holder[0].stat().st_size,
         "sbom": str(manifest_path),
+        "bundle": str(update),
+        "bundle_bytes": update.stat().st_size,
         "components": prepared["components"],
         "compiled_from_source": prepared["compiled"],
         "disk_id": layout.disk_id_hex,
@@ -296,10 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROJECT / "build/image")
     parser.add_argument("--mirror", help="Debian mirror (e.g. a snapshot.debian.org URL)")
     parser.add_argument("--keep-root", action="store_true", help="keep the unpacked root")
+    parser.add_argument(
+        "--keys", type=Path, help="update signing keys (default: development keys in OUT/keys)"
+    )
     args = parser.parse_args(argv)
     try:
-        summary = build(args.out.resolve(), args.mirror, args.keep_root)
-    except (BuildError, pydeps.DependencyError) as exc:
+        summary = build(args.out.resolve(), args.mirror, args.keep_root, args.keys)
+    except (BuildError, pydeps.DependencyError, bundle.BundleError) as exc:
         print(f"image build failed: {exc}", file=sys.stderr)
         return 1
     gib = int(str(summary["image_bytes"])) / 2**30

@@ -6,7 +6,7 @@ need=""
 for pair in mmdebstrap:mmdebstrap qemu-aarch64-static:qemu-user-static \
     update-binfmts:binfmt-support qemu-system-aarch64:qemu-system-arm mkfs.vfat:dosfstools \
     mcopy:mtools sfdisk:fdisk zstd:zstd eatmydata:eatmydata arch-test:arch-test \
-    rauc:rauc; do
+    rauc:rauc mksquashfs:squashfs-tools openssl:openssl; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
 done
 [ -f /usr/share/qemu-efi-aarch64/QEMU_EFI.fd ] || need="$need qemu-efi-aarch64"
