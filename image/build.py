@@ -173,6 +173,23 @@ def boot_tree(root: Path, tree: Path, layout: disk.Layout) -> None:
     )
 
 
+def technician_pin_hash(out: Path, given: str | None) -> tuple[str, Path | None]:
+    """The technician PIN's argon2 hash for the image: the one given (a deployment's PIN,
+    hashed with ``python -m station technician-pin``), else a random PIN made for this
+    build folder, kept in ``technician-pin.txt`` (0600) so rebuilds keep it."""
+    if given:
+        return given, None
+    import secrets
+
+    from station.technician import hash_pin
+
+    pin_file = out / "technician-pin.txt"
+    if not pin_file.exists():
+        pin_file.touch(mode=0o600)
+        pin_file.write_text(f"{secrets.randbelow(10**8):08d}\n")
+    return hash_pin(pin_file.read_text().strip()), pin_file
+
+
 def compress(image: Path) -> Path:
     packed = image.with_suffix(image.suffix + ".zst")
     subprocess.run(["zstd", "-q", "-f", "-10", "-T2", str(image), "-o", str(packed)], check=True)
@@ -193,7 +210,11 @@ def sha256sum(paths: list[Path], target: Path) -> None:
 
 
 def build(
-    out: Path, mirror: str | None, keep_root: bool, keys_dir: Path | None = None
+    out: Path,
+    mirror: str | None,
+    keep_root: bool,
+    keys_dir: Path | None = None,
+    pin_hash: str | None = None,
 ) -> dict[str, object]:
     profile = load()
     check_host()
@@ -203,6 +224,9 @@ def build(
         raise BuildError(f"signing keys incomplete in {keys_dir}: ca.pem and signing.pem")
     image_version, epoch = version()
     out.mkdir(parents=True, exist_ok=True)
+    pin_hash, pin_file = technician_pin_hash(out, pin_hash)
+    if pin_file:
+        print(f"technician PIN of this build: in {pin_file}")
     work = out / "work"
     work.mkdir(exist_ok=True)
     root = work / "root"
@@ -240,6 +264,7 @@ def build(
             "VN_EID_BUILD_PACKAGES": " ".join(profile.build_packages),
             "VN_EID_INITRAMFS_MODULES": " ".join(profile.initramfs_modules),
             "VN_EID_KEYRING": str(keys.ca),
+            "VN_EID_TECHNICIAN_PIN_HASH": pin_hash,
         }
         mmdebstrap(profile, root, env, mirror or profile.mirror)
 
@@ -321,9 +346,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keys", type=Path, help="update signing keys (default: development keys in OUT/keys)"
     )
+    parser.add_argument(
+        "--technician-pin-hash",
+        default=os.environ.get("VN_EID_TECHNICIAN_PIN_HASH"),
+        help="argon2 hash of the deployment's technician PIN (python -m station "
+        "technician-pin); default: a random PIN kept in OUT/technician-pin.txt",
+    )
     args = parser.parse_args(argv)
     try:
-        summary = build(args.out.resolve(), args.mirror, args.keep_root, args.keys)
+        summary = build(
+            args.out.resolve(), args.mirror, args.keep_root, args.keys, args.technician_pin_hash
+        )
     except (BuildError, pydeps.DependencyError, bundle.BundleError) as exc:
         print(f"image build failed: {exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,11 @@ chown -R root:root "$root/etc/vn-eid" "$root/usr/lib/vn-eid" "$root/etc/systemd"
     "$root/etc/ssh/sshd_config.d" "$root/etc/udev/rules.d"
 echo "$VN_EID_VERSION" > "$root/etc/vn-eid/image-version"
 install -m 0644 "$VN_EID_KEYRING" "$root/etc/rauc/keyring.pem"
+if [ -n "${VN_EID_TECHNICIAN_PIN_HASH:-}" ]; then
+    # The technician PIN of this deployment (only its argon2 hash is in the image).
+    printf '\n[technician]\npin_hash = "%s"\n' "$VN_EID_TECHNICIAN_PIN_HASH" \
+        >> "$root/etc/vn-eid/station.toml"
+fi
 echo "vn-eid-station" > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tvn-eid-station\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
     > "$root/etc/hosts"
