@@ -25,6 +25,7 @@ from image import disk
 
 EFI_FIRMWARE = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
 HEALTH = re.compile(r"VN-EID-HEALTH (?P<result>\S+) (?P<fields>.*)")
+EVENT = re.compile(r"VN-EID-[A-Z]+ .*")
 CARD_GIB = 8
 # The guest has no GPU: wlroots draws the kiosk in software.
 SOFTWARE_DISPLAY = "systemd.setenv=WLR_RENDERER=pixman"
@@ -39,10 +40,12 @@ MILESTONES = {
 
 @dataclass
 class BootResult:
-    result: str = "timeout"
+    result: str = "timeout"  # of the last health line: ok, failed, rollback, or why none
     fields: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     milestones: dict[str, float] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)  # every VN-EID-* console line
+    exited: bool = False  # the guest rebooted or powered off (QEMU runs with -no-reboot)
     console: Path | None = None
 
     @property
@@ -96,10 +99,12 @@ def set_grubenv(card: Path, changes: dict[str, str]) -> None:
     )  # fmt: skip
 
 
-def qemu_command(card: Path, console: Path, memory_mib: int = 3072) -> list[str]:
+def qemu_command(
+    card: Path, console: Path, qmp: Path, stick: Path | None = None, memory_mib: int = 3072
+) -> list[str]:
     if not EFI_FIRMWARE.is_file():
         raise FileNotFoundError(f"{EFI_FIRMWARE}: apt-get install qemu-efi-aarch64")
-    return [
+    command = [
         "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2",
         "-m", str(memory_mib), "-accel", "tcg,thread=multi",
         "-bios", str(EFI_FIRMWARE),
@@ -108,23 +113,72 @@ def qemu_command(card: Path, console: Path, memory_mib: int = 3072) -> list[str]
         "-device", "virtio-keyboard-pci", "-device", "virtio-tablet-pci",
         "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0",
         "-chardev", f"file,id=serial0,path={console}", "-serial", "chardev:serial0",
-        "-monitor", "none", "-no-reboot",
+        "-qmp", f"unix:{qmp},server=on,wait=off", "-monitor", "none", "-no-reboot",
     ]  # fmt: skip
+    if stick is not None:  # a USB stick, as a technician plugs one in
+        command += [
+            "-device", "qemu-xhci,id=xhci",
+            "-drive", f"if=none,id=stick,format=raw,file={stick}",
+            "-device", "usb-storage,bus=xhci.0,drive=stick",
+        ]  # fmt: skip
+    return command
 
 
-def boot(card: Path, timeout_s: float, echo: bool = True) -> BootResult:
-    """Boot the card once, until the health line (or the timeout, or QEMU's exit)."""
-    console = card.parent / f"console-{int(time.time())}.log"
+def usb_stick(bundles: list[Path], target: Path, size_mib: int = 0) -> Path:
+    """A FAT USB stick image holding ``vn-eid-update/<bundle>`` for each bundle."""
+    tree = target.parent / (target.name + ".tree")
+    if tree.exists():
+        shutil.rmtree(tree)
+    (tree / "vn-eid-update").mkdir(parents=True)
+    for bundle in bundles:
+        (tree / "vn-eid-update" / bundle.name).hardlink_to(bundle)
+    needed = sum(b.stat().st_size for b in bundles) // disk.MIB + 64
+    disk.make_vfat(tree, target, max(size_mib, needed), "UPDATE", 0x5EED0001)
+    shutil.rmtree(tree)
+    return target
+
+
+def _powerdown(qmp: Path) -> None:
+    """Press the virtual power button (ACPI): the guest shuts down cleanly."""
+    import json as _json
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(qmp))
+        sock.recv(65536)  # greeting
+        for command in ({"execute": "qmp_capabilities"}, {"execute": "system_powerdown"}):
+            sock.sendall(_json.dumps(command).encode() + b"\n")
+            sock.recv(65536)
+
+
+def boot(
+    card: Path,
+    timeout_s: float,
+    *,
+    stick: Path | None = None,
+    until: str = "health",
+    echo: bool = True,
+) -> BootResult:
+    """Boot the card once. ``until="health"``: stop at the first health line (ok or
+    failed); ``until="VN-EID-..."``: stop at the first console event starting so;
+    ``until="exit"``: run until the guest reboots or powers off by itself (an update, a
+    rollback). Also stops at the timeout. A guest still running is powered off cleanly."""
+    stamp = time.strftime("%H%M%S")
+    console = card.parent / f"console-{stamp}.log"
+    qmp = card.parent / f"qmp-{stamp}.sock"
     console.write_bytes(b"")
+    qmp.unlink(missing_ok=True)
     result = BootResult(console=console)
     started = time.monotonic()
     proc = subprocess.Popen(
-        qemu_command(card, console), stdin=subprocess.DEVNULL,
+        qemu_command(card, console, qmp, stick), stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     seen = 0
+    done = False
     try:
-        while time.monotonic() - started < timeout_s:
+        while not done and time.monotonic() - started < timeout_s:
             time.sleep(1)
             text = console.read_text(errors="replace")
             end = text.rfind("\n") + 1  # whole lines only: the last may be half written
@@ -136,6 +190,13 @@ def boot(card: Path, timeout_s: float, echo: bool = True) -> BootResult:
                         result.milestones[name] = round(elapsed, 1)
                         if echo:
                             print(f"  {elapsed:6.0f} s  {name}: {clean[:100]}", flush=True)
+                event = EVENT.search(clean)
+                if event:
+                    result.events.append(event.group(0))
+                    if until.startswith("VN-EID-") and event.group(0).startswith(until):
+                        done = True
+                    if echo:
+                        print(f"  {elapsed:6.0f} s  {event.group(0)}", flush=True)
                 match = HEALTH.search(clean)
                 if match:
                     result.result = match["result"]
@@ -143,25 +204,32 @@ def boot(card: Path, timeout_s: float, echo: bool = True) -> BootResult:
                         kv.split("=", 1) for kv in match["fields"].split() if "=" in kv
                     )
                     result.seconds = round(elapsed, 1)
-                    if echo:
-                        print(f"  {elapsed:6.0f} s  {clean}", flush=True)
-                    return result
+                    if until == "health" and result.result in ("ok", "failed"):
+                        done = True
             seen = end
             if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                result.result = f"qemu-exited-{proc.returncode}"
-                result.fields = {"stderr": err[-2000:]}
-                return result
-        result.seconds = round(time.monotonic() - started, 1)
+                result.exited = True
+                if proc.returncode != 0:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    result.result = f"qemu-exited-{proc.returncode}"
+                    result.fields = {"stderr": err[-2000:]}
+                break
+        if not result.seconds:
+            result.seconds = round(time.monotonic() - started, 1)
         return result
     finally:
         if proc.poll() is None:
-            proc.terminate()
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                _powerdown(qmp)
+                proc.wait(180)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        qmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

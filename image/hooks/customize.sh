@@ -77,7 +77,8 @@ fi
 
 say "services"
 in_root systemctl enable vn-eid-data.service vn-eid-station.service vn-eid-kiosk.service \
-    vn-eid-health.service systemd-networkd.service systemd-resolved.service \
+    vn-eid-health.service vn-eid-usb-update.service systemd-networkd.service \
+    systemd-resolved.service \
     systemd-timesyncd.service nftables.service >/dev/null 2>&1
 in_root systemctl disable ssh.service >/dev/null 2>&1 || true
 # Updates come as signed image bundles, never from apt on the device.
