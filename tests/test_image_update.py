@@ -1,7 +1,7 @@
 """Updates of a booted image under QEMU (slow suite, as root): a signed bundle on a USB
 stick is installed into the other slot and the station comes up from it; a bundle whose
 system fails its health check rolls back to the slot it came from; a bundle signed by
-another CA is refused and nothing changes. Boots the image ``make image`` built (or
+another CA, or older than the running one, is refused and nothing changes. Boots the image ``make image`` built (or
 ``VN_EID_IMAGE``) several times: about half an hour under emulation."""
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def test_signed_update_then_a_failing_one_rolls_back_and_a_forged_one_is_refused
     bad = bundle.make_bundle(bad_root, f"{version}.broken", keys, tmp_path / "bad.raucb")
     other = make_development_keys(tmp_path / "other-ca", "someone else")
     forged = bundle.make_bundle(root_fs, f"{version}.forged", other, tmp_path / "forged.raucb")
+    older = bundle.make_bundle(root_fs, "0.0.1", keys, tmp_path / "older.raucb")
 
     def boot(stick: list[Path] | None, until: str) -> qemu.BootResult:
         medium = qemu.usb_stick(stick, tmp_path / "stick.img") if stick else None
@@ -106,3 +107,9 @@ def test_signed_update_then_a_failing_one_rolls_back_and_a_forged_one_is_refused
     assert refused.fields["slot"] == "B"
     assert any(e.startswith("VN-EID-UPDATE refused") for e in refused.events), refused.events
     assert qemu.get_grubenv(card)["A_OK"] == "0"
+
+    # Properly signed but older than what runs: refused (no going back to a release with
+    # known holes from a stick).
+    downgrade = boot([older], "VN-EID-UPDATE")
+    assert downgrade.fields["slot"] == "B"
+    assert any("not newer" in e for e in downgrade.events), downgrade.events
