@@ -1,8 +1,9 @@
 """Updates of a booted image under QEMU (slow suite, as root): a signed bundle on a USB
 stick is installed into the other slot and the station comes up from it; a bundle whose
 system fails its health check rolls back to the slot it came from; a bundle signed by
-another CA, or older than the running one, is refused and nothing changes. Boots the image ``make image`` built (or
-``VN_EID_IMAGE``) several times: about half an hour under emulation."""
+another CA, or older than the running release, is refused and nothing changes. Boots the
+image ``make image`` built (or ``VN_EID_IMAGE``) several times: about half an hour under
+emulation."""
 
 from __future__ import annotations
 
