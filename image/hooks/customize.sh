@@ -9,15 +9,27 @@ root=$1
 : "${VN_EID_SDISTS:?}" "${VN_EID_BUILD_PACKAGES:?}" "${VN_EID_HOST_PYTHON:?}" "${VN_EID_WHEEL_CACHE:?}"
 : "${VN_EID_KEYRING:?}"
 in_root() { chroot "$root" "$@"; }
+# apt as mmdebstrap runs it: on the host, downloading outside, dpkg inside the root (the
+# root's resolv.conf points at systemd-resolved, which does not run here).
+apt_root() {
+    if [ -n "${MMDEBSTRAP_APT_CONFIG:-}" ]; then
+        APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" DEBIAN_FRONTEND=noninteractive apt-get "$@"
+    else
+        in_root env DEBIAN_FRONTEND=noninteractive apt-get "$@"
+    fi
+}
 say() { echo "customize: $*"; }
 
 say "users"
-in_root groupadd --system --gid 991 vn-eid
-in_root useradd --system --uid 991 --gid vn-eid --home-dir /var/lib/vn-eid --no-create-home \
-    --shell /usr/sbin/nologin --groups dialout,video,plugdev,tss vn-eid
-in_root groupadd --system --gid 990 kiosk
-in_root useradd --system --uid 990 --gid kiosk --home-dir /home/kiosk --create-home \
-    --shell /usr/sbin/nologin --groups video,render,input,audio kiosk
+# Fixed ids: fstab and the USB mount rule name them.
+in_root getent group vn-eid >/dev/null || in_root groupadd --system --gid 991 vn-eid
+in_root getent passwd vn-eid >/dev/null || in_root useradd --system --uid 991 --gid vn-eid \
+    --home-dir /var/lib/vn-eid --no-create-home --shell /usr/sbin/nologin \
+    --groups dialout,video,plugdev,tss vn-eid
+in_root getent group kiosk >/dev/null || in_root groupadd --system --gid 990 kiosk
+in_root getent passwd kiosk >/dev/null || in_root useradd --system --uid 990 --gid kiosk \
+    --home-dir /home/kiosk --create-home --shell /usr/sbin/nologin \
+    --groups video,render,input,audio kiosk
 # No password on any account: root and the technician log in with SSH keys only.
 in_root passwd --lock root >/dev/null
 
@@ -39,13 +51,14 @@ ln -sf /usr/share/zoneinfo/Asia/Ho_Chi_Minh "$root/etc/localtime"
 echo "Asia/Ho_Chi_Minh" > "$root/etc/timezone"
 
 say "python environment $VN_EID_VENV"
+rm -rf "$root$VN_EID_VENV"
 in_root python3 -m venv --without-pip "$VN_EID_VENV"
 site="$root$VN_EID_VENV/lib/python$VN_EID_PYVERSION/site-packages"
 if [ -n "$(ls -A "$VN_EID_SDISTS" 2>/dev/null)" ]; then
     # Source-only packages are compiled inside the arm64 root, with a throwaway pip and
     # the build tools, which are all removed again before the image is sealed.
     say "compiling source packages inside the arm64 root: $(ls "$VN_EID_SDISTS" | tr '\n' ' ')"
-    in_root apt-get install -y --no-install-recommends $VN_EID_BUILD_PACKAGES >/dev/null
+    apt_root install -y --no-install-recommends $VN_EID_BUILD_PACKAGES >/dev/null
     mkdir -p "$root/tmp/vn-eid-build/in" "$root/tmp/vn-eid-build/out"
     cp "$VN_EID_SDISTS"/* "$root/tmp/vn-eid-build/in/"
     for sdist in "$VN_EID_SDISTS"/*; do
@@ -59,7 +72,7 @@ if [ -n "$(ls -A "$VN_EID_SDISTS" 2>/dev/null)" ]; then
     cp "$root"/tmp/vn-eid-build/out/*.whl "$VN_EID_WHEELS/"
     cp "$root"/tmp/vn-eid-build/out/*.whl "$VN_EID_WHEEL_CACHE/"
     rm -rf "$root/tmp/vn-eid-build"
-    in_root apt-get purge -y --auto-remove $VN_EID_BUILD_PACKAGES >/dev/null
+    apt_root purge -y --auto-remove $VN_EID_BUILD_PACKAGES >/dev/null
 fi
 # Every locked dependency as an aarch64 wheel checked against uv.lock's hashes, then this
 # build's own wheels (the station's, and the ones compiled above); unpacked by uv on the
