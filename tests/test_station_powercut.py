@@ -9,8 +9,8 @@ and readable (the encrypted drafts decrypt), and the work goes on from where it 
 At the end the outbox drains and the registry holds every submitted package exactly once:
 no acknowledged capture lost, no package sent twice as two, no draft corrupted.
 
-The default suite cuts the power 4 times (once in each phase); ``RUN_SLOW=1`` adds the 60-cut run (the
-acceptance asks for at least 50).
+The default suite cuts the power 4 times (once in each phase); ``RUN_SLOW=1`` adds the
+60-cut run (the acceptance asks for at least 50).
 """
 
 from __future__ import annotations
