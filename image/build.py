@@ -44,6 +44,29 @@ HOST_TOOLS = {
 }
 
 
+# Files dpkg leaves out of every package (kept in the root by mmdebstrap, so later
+# installs follow them too): documentation, translations but Vietnamese and English, the
+# device trees of other boards, Chromium's other languages, the desktop icon theme.
+DPKG_PATHS = (
+    "exclude=/usr/share/man/*",
+    "exclude=/usr/share/info/*",
+    "exclude=/usr/share/doc/*",
+    "include=/usr/share/doc/*/copyright",
+    "exclude=/usr/share/locale/*",
+    "include=/usr/share/locale/vi/*",
+    "include=/usr/share/locale/en*",
+    "include=/usr/share/locale/locale.alias",
+    "exclude=/usr/share/lintian/*",
+    "exclude=/usr/lib/linux-image-*/*",
+    "include=/usr/lib/linux-image-*/broadcom/*",
+    "exclude=/usr/lib/chromium/locales/*",
+    "include=/usr/lib/chromium/locales/vi.pak",
+    "include=/usr/lib/chromium/locales/en-US.pak",
+    "exclude=/usr/share/icons/Adwaita/*",
+    "include=/usr/share/icons/Adwaita/index.theme",
+)
+
+
 class BuildError(RuntimeError):
     """A step failed; the message says which and what to do."""
 
@@ -116,6 +139,9 @@ def mmdebstrap(profile: Profile, root: Path, env: dict[str, str], mirror: str) -
         "--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata",
         # Our /etc/default/raspi-firmware (written before the package) stays.
         "--dpkgopt=force-confold", "--dpkgopt=force-confdef",
+        # Only what is asked for: the profile names what a recommendation would bring.
+        "--aptopt=Apt::Install-Recommends \"false\"",
+        *(f"--dpkgopt=path-{rule}" for rule in DPKG_PATHS),
         f"--essential-hook={hooks / 'essential.sh'} \"$1\"",
         f"--customize-hook={hooks / 'customize.sh'} \"$1\"",
         f"--include={','.join(profile.packages())}",

@@ -114,7 +114,8 @@ def make_ext4(tree: Path, target: Path, size_mib: int, label: str, uuid: str) ->
     """An ext4 file system holding ``tree`` (owners and modes as they are), as a file."""
     target.unlink(missing_ok=True)
     result = subprocess.run(
-        ["mkfs.ext4", "-q", "-F", "-L", label, "-U", uuid, "-d", str(tree),
+        # -m 0: no blocks kept back for root on a file system mounted read-only.
+        ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", label, "-U", uuid, "-d", str(tree),
          "-E", f"hash_seed={uuid},root_owner=0:0", "-O", "^metadata_csum_seed",
          str(target), f"{size_mib}M"],
         capture_output=True, text=True,

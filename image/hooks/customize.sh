@@ -61,16 +61,24 @@ if [ -n "$(ls -A "$VN_EID_SDISTS" 2>/dev/null)" ]; then
     apt_root install -y --no-install-recommends $VN_EID_BUILD_PACKAGES >/dev/null
     mkdir -p "$root/tmp/vn-eid-build/in" "$root/tmp/vn-eid-build/out"
     cp "$VN_EID_SDISTS"/* "$root/tmp/vn-eid-build/in/"
+    # aarch64's gcc has no -m64, which wsq's setup.py passes on every POSIX system.
+    cat > "$root/tmp/vn-eid-build/cc" <<'CC'
+#!/bin/sh
+for arg; do shift; [ "$arg" = -m64 ] || set -- "$@" "$arg"; done
+exec gcc "$@"
+CC
+    chmod +x "$root/tmp/vn-eid-build/cc"
     for sdist in "$VN_EID_SDISTS"/*; do
         # Debian's setuptools, cffi, swig... instead of an isolated environment from the
         # index (pip inside the emulated root cannot reach it). PYPI=1: lgpio links its C
         # library in statically (Debian has no liblgpio).
-        in_root env PYPI=1 python3 -m pip wheel --quiet --no-deps --no-build-isolation \
-            --no-index --wheel-dir /tmp/vn-eid-build/out \
+        in_root env PYPI=1 CC=/tmp/vn-eid-build/cc python3 -m pip wheel --quiet --no-deps \
+            --no-build-isolation --no-index --wheel-dir /tmp/vn-eid-build/out \
             "/tmp/vn-eid-build/in/$(basename "$sdist")"
+        # Cached at once: a later failure does not cost this compilation again.
+        cp "$root"/tmp/vn-eid-build/out/*.whl "$VN_EID_WHEEL_CACHE/"
     done
     cp "$root"/tmp/vn-eid-build/out/*.whl "$VN_EID_WHEELS/"
-    cp "$root"/tmp/vn-eid-build/out/*.whl "$VN_EID_WHEEL_CACHE/"
     rm -rf "$root/tmp/vn-eid-build"
     apt_root purge -y --auto-remove $VN_EID_BUILD_PACKAGES >/dev/null
 fi
@@ -83,6 +91,11 @@ fi
 "$VN_EID_UV" pip install --quiet --no-deps --no-index \
     --python-platform "$VN_EID_PLATFORM" --python-version "$VN_EID_PYVERSION" \
     --target "$site" "$VN_EID_WHEELS"/*.whl
+# What the station never runs: the libraries' own test suites, Babel's data for languages
+# other than Vietnamese and English.
+find "$site/scipy" "$site/numpy" -type d -name tests -prune -exec rm -rf {} +
+find "$site/babel/locale-data" -name '*.dat' ! -name 'root.dat' ! -name 'vi.dat' \
+    ! -name 'vi_*.dat' ! -name 'en.dat' ! -name 'en_*.dat' -delete
 # The root is read-only: byte-code compiled now (the host's CPython 3.11 writes the
 # same format), checked by hash rather than by the files' times.
 "$VN_EID_HOST_PYTHON" -m compileall -q -j 2 --invalidation-mode unchecked-hash \
@@ -105,6 +118,8 @@ mkdir -p "$root/usr/lib/vn-eid/boot"
 in_root grub-mkimage --format=arm64-efi --output=/usr/lib/vn-eid/boot/BOOTAA64.EFI \
     --prefix=/EFI/BOOT part_msdos part_gpt fat ext2 normal linux configfile loadenv regexp \
     test echo search search_label search_fs_uuid cat sleep reboot halt efi_gop gzio zstd
+# GRUB's modules were needed only for that image (grub-editenv, which RAUC uses, stays).
+rm -rf "$root/usr/lib/grub/arm64-efi"
 
 say "kernel modules"
 # xz-compressed (kmod unpacks them; the kernel has no decompressor of its own): a third of
@@ -112,7 +127,7 @@ say "kernel modules"
 for kdir in "$root"/lib/modules/*/; do
     kver=$(basename "$kdir")
     find "$kdir" -name '*.ko' -print0 | xargs -0 -r -P 2 -n 64 xz --check=crc32 -q -T1
-    depmod -b "$root" "$kver"
+    in_root depmod "$kver"
 done
 in_root update-initramfs -u -k all >/dev/null
 
