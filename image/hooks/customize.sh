@@ -35,6 +35,8 @@ in_root passwd --lock root >/dev/null
 
 say "configuration files"
 cp -a "$VN_EID_OVERLAY/." "$root/"
+# Mount points on the read-only root: the data partition, the boot partition.
+install -d -m 0755 "$root/var/lib/vn-eid" "$root/boot/firmware"
 chown -R root:root "$root/etc/vn-eid" "$root/usr/lib/vn-eid" "$root/etc/systemd" \
     "$root/etc/ssh/sshd_config.d" "$root/etc/udev/rules.d"
 echo "$VN_EID_VERSION" > "$root/etc/vn-eid/image-version"
