@@ -194,8 +194,13 @@ class OpenCaseIn(BaseModel):
     ticket: str | None = Field(None, max_length=32)
 
 
+FORM_PAGE_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+"""A form page's token (one per rendered demographics form): its drafts and its save."""
+
+
 class FormDraftIn(BaseModel):
     fields: dict[str, Annotated[str, Field(max_length=500)]] = Field(max_length=100)
+    token: str | None = Field(None, pattern=FORM_PAGE_PATTERN)
 
 
 class CancelIn(BaseModel):
@@ -280,6 +285,11 @@ def _finish_ticket(runtime: StationRuntime, ticket: str) -> None:
 
 FORM_DRAFT = "demographics.form"
 """The draft name of the demographics form as typed (not validated)."""
+FORM_SAVED = "demographics.form.saved"
+"""The tokens of the form pages whose save went through (tombstones): a draft of one of
+them that arrives after its save is stale."""
+SAVED_TOKENS_KEPT = 50
+"""How many saved forms' tokens a case keeps (a few are saved per case, at most)."""
 
 
 def _draft_store(runtime: StationRuntime) -> Any:
@@ -734,12 +744,25 @@ def api_router() -> APIRouter:
 
     @router.put("/cases/{case_id}/demographics")
     async def put_demographics(
-        case_id: str, body: dict[str, Any], runtime: Runtime, session: Session
+        case_id: str,
+        body: dict[str, Any],
+        runtime: Runtime,
+        session: Session,
+        form_token: Annotated[str | None, Query(pattern=FORM_PAGE_PATTERN)] = None,
     ) -> dict[str, Any]:
+        """Validate and store the form; ``form_token`` names the form page it came from, so
+        that an autosave of that page arriving after this save is not taken as news."""
+
         def run() -> Any:
             saved = runtime.workflow().save_demographics(case_id, session.operator_id, body)
             with runtime.db.write() as c:  # the form's draft is now saved: it goes
-                _draft_store(runtime).delete(c, case_id, FORM_DRAFT)
+                drafts = _draft_store(runtime)
+                drafts.delete(c, case_id, FORM_DRAFT)
+                if form_token is not None:
+                    raw = drafts.get(case_id, FORM_SAVED, conn=c)
+                    tokens = [t for t in json.loads(raw) if t != form_token] if raw else []
+                    tokens = [*tokens, form_token][-SAVED_TOKENS_KEPT:]
+                    drafts.put(c, case_id, FORM_SAVED, json.dumps(tokens).encode())
             return saved
 
         demographics = await _call(run)
@@ -748,7 +771,10 @@ def api_router() -> APIRouter:
 
     # The demographics form as typed, before it validates (the kiosk autosaves it so that a
     # reload or a browser restart loses nothing): encrypted in the drafts like the rest of
-    # the case, deleted when the demographics are saved or the case ends.
+    # the case, deleted when the demographics are saved or the case ends. An autosave sent
+    # just before the save can be handled just after it; it carries its form page's token,
+    # and a token already saved (a tombstone) makes it stale (409 draft_stale), so a late
+    # draft never outlives the save it preceded. A new form page has a new token.
 
     @router.get("/cases/{case_id}/demographics/draft")
     async def get_form_draft(case_id: str, runtime: Runtime, _: Session) -> dict[str, Any] | None:
@@ -773,7 +799,16 @@ def api_router() -> APIRouter:
                     raise ApiError(404, "case_not_found", f"no case {case_id} at this station")
                 if state["state"] != CaseState.open.value:
                     raise ApiError(409, "case_not_editable", f"case {case_id} is {state[0]}")
-                _draft_store(runtime).put(c, case_id, FORM_DRAFT, json.dumps(draft).encode())
+                drafts = _draft_store(runtime)
+                saved = drafts.get(case_id, FORM_SAVED, conn=c)
+                if body.token is not None and saved and body.token in json.loads(saved):
+                    raise ApiError(
+                        409,
+                        "draft_stale",
+                        "this form was saved after this draft was typed; open the form "
+                        "again to go on editing",
+                    )
+                drafts.put(c, case_id, FORM_DRAFT, json.dumps(draft).encode())
             return draft
 
         return await _call(run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +125,82 @@ def test_division_lists_and_the_form_draft_api(kiosk: Kiosk) -> None:
         r = api.put(f"/api/cases/{case_id}/demographics/draft", json={"fields": {"x": "y"}})
         assert r.status_code == 409
         assert r.json()["error"] == "case_not_editable"
+
+
+def test_an_autosave_handled_after_the_save_never_comes_back(browser: Any, kiosk: Kiosk) -> None:
+    """Issue 7's race, made deterministic: the form's autosave sent just before its save and
+    handled just after it. The API refuses it by the form page's token (409 draft_stale),
+    while a new form page (a new token) autosaves again; the kiosk drops the refused one
+    without a word, and the form reopens as saved."""
+    area = {"province_code": "01", "district_code": "001", "commune_code": "00001"}
+    form = {
+        "full_name": "Lý Thị Mai",
+        "date_of_birth": "1990-05-06",
+        "sex": "F",
+        "ethnicity": "01",
+        "place_of_origin": {"areas": [area]},
+        "permanent_residence": {"areas": [area]},
+    }
+    first, second = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    with _api(kiosk) as api:
+        case_id = api.post("/api/cases", json={}).json()["id"]
+        draft_url = f"/api/cases/{case_id}/demographics/draft"
+        late = {"fields": {"dob": "6/5/1990"}, "token": first}
+        assert api.put(draft_url, json=late).status_code == 200
+        r = api.put(f"/api/cases/{case_id}/demographics", json=form, params={"form_token": first})
+        assert r.status_code == 200, r.text
+        assert api.get(draft_url).json() is None
+        r = api.put(draft_url, json=late)
+        assert (r.status_code, r.json()["error"]) == (409, "draft_stale")
+        assert api.get(draft_url).json() is None
+        # The form opened again is a new page: its autosave is kept.
+        r = api.put(draft_url, json={"fields": {"dob": "7/5/1990"}, "token": second})
+        assert r.status_code == 200, r.text
+        assert api.get(draft_url).json()["fields"] == {"dob": "7/5/1990"}
+        # Saved again: both pages' late autosaves are stale now.
+        r = api.put(f"/api/cases/{case_id}/demographics", json=form, params={"form_token": second})
+        assert r.status_code == 200, r.text
+        for token in (first, second):
+            r = api.put(draft_url, json={"fields": {"dob": "8/5/1990"}, "token": token})
+            assert (r.status_code, r.json()["error"]) == (409, "draft_stale")
+        assert api.get(draft_url).json() is None
+        # Without a token (a script) a draft is kept as before; a malformed token is refused.
+        assert api.put(draft_url, json={"fields": {"dob": "9/5/1990"}}).status_code == 200
+        assert api.put(draft_url, json={"fields": {}, "token": "x"}).status_code == 422
+        assert api.delete(draft_url).status_code == 204
+
+    # The kiosk: every rendering of the form is a new page with its own token; the save
+    # names it, and that page's autosave posted afterwards is answered with nothing to show.
+    page = uikit.new_page(browser, kiosk, "large")
+    uikit.login(page, kiosk)
+    page.goto(f"/cases/{case_id}/demographics")
+    token = page.input_value("input[name=form_token]")
+    page.reload()
+    assert page.input_value("input[name=form_token]") not in ("", token)
+    token = page.input_value("input[name=form_token]")
+    entries = page.evaluate(
+        "() => [...new FormData(document.getElementById('demographics')).entries()]"
+    )
+    page.click("button[type=submit]:has-text('Lưu và tiếp tục')")
+    page.wait_for_url(re.compile(r"/consent$"))
+    post = """([url, entries]) =>
+        fetch(url, {method: "POST", body: new URLSearchParams(entries)}).then(r => r.status)"""
+    typed = [[k, "6/5/1990" if k == "dob" else v] for k, v in entries]
+    assert page.evaluate(post, [f"/cases/{case_id}/demographics/draft", typed]) == 204
+    page.goto(f"/cases/{case_id}/demographics")
+    assert page.input_value("#dob") == "06/05/1990"
+    assert not page.is_visible(".restored")
+    # The page opened again autosaves: what it types comes back after a reload.
+    fresh = page.input_value("input[name=form_token]")
+    assert fresh != token
+    typed = [[k, fresh if k == "form_token" else v] for k, v in typed]
+    assert page.evaluate(post, [f"/cases/{case_id}/demographics/draft", typed]) == 200
+    page.reload()
+    assert page.input_value("#dob") == "6/5/1990"
+    assert page.is_visible(".restored")
+    with _api(kiosk) as api:
+        api.post(f"/api/cases/{case_id}/cancel", json={"reason": "test done"})
+    page.context.close()
 
 
 # --- the browser --------------------------------------------------------------------------------
@@ -335,7 +412,10 @@ def test_review_approval_submit_and_done(browser: Any, kiosk: Kiosk) -> None:
     page.wait_for_selector("#print-said[data-state=printed]", state="attached")
     src = page.get_attribute("#print-frame", "src") or ""
     assert src.endswith(f"/cases/{case_id}/slip.pdf"), src
-    (slip,) = [f for f in page.frames if f.url.endswith("/slip.pdf")]
+    # The print frame itself (Chromium's PDF viewer may add an inner frame at the same URL).
+    slip = page.locator("#print-frame").element_handle().content_frame()
+    assert slip is not None
+    assert slip.url.endswith("/slip.pdf"), slip.url
     assert slip.evaluate("document.documentElement.dataset.printed") == "1"
     assert page.evaluate("document.documentElement.dataset.printed") is None
     assert page.url == here

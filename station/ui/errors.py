@@ -131,6 +131,9 @@ register(
     technician_error=lambda: _(
         "The technician screen refused this. Enter the technician PIN again."
     ),
+    # The demographics form's autosave arriving after the form's save: the kiosk drops it
+    # without a word (the form was saved); a script that meets it opens the form again.
+    draft_stale=lambda: _("This form was saved meanwhile. Open it again to go on editing."),
     # The kiosk's own: an approval with nothing ticked (the supervisor's finger is not
     # asked for).
     nothing_ticked=lambda: _("Tick what you approve, then press Approve again."),

@@ -11,6 +11,7 @@ officer to the case's current one (:mod:`station.ui.steps`).
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
@@ -660,6 +661,9 @@ async def _demographics_page(
         case=case,
         trail=steps.trail(case, "demographics"),
         form=form,
+        # Each rendering is a new form page: its autosaves and its save carry this token, so
+        # that an autosave handled after the save is refused instead of coming back.
+        form_token=secrets.token_urlsafe(16),
         pickers=pickers,
         problems=problems,
         restored_at=restored_at,
@@ -683,8 +687,8 @@ async def demographics(page: PageDep, case_id: str) -> Response:
     form = base
     if draft and isinstance(draft.get("fields"), dict):
         typed = {**base, **form_from_request(draft["fields"])}
-        # Saving deletes the draft, so a draft is newer than what was saved; one that says
-        # the same as the saved form (an autosave that crossed the save) is no news.
+        # Saving deletes the draft (and the API refuses a late autosave of the saved page),
+        # so a draft is newer than what was saved; one that says the same is no news.
         if typed != base:
             form, restored_at = typed, draft.get("saved_at")
     return await _demographics_page(page, case, form, {}, restored_at=restored_at)
@@ -692,9 +696,19 @@ async def demographics(page: PageDep, case_id: str) -> Response:
 
 @router.post("/cases/{case_id}/demographics/draft")
 async def demographics_draft(page: PageDep, case_id: str, request: Request) -> Response:
-    form = form_from_request(await request.form())
+    posted = await request.form()
+    form = form_from_request(posted)
     fields = {k: v for k, v in form.items() if v}
-    draft = await page.api.put(f"/cases/{case_id}/demographics/draft", {"fields": fields})
+    body: dict[str, Any] = {"fields": fields}
+    token = posted.get("form_token")
+    if isinstance(token, str) and token:
+        body["token"] = token
+    try:
+        draft = await page.api.put(f"/cases/{case_id}/demographics/draft", body)
+    except StationApiError as exc:
+        if exc.code == "draft_stale":  # the page was saved meanwhile: nothing to say
+            return Response(status_code=204)
+        raise
     return await page.render("case/_draft_state.html", saved_at=draft["saved_at"])
 
 
@@ -723,8 +737,11 @@ async def save_demographics(page: PageDep, case_id: str, request: Request) -> Re
     form = form_from_request(await request.form())
     pickers = {place: await place_picker(page, place, form) for place in PLACES}
     record, problems = build_record(form, pickers)
+    token = (await request.form()).get("form_token")
+    # Naming the form page makes the API refuse that page's autosaves handled after this.
+    saved_page = {"form_token": token} if isinstance(token, str) and token else None
     try:
-        await page.api.put(f"/cases/{case_id}/demographics", record)
+        await page.api.call("PUT", f"/cases/{case_id}/demographics", json=record, params=saved_page)
     except StationApiError as exc:
         if exc.code == "invalid_demographics":
             problems = {**api_problems(exc.details), **problems}

@@ -14,7 +14,8 @@
 
   // The demographics form's autosave waits for a pause in typing; what was typed in the
   // last moment before a reload or a closed window goes as a beacon instead. A save of the
-  // form (it deletes the draft) sends nothing.
+  // form (it deletes the draft) sends nothing; an autosave already on its way when the form
+  // is saved carries the page's form_token, and the station refuses it as stale.
   var dirty = false;
   var saving = false;
   document.addEventListener("input", function (event) {
