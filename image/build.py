@@ -64,6 +64,8 @@ DPKG_PATHS = (
     "include=/usr/lib/chromium/locales/en-US.pak",
     "exclude=/usr/share/icons/Adwaita/*",
     "include=/usr/share/icons/Adwaita/index.theme",
+    "include=/usr/share/icons/Adwaita/cursor.theme",  # its postinst registers it
+    "include=/usr/share/icons/Adwaita/cursors/*",
 )
 
 
