@@ -128,9 +128,23 @@ def version() -> tuple[str, int]:
     return f"{project}+{day}.{commit}{dirty}", epoch
 
 
-def mmdebstrap(profile: Profile, root: Path, env: dict[str, str], mirror: str) -> None:
+def clear_root(root: Path) -> None:
+    """Remove a root left by an earlier build: first whatever an interrupted mmdebstrap left
+    mounted in it (/proc, /sys, /dev/pts), so that removing it never reaches the host's."""
+    prefix = str(root.resolve()) + "/"
+    mounts = [
+        line.split()[1]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1].startswith(prefix)
+    ]
+    for mount in sorted(mounts, reverse=True):
+        subprocess.run(["umount", "--lazy", mount], check=True)
     if root.exists():
         shutil.rmtree(root)
+
+
+def mmdebstrap(profile: Profile, root: Path, env: dict[str, str], mirror: str) -> None:
+    clear_root(root)
     hooks = HERE / "hooks"
     components = " ".join(profile.components)
     security = f"deb {profile.security_mirror} {profile.suite}-security {components}"
