@@ -24,8 +24,9 @@ IMAGE = ROOT / "image"
 def test_the_profile_names_what_a_station_runs() -> None:
     profile = load()
     packages = profile.packages()
-    for needed in ("linux-image-arm64", "raspi-firmware", "chromium", "cage", "rauc",
-                   "pcscd", "python3", "nftables", "grub-efi-arm64-bin", "u-boot-rpi"):  # fmt: skip
+    needs = ("linux-image-arm64", "raspi-firmware", "chromium", "cage", "rauc", "rauc-service",
+             "pcscd", "python3", "nftables", "grub-efi-arm64-bin", "u-boot-rpi")  # fmt: skip
+    for needed in needs:
         assert needed in packages
     assert "gcc" not in packages  # compilers only while building, then purged
     assert len(packages) == len(set(packages))
