@@ -94,6 +94,17 @@ class Progress:
         return time.monotonic() - self.started
 
 
+def newest_artefact(folder: Path, suffixes: tuple[str, ...] = (".img",)) -> Path:
+    """The most recently built image in ``folder`` with one of ``suffixes``."""
+    found = sorted(
+        (p for p in folder.glob(f"{IMAGE_NAME}-*") if p.name.endswith(suffixes)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not found:
+        raise FileNotFoundError(f"no {IMAGE_NAME} image in {folder}: run make image first")
+    return found[-1]
+
+
 def check_host() -> None:
     """Root, the tools, and binfmt for arm64 (mounted and enabled when it is not)."""
     if os.geteuid() != 0:

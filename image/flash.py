@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from image import disk
+from image.build import newest_artefact
 
 CHUNK = 4 * disk.MIB
 # Bigger than any card a station takes: more likely a backup disk plugged in by mistake.
@@ -206,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--yes", action="store_true", help="do not ask before writing")
     args = parser.parse_args(argv)
     try:
-        image = args.image or _newest(Path("build/image"))
+        image = args.image or newest_artefact(Path("build/image"), (".img", ".img.zst"))
         device = Path(args.device)
         if not device.exists() or not stat.S_ISBLK(os.stat(device).st_mode):
             raise FlashError(f"{device} is not a block device")
         target = describe(str(device))
-        layout_min = _card_min_bytes(image)
+        layout_min = _card_min_bytes()
         reasons = refusals(target, layout_min, args.fixed_disk, os.path.realpath(device) in swaps())
         if reasons:
             raise FlashError("refusing to write:\n  - " + "\n  - ".join(reasons))
@@ -229,15 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _newest(folder: Path) -> Path:
-    images = sorted(folder.glob("vn-eid-station-*.img*"), key=lambda p: p.stat().st_mtime)
-    images = [p for p in images if p.suffix in (".img", ".zst")]
-    if not images:
-        raise FileNotFoundError(f"no image in {folder}: run make image first")
-    return images[-1]
-
-
-def _card_min_bytes(image: Path) -> int:
+def _card_min_bytes() -> int:
     """Both root slots and a data partition, as the profile cuts the disk."""
     from image.profile import load
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from image import disk
+from image.build import newest_artefact
 
 EFI_FIRMWARE = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
 HEALTH = re.compile(r"VN-EID-HEALTH (?P<result>\S+) (?P<fields>.*)")
@@ -51,13 +52,6 @@ class BootResult:
     @property
     def ok(self) -> bool:
         return self.result == "ok"
-
-
-def latest_image(folder: Path) -> Path:
-    images = sorted(folder.glob("vn-eid-station-*.img"), key=lambda p: p.stat().st_mtime)
-    if not images:
-        raise FileNotFoundError(f"no vn-eid-station-*.img in {folder}: run make image first")
-    return images[-1]
 
 
 def card_copy(image: Path, work: Path, extra_cmdline: str = SOFTWARE_DISPLAY) -> Path:
@@ -242,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("build/image/qemu"))
     parser.add_argument("--timeout", type=float, default=1500)
     args = parser.parse_args(argv)
-    image = args.image or latest_image(Path("build/image"))
+    image = args.image or newest_artefact(Path("build/image"))
     if shutil.which("qemu-system-aarch64") is None:
         print("qemu-system-aarch64 missing: apt-get install qemu-system-arm", file=sys.stderr)
         return 2
