@@ -12,6 +12,8 @@
                                                 a commune's pre-loaded resident list (CSV)
     media import FOLDER                         packages a station exported to media
     operators credentials USERNAME [--pin] [--password] [--finger POS=FILE]
+    stations token STATION_ID [--registry-url URL [--qr FILE.png]]
+                                                a one-time enrollment token (and its QR)
 
 Settings come from REGISTRY_CONFIG (a TOML file) and REGISTRY_* variables; with none the
 registry runs embedded under ./data/registry.
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_keys(args, settings)
     if args.command == "quotas":
         return run_quotas(args, settings)
-    if args.command in ("residents", "media", "operators"):
+    if args.command in ("residents", "media", "operators", "stations"):
         return run_station_command(args, settings)
     parser.error(f"unknown command {args.command}")
     return 2

@@ -3,6 +3,7 @@
     residents import FILE.csv --office ID [--replace] [--check]
     media import FOLDER
     operators credentials USERNAME [--pin] [--password] [--finger POSITION=FILE ...]
+    stations token STATION_ID [--valid-hours H] [--registry-url URL [--qr FILE.png]]
 
 ``residents import`` reads the commune's pre-loaded list (columns in
 ``central.residents``); bad rows are listed by line and the good ones imported (exit 1
@@ -10,7 +11,11 @@ when any row was refused, 2 when the file was). ``media import`` ingests an expo
 a station wrote to removable media and writes its signed ``receipts.cose`` (exit 1 when
 any package was refused). ``operators credentials`` asks for the PIN and the password
 without echoing them (or reads them, one per line, from standard input when it is not a
-terminal) and takes finger templates from ISO/IEC 19794-2 files.
+terminal) and takes finger templates from ISO/IEC 19794-2 files. ``stations token``
+issues a station's one-time enrollment token (as ``POST /v1/stations/{id}/tokens`` does)
+and, given the address stations reach this registry at, prints the station setup code
+(``enrollment.setup_token``) and writes it as the token sheet's QR code; the technician
+shows that sheet to the station's camera at first boot.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import getpass
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +70,27 @@ def add_station_parsers(subparsers: Any) -> None:
         default=[],
         metavar="POSITION=FILE",
         help="an ISO/IEC 19794-2 template file for finger POSITION (1-10); repeat per finger",
+    )
+
+    stations = subparsers.add_parser("stations", help="stations' one-time enrollment tokens")
+    station_actions = stations.add_subparsers(dest="stations_command", required=True)
+    token = station_actions.add_parser(
+        "token", help="issue a station's one-time enrollment token and its token sheet's QR code"
+    )
+    token.add_argument("station_id")
+    token.add_argument(
+        "--valid-hours", type=float, default=72.0, help="how long the token is valid (max 720)"
+    )
+    token.add_argument(
+        "--registry-url",
+        help="the address stations reach this registry at (https://...): printed with the "
+        "token as the station setup code",
+    )
+    token.add_argument(
+        "--qr",
+        type=Path,
+        metavar="FILE.png",
+        help="write the setup code as a QR code (PNG) for the token sheet (needs --registry-url)",
     )
 
 
@@ -177,7 +204,68 @@ def _operators(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _stations(args: argparse.Namespace, settings: Any) -> int:
+    from datetime import timedelta
+
+    from sqlalchemy.orm import Session
+
+    from central.db.engine import engine_from_settings
+    from central.onboarding import OnboardingError, create_token
+    from enrollment.setup_token import SetupCode, SetupCodeError, check_registry_url
+
+    # Everything checked before a token is issued: a refused command wastes none.
+    if not 0 < args.valid_hours <= 24 * 30:
+        print("--valid-hours: more than 0, at most 720", file=sys.stderr)
+        return 2
+    if args.qr is not None and not args.registry_url:
+        print(
+            "--qr: the QR code holds the registry's address: give --registry-url", file=sys.stderr
+        )
+        return 2
+    if args.registry_url:
+        try:
+            check_registry_url(args.registry_url)
+        except SetupCodeError as exc:
+            print(f"--registry-url: {exc}", file=sys.stderr)
+            return 2
+    engine = engine_from_settings(settings.database)
+    try:
+        with Session(engine) as session, session.begin():
+            new = create_token(
+                session,
+                args.station_id,
+                datetime.now(UTC),
+                "cli",
+                timedelta(hours=args.valid_hours),
+            )
+            code = SetupCode(args.registry_url, new.token) if args.registry_url else None
+            if code is not None and args.qr is not None:
+                # Written before the token is committed: a file that cannot be written
+                # leaves no issued token behind. Owner-only: the sheet is a credential.
+                fd = os.open(args.qr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    os.fchmod(out.fileno(), 0o600)
+                    out.write(code.png())
+    except OnboardingError as exc:
+        print(f"{args.station_id}: {exc.detail}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"--qr: {exc}; no token issued", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"station {new.station_id}: one-time token, valid until {new.expires_at.isoformat()}")
+    print(f"token: {new.token}")
+    if code is not None:
+        print(f"setup code: {code.payload()}")
+    if args.qr is not None:
+        print(f"QR code: {args.qr}")
+    return 0
+
+
 def run_station_command(args: argparse.Namespace, settings: Any) -> int:
+    if args.command == "stations":
+        return _stations(args, settings)
     if args.command == "residents":
         return _residents(args, settings)
     if args.command == "media":
