@@ -37,6 +37,7 @@ from central.routes.jobs import jobs_router
 from central.routes.packages import packages_router, registry_packages_router
 from central.routes.station_sync import residents_router, station_sync_router
 from central.routes.stations import stations_router
+from central.routes.updates import updates_router
 from central.services import Registry, open_registry, registry_of, utc_now
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def create_app(
     app.include_router(registry_packages_router())
     app.include_router(adjudication_router())
     app.include_router(jobs_router())
+    app.include_router(updates_router(settings.updates))
     app.include_router(
         reports_router(
             require_user(UserRole.reporting, UserRole.supervisor, UserRole.auditor, UserRole.admin),

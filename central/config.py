@@ -27,6 +27,7 @@ from central.db.engine import DatabaseSettings
 from central.keys import KeySettings
 from central.pipeline.quality import QualitySettings
 from central.pipeline.worker import WorkerSettings
+from central.routes.updates import UpdateSettings
 from central.station_sync import ResidentListSettings, StationPolicySettings
 
 CONFIG_ENV = "REGISTRY_CONFIG"
@@ -74,6 +75,8 @@ class RegistrySettings(BaseSettings):
     station_policy: StationPolicySettings = StationPolicySettings()
     """The rules every station follows (``GET /v1/station/config``)."""
     residents: ResidentListSettings = ResidentListSettings()
+    updates: UpdateSettings = UpdateSettings()
+    """The station update repository served under /v1/updates/ (image.release)."""
     bootstrap_admin: str | None = None
     """``username:password`` of an administrator created at start when no user exists
     (first start of a new registry); or use ``python -m central users add``."""

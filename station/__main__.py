@@ -7,6 +7,7 @@
     python -m station media export /media/usb   # the outbox onto removable media
     python -m station media import-receipts /media/usb/vn-eid/<station>/<export>
     python -m station technician-pin            # hash a new technician PIN for the config
+    python -m station updates check|fetch       # network updates (TUF): newer bundle?
 
 ``serve`` owns the devices; the other commands open the store without them, so a
 technician can run them while the service is stopped (they refuse while it runs, because
@@ -207,6 +208,16 @@ def _technician_pin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _updates(args: argparse.Namespace) -> int:
+    """One line for the console and the installer (/usr/lib/vn-eid/net-update); needs no
+    service lock: it touches neither the devices nor the outbox."""
+    from station.updates import check
+
+    outcome = check(_settings(), download=args.updates_command == "fetch")
+    print(outcome.line(), flush=True)
+    return 1 if outcome.state == "refused" else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m station", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     pin.add_argument("--stdin", action="store_true", help="read the PIN from stdin")
     pin.add_argument("--quiet", action="store_true", help="print the hash only")
     pin.set_defaults(run=_technician_pin)
+    updates = sub.add_parser("updates", help="network updates: signed metadata (TUF)")
+    updates_sub = updates.add_subparsers(dest="updates_command", required=True)
+    updates_sub.add_parser("check", help="say whether a newer bundle is published")
+    updates_sub.add_parser("fetch", help="download the newest newer bundle, checked")
+    updates.set_defaults(run=_updates)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     code: int = args.run(args)

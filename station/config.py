@@ -85,6 +85,25 @@ class MediaSettings(BaseModel):
     """The kernel's list of mounted file systems (fstab format)."""
 
 
+class UpdateSettings(BaseModel):
+    """Updates over the network (``python -m station updates check|fetch``, run as root by
+    vn-eid-net-update.timer): TUF metadata from the update repository, trusted through the
+    root the image ships; bundles newer than the running image downloaded and checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repository_url: str | None = None
+    """The update repository; None: the registry's address + ``/v1/updates/``."""
+    trusted_root: Path = Path("/etc/vn-eid/tuf/root.json")
+    """The repository's root metadata the image ships: the anchor of every check."""
+    metadata_dir: Path | None = None
+    """Trusted metadata kept between runs (rollback protection); None: under state_dir."""
+    download_dir: Path | None = None
+    """Where a checked bundle is left for the installer; None: under state_dir."""
+    timeout_s: int = Field(30, ge=1, le=600)
+    """Longest wait for the repository to connect or to send the next bytes."""
+
+
 class StationSettings(BaseSettings):
     """Everything one station process needs to know about its devices and folders."""
 
@@ -118,6 +137,7 @@ class StationSettings(BaseSettings):
     face: FaceCaptureSettings = FaceCaptureSettings()
     technician: TechnicianSettings = TechnicianSettings()
     media: MediaSettings = MediaSettings()
+    updates: UpdateSettings = UpdateSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -142,5 +162,6 @@ __all__ = [
     "ServiceSettings",
     "StationSettings",
     "TechnicianSettings",
+    "UpdateSettings",
     "config_path",
 ]

@@ -297,6 +297,20 @@ TABLE: dict[tuple[str, str], Rule] = {
         _enroll,
         public="a station's first contact: the one-time token is the credential",
     ),
+    # Station updates; 404 here: this registry serves no updates folder (the served
+    # repository is tested in tests/test_image_release.py).
+    ("GET", "/v1/updates/metadata/{name}"): Rule(
+        EVERYONE,
+        404,
+        _fixed("/v1/updates/metadata/timestamp.json"),
+        public="station update metadata (TUF): signed, checked by the station",
+    ),
+    ("GET", "/v1/updates/targets/{name}"): Rule(
+        EVERYONE,
+        404,
+        _fixed("/v1/updates/targets/0.vn-eid-station-1.0.0.raucb"),
+        public="station update bundles: their hash is pinned by signed metadata",
+    ),
     # Any person.
     ("GET", "/v1/auth/me"): Rule(ANY_PERSON, 200),
     ("POST", "/v1/auth/password"): Rule(
