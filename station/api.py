@@ -174,6 +174,11 @@ class ProvisionIn(BaseModel):
     token: str = Field(min_length=1, max_length=500)
 
 
+class SetupScanIn(BaseModel):
+    timeout_s: float = Field(20.0, gt=0, le=60)
+    """How long to look for the token sheet's QR code."""
+
+
 class TechnicianPinIn(BaseModel):
     pin: str = Field(min_length=1, max_length=64)
 
@@ -384,6 +389,32 @@ def _provision(runtime: StationRuntime, body: ProvisionIn) -> dict[str, Any]:
         raise ApiError(status, "provisioning_failed", str(exc), reason) from None
     except NotReadyError as exc:
         raise ApiError(409, "already_provisioned", str(exc)) from None
+
+
+def _scan_setup_code(runtime: StationRuntime, scanner: Any, timeout_s: float) -> dict[str, Any]:
+    """The setup code on the token sheet held up to the camera (first boot only)."""
+    from enrollment.setup_token import SetupCodeError
+    from station.drivers.camera.errors import CameraError
+    from station.setup_scan import NoCodeSeenError, ScanBusyError
+
+    if runtime.online is not None:
+        raise ApiError(409, "already_provisioned", "this station is already provisioned")
+    if runtime.devices is None:
+        raise NotReadyError("this station runs without devices", code="no_devices")
+    try:
+        camera = runtime.devices.camera
+        return dict(scanner.scan(camera, timeout_s).as_json())
+    except DeviceUnavailableError as exc:
+        raise NotReadyError(str(exc), code="device_missing") from None
+    except ScanBusyError as exc:
+        raise NotReadyError(str(exc), code="busy") from None
+    except SetupCodeError as exc:
+        raise ApiError(422, "not_a_setup_code", str(exc), {"reason": exc.code}) from None
+    except NoCodeSeenError as exc:
+        details = {"glimpsed": exc.glimpsed, "seconds": round(exc.seconds, 1)}
+        raise ApiError(409, "no_code_seen", str(exc), details) from None
+    except CameraError as exc:  # it stopped or went away while the scan read it
+        raise NotReadyError(f"the camera failed: {exc}", code="device_missing") from None
 
 
 def _retry_devices(runtime: StationRuntime) -> list[dict[str, object]]:
@@ -614,6 +645,30 @@ def api_router() -> APIRouter:
                 lambda: _provision(runtime, body),
                 lambda identity: {"station_id": identity.get("station_id")},
                 subject=body.registry_url,
+            )
+        )
+
+    from station.setup_scan import SetupCodeScanner
+
+    setup_scanner = SetupCodeScanner()  # one scan at a time: one camera
+
+    @router.post("/technician/setup-code/scan")
+    async def technician_setup_code_scan(
+        body: SetupScanIn, request: Request, runtime: Runtime, technician: Technician
+    ) -> dict[str, Any]:
+        """First boot from the kiosk: read the setup code (``enrollment.setup_token``) on
+        the registry's token sheet held up to the camera, for up to ``timeout_s``; answers
+        ``registry_url`` and ``token`` for the setup form. Refused once provisioned (409
+        ``already_provisioned``); 409 ``no_code_seen`` (``details.glimpsed``: a code was in
+        view but unreadable), 422 ``not_a_setup_code`` (``details.reason``: the
+        ``SetupCodeError`` code), 409 ``busy``, 503 ``device_missing``. The journal keeps
+        the address read, never the token."""
+        return await _call(
+            lambda: _gate(request).attempt(
+                technician,
+                "technician.setup_code_scanned",
+                lambda: _scan_setup_code(runtime, setup_scanner, body.timeout_s),
+                lambda found: {"registry_url": found["registry_url"], "seconds": found["seconds"]},
             )
         )
 

@@ -6,13 +6,20 @@ simulated camera lives inside the station process, so the station opens this sma
 control socket next to it (``run_dir/camera-control``), one JSON object per line each way:
 
     {"cmd": "sit", "seed": 6, "script": ["walk_in:1", "good:30"]}  -> {"ok": true}
+    {"cmd": "show", "png": "<base64 of a PNG or JPEG>"}             -> {"ok": true}
+    {"cmd": "show", "png": null}                                    -> {"ok": true}
     {"cmd": "state"}                                                -> {"ok": true, "seed": 6, ...}
+
+``show`` holds a sheet of paper up in front of the lens (the image: a token sheet's QR
+code, say) until another ``show`` replaces it or takes it away (``null``).
 
 Only the simulated backend has it: a real camera films whoever is there.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -21,10 +28,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from station.drivers.camera.simulated import SimulatedCamera
+from station.drivers.camera.simulated import MAX_SHEET_BYTES, SimulatedCamera, load_sheet
 from station.drivers.control_socket import send_command
 
 log = logging.getLogger(__name__)
+MAX_COMMAND_BYTES = MAX_SHEET_BYTES * 4 // 3 + 4096
+"""A ``show`` with the largest sheet, in base64, and the rest of its line."""
 
 
 class CameraControlServer:
@@ -65,6 +74,8 @@ class CameraControlServer:
                         if not chunk:
                             break
                         data += chunk
+                        if len(data) > MAX_COMMAND_BYTES:
+                            raise ValueError(f"a command is at most {MAX_COMMAND_BYTES} bytes")
                     reply = self._handle(json.loads(data or b"{}"))
                 except (OSError, ValueError) as exc:
                     reply = {"ok": False, "error": str(exc)}
@@ -82,8 +93,25 @@ class CameraControlServer:
                 log.warning("camera control refused %s: %s", cmd, exc)
                 return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             return {"ok": True}
+        if name == "show":
+            png = cmd.get("png")
+            try:
+                if png is None:
+                    self.camera.show(None)
+                elif not isinstance(png, str):
+                    raise ValueError("png is the image file in base64, or null")
+                else:
+                    self.camera.show(load_sheet(base64.b64decode(png, validate=True)))
+            except (ValueError, binascii.Error) as exc:  # the camera keeps what it showed
+                return {"ok": False, "error": f"show: {exc}"}
+            return {"ok": True}
         if name == "state":
-            return {"ok": True, "seed": self.camera.seed, "script": str(self.camera.script)}
+            return {
+                "ok": True,
+                "seed": self.camera.seed,
+                "script": str(self.camera.script),
+                "sheet": self.camera.showing,
+            }
         return {"ok": False, "error": f"unknown command {name!r}"}
 
     def stop(self) -> None:
@@ -112,6 +140,13 @@ class CameraControl:
     def sit(self, seed: int, script: list[str] | None = None) -> None:
         """Another person sits down (``seed``), playing ``script`` from its start."""
         self.send(cmd="sit", seed=seed, script=script)
+
+    def show(self, image: bytes | None) -> None:
+        """Hold a sheet up in front of the camera: ``image`` is its PNG (or JPEG) file;
+        None takes the sheet away."""
+        if image is not None:
+            load_sheet(image)  # a bad file is refused here, with the reason, not sent
+        self.send(cmd="show", png=base64.b64encode(image).decode() if image is not None else None)
 
     def state(self) -> dict[str, Any]:
         return self.send(cmd="state")

@@ -15,6 +15,9 @@ turn's warp most), so renders are cached per whole degree of yaw, tenth of eyeli
 closure and expression; a frame is then one affine warp (by whole pixels at the capture
 distance), a lookup table for exposure and white balance and the synthetic mark
 (docs/protocols/camera.md has the measured rates).
+
+A sheet of paper can be held up in front of the lens (:meth:`SimulatedCamera.show`: a
+token sheet's QR code, say): it covers the middle of every frame until it is taken away.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ DEFAULT_ASSETS = Path(__file__).resolve().parents[3] / "data" / "assets"
 CACHE_ENTRIES = 64  # base renders kept (about 0.5 MB each at 480 lines)
 BACKDROP_KEY = 14  # colour distance under which a portrait pixel is the backdrop
 ANCHOR = (0.5, 0.45)  # the point of the portrait that stays put as a person comes closer
+SHEET_SPAN = 0.6  # of the frame's height (and at most of its width): a sheet held ~30 cm away
+MAX_SHEET_BYTES = 4 << 20
+MAX_SHEET_SIDE = 4096
 Mask = NDArray[np.uint8]
 
 
@@ -80,6 +86,26 @@ def studio_person(name: str, folder: str) -> faces.SourceFace:
 def person_for(seed: int, assets: Path = DEFAULT_ASSETS) -> faces.SourceFace:
     """The synthetic person with face seed ``seed``."""
     return studio_person(faces.source_for(seed), str(assets))
+
+
+def load_sheet(data: bytes) -> RGBImage:
+    """An image file's bytes (PNG, JPEG) as the RGB sheet :meth:`SimulatedCamera.show`
+    takes; ValueError says what is wrong with them."""
+    import io
+
+    from PIL import UnidentifiedImageError
+
+    if not data:
+        raise ValueError("the sheet is empty")
+    if len(data) > MAX_SHEET_BYTES:
+        raise ValueError(f"the sheet's image is over {MAX_SHEET_BYTES >> 20} MB")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if max(image.size) > MAX_SHEET_SIDE:
+                raise ValueError(f"the sheet is over {MAX_SHEET_SIDE} pixels on a side")
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"the sheet is not an image file: {exc}") from None
 
 
 def serial_for(seed: int) -> str:
@@ -257,6 +283,8 @@ class SimulatedCamera(Camera):
         """Set when the script unplugged the camera: the next open continues the script."""
         self._origin = 0
         """The frame at which the current person's script started (:meth:`sit`)."""
+        self._sheet: RGBImage | None = None
+        """The sheet held up in front of the lens (:meth:`show`), at frame scale."""
 
     def controls(self) -> frozenset[Control]:
         return ALL_CONTROLS
@@ -289,9 +317,53 @@ class SimulatedCamera(Camera):
         self._origin = origin
         self.health.present(person=source.name, script=str(new_script))
 
+    def show(self, sheet: RGBImage | None) -> None:
+        """Hold ``sheet`` (an RGB image: a printed page) up in front of the lens, upright
+        in the middle of the frame at :data:`SHEET_SPAN` of its height; None takes it
+        away. The next frame shows it."""
+        if sheet is None:
+            self._sheet = None
+            return
+        if sheet.ndim != 3 or sheet.shape[2] != 3 or min(sheet.shape[:2]) < 1:
+            raise ValueError(f"a sheet is an RGB image, not an array of shape {sheet.shape}")
+        h, w = sheet.shape[:2]
+        scale = min(SHEET_SPAN * self._height / h, SHEET_SPAN * self._width / w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        shrink = scale < 1.0
+        # Area averaging when the sheet is seen smaller than printed: as a lens blurs it.
+        resized = cv2.resize(
+            sheet, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        )
+        self._sheet = np.ascontiguousarray(resized, np.uint8)
+
+    @property
+    def showing(self) -> bool:
+        """Whether a sheet is held up in front of the lens."""
+        return self._sheet is not None
+
+    @staticmethod
+    def _with_sheet(image: RGBImage, sheet: RGBImage) -> RGBImage:
+        h, w = sheet.shape[:2]
+        y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+        out = image.copy()
+        out[y0 : y0 + h, x0 : x0 + w] = sheet
+        return out
+
     def render(self, index: int) -> Frame | None:
         """Frame ``index`` as the camera would deliver it under the current controls,
         without waiting for it (tests, previews); None past a non-looping script."""
+        frame = self._scene_frame(index)
+        return self._held_up(frame) if frame is not None else None
+
+    def _held_up(self, frame: Frame) -> Frame:
+        """``frame`` with the sheet held up in front of the lens now, if any."""
+        sheet = self._sheet  # one read: the control thread may take it away meanwhile
+        if sheet is None:
+            return frame
+        metadata = {**frame.metadata, "sheet": True}
+        return replace(frame, image=self._with_sheet(frame.image, sheet), metadata=metadata)
+
+    def _scene_frame(self, index: int) -> Frame | None:
         out = self.renderer.frame(
             max(0, index - self._origin),
             self._exposure or "auto",
@@ -344,13 +416,14 @@ class SimulatedCamera(Camera):
             raise CameraDisconnected(
                 "the camera stopped sending frames: check its cable, then reopen it"
             )
-        frame = self.render(index)  # rendered ahead of its due time
+        frame = self._scene_frame(index)  # rendered ahead of its due time
         if frame is None:
             return None
         if self._stop.wait(max(0.0, frame.timestamp - time.monotonic())):
             return None
         self._next = index + 1
-        return replace(frame, timestamp=time.monotonic())
+        # The sheet as held up at the frame's time, not when the scene was rendered ahead.
+        return replace(self._held_up(frame), timestamp=time.monotonic())
 
     # Controls act in render(); storing them (the base class does) is all there is to do.
     def _apply_exposure(self, value: Exposure) -> None:

@@ -3,18 +3,20 @@ station's insides (versions, identity and certificate, registry, network, sync, 
 key, journal, service log) with sync, upload and device retries; and ``/setup``, the
 first-boot provisioning (no officer can log in before it: the technician PIN opens it).
 Every action here goes through the API's technician routes, which refuse it without an
-open technician session and journal it."""
+open technician session and journal it. The setup screen can read the registry address and
+token from the QR code on the registry's token sheet with the station's camera (``POST
+/setup/scan``) instead of having them typed."""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form
 from fastapi.responses import Response
 
+from enrollment.setup_token import SetupCodeError, check_registry_url
 from station.ui import errors
 from station.ui.client import StationApi, StationApiError
 from station.ui.i18n import _, format_datetime, format_number, ngettext
@@ -38,6 +40,13 @@ errors.register(
     ),
     already_provisioned=lambda: _("This station is already set up."),
     busy=lambda: _("The station is busy with the same thing. Wait a moment and try again."),
+    no_code_seen=lambda: _(
+        "No QR code was read. Hold the token sheet's QR code in front of the camera and scan again."
+    ),
+    not_a_setup_code=lambda: _(
+        "This QR code is not a station setup code. Hold up the QR code on the registry's "
+        "token sheet."
+    ),
 )
 
 
@@ -261,8 +270,62 @@ async def _setup_state(page: Page) -> str:
     return "done"
 
 
+SCAN_SECONDS = 20
+"""How long one press of Scan looks for the token sheet's QR code (the bar that shows the
+time running out, in technician.css, lasts as long)."""
+
+# Why a QR code read at setup is not usable (enrollment.setup_token.SetupCodeError codes).
+_SCAN_REASONS = {
+    "wrong_scheme": lambda: _(
+        "This QR code is not a station setup code. Hold up the QR code on the registry's "
+        "token sheet."
+    ),
+    "wrong_version": lambda: _(
+        "This setup code is made for another version of the station software. Ask the "
+        "registry administrator for a new token sheet, or type the address and the token."
+    ),
+    "insecure_address": lambda: _(
+        "The registry address in this QR code does not start with https://, so the station "
+        "will not use it. Ask the registry administrator for a new token sheet."
+    ),
+}
+
+
+def _scan_problem(exc: StationApiError) -> str:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    if exc.code == "not_a_setup_code":
+        explain = _SCAN_REASONS.get(str(details.get("reason") or ""))
+        if explain is not None:
+            return explain()
+        return _(
+            "The setup code in this QR code is damaged or incomplete. Ask the registry "
+            "administrator for a new token sheet, or type the address and the token."
+        )
+    if exc.code == "no_code_seen" and details.get("glimpsed"):
+        return _(
+            "A QR code was in view but could not be read. Hold the sheet flat and still, "
+            "20 to 40 cm from the camera, without glare on it, and scan again."
+        )
+    if exc.code == "no_code_seen":
+        return _(
+            "No QR code was seen in %(num)d seconds. Hold the token sheet's QR code in front "
+            "of the camera and scan again.",
+            num=SCAN_SECONDS,
+        )
+    return errors.explain(exc)
+
+
 async def _setup_render(page: Page, step: str, **context: Any) -> Response:
-    values: dict[str, Any] = {"registry_url": "", "error": None, "field": None, "detail": None}
+    values: dict[str, Any] = {
+        "registry_url": "",
+        "token": "",
+        "error": None,
+        "field": None,
+        "detail": None,
+        "scanned": False,
+        "scan_error": None,
+        "scan_detail": None,
+    }
     values.update(context)
     if page.is_htmx:
         return await page.render("technician/_setup.html", step=step, **values)
@@ -278,8 +341,16 @@ async def setup_page(page: PageDep) -> Response:
 
 
 def _address_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """The registry address rule of ``enrollment.setup_token`` (the one a QR code's address
+    meets too), said to the technician."""
+    try:
+        check_registry_url(url)
+    except SetupCodeError as exc:
+        if exc.code == "insecure_address":
+            return _(
+                "The address must start with https:// (plain http:// only for this station "
+                "itself or a private-network IP address, for tests)."
+            )
         return _(
             "Write the address in full, starting with https:// (for example "
             "https://registry.example.vn)."
@@ -324,6 +395,38 @@ async def setup(
         return provisioned
     page.forget_status()  # provisioned now: the header shows the station's id
     return await _first_sync(page)
+
+
+@router.post("/setup/scan")
+async def setup_scan(page: PageDep) -> Response:
+    """Read the registry address and token from the token sheet's QR code with the
+    camera, and fill the setup form with them (the technician checks and presses Set
+    up)."""
+    state = await _setup_state(page)
+    if state != "done" and not await _technician_open(page):
+        return _to_unlock(page)
+    if state != "new":
+        return await _setup_render(page, state)
+    try:
+        found = await _as_technician(
+            page, "/technician/setup-code/scan", {"timeout_s": SCAN_SECONDS}
+        )
+    except StationApiError as exc:
+        if exc.code not in ("no_code_seen", "not_a_setup_code", "busy", "device_missing",
+                            "no_devices", "already_provisioned"):  # fmt: skip
+            raise
+        return await _setup_render(
+            page, "new", scan_error=_scan_problem(exc), scan_detail=exc.detail
+        )
+    if isinstance(found, Response):
+        return found
+    return await _setup_render(
+        page,
+        "new",
+        registry_url=str(found["registry_url"]),
+        token=str(found["token"]),
+        scanned=True,
+    )
 
 
 async def _first_sync(page: Page) -> Response:
