@@ -168,6 +168,13 @@ def _newest(metadata_dir: Path, running: Version) -> tuple[str, Version] | None:
     return best
 
 
+def _forget_downloads(download_dir: Path, keep: Path | None) -> None:
+    """Bundles downloaded earlier (installed, or superseded): the data partition is small."""
+    for old in download_dir.glob("*.raucb"):
+        if old != keep:
+            old.unlink()
+
+
 def _updater(settings: StationSettings, metadata_dir: Path, download_dir: Path) -> Updater:
     url = repository_url(settings)
     try:
@@ -207,6 +214,8 @@ def check(settings: StationSettings, *, download: bool) -> Outcome:
             raise refusal(exc, "metadata") from exc
         newest = _newest(metadata_dir, running)
         if newest is None:
+            if download:
+                _forget_downloads(download_dir, keep=None)
             return Outcome("none", running=str(running))
         name, version = newest
         try:
@@ -218,9 +227,7 @@ def check(settings: StationSettings, *, download: bool) -> Outcome:
         if not download:
             return Outcome("available", running=str(running), version=str(version), target=name)
         path = download_dir / name
-        for old in download_dir.glob("*.raucb"):
-            if old != path:
-                old.unlink()  # an older download: the data partition is not large
+        _forget_downloads(download_dir, keep=path)
         cached = updater.find_cached_target(info, str(path))
         if cached is None:
             log.info("downloading %s (%d bytes)", name, info.length)

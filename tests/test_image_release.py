@@ -185,10 +185,12 @@ def test_a_station_fetches_the_newest_bundle_newer_than_its_own(
 
     older = check(station(tmp_path / "on-0.9", registry, "0.9", root), download=False)
     assert older.version == "1.1.0"  # the newest, not the first newer one
-    current = check(station(tmp_path / "on-1.1.0", registry, "1.1.0", root), download=True)
+    # Installed (the station now runs 1.1.0): nothing newer, and the download is dropped.
+    installed = station(tmp_path / "on-1.0.0", registry, "1.1.0")
+    current = check(installed, download=True)
     assert current.state == "none"
     assert current.line() == "VN-EID-NETUPDATE none running=1.1.0"
-    assert not list((tmp_path / "on-1.1.0/state/updates/downloads").iterdir())
+    assert not fetched.path.exists()
 
 
 def test_the_command_line_prints_one_line_for_the_installer(
