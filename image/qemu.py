@@ -2,11 +2,13 @@
 for the health check's console line: the station service answers and the kiosk runs.
 
     python -m image.qemu [--image build/image/vn-eid-station-*.img] [--timeout 1500]
+                        [--passphrase PASSPHRASE]
 
 The image is booted the way a card is: a copy grown to a card's size (slot B and the
 data partition need the room), EDK2 starting GRUB from the FAT partition, GRUB booting
-root slot A's own kernel. Everything the guest prints on its serial console is kept in
-``console.log`` beside the copy.
+root slot A's own kernel. The guest has no TPM, so the data partition asks for a
+passphrase on the serial console, which this types. Everything the guest prints there is
+kept in ``console-*.log`` beside the copy.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -25,8 +28,13 @@ from image import disk
 from image.build import newest_artefact
 
 EFI_FIRMWARE = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
+# What the data partition script asks on the console (systemd's password agent).
+ASK = "VN-EID-ASK "
+# The throwaway card copy's passphrase: nothing real is ever behind it.
+DEFAULT_PASSPHRASE = "qemu test passphrase"  # noqa: S105
 HEALTH = re.compile(r"VN-EID-HEALTH (?P<result>\S+) (?P<fields>.*)")
 EVENT = re.compile(r"VN-EID-[A-Z]+ .*")
+RECOVERY = re.compile(r"VN-EID-RECOVERY-KEY (?P<key>[a-z]{8}(?:-[a-z]{8}){7})")
 CARD_GIB = 8
 # The guest has no GPU: wlroots draws the kiosk in software.
 SOFTWARE_DISPLAY = "systemd.setenv=WLR_RENDERER=pixman"
@@ -48,6 +56,8 @@ class BootResult:
     events: list[str] = field(default_factory=list)  # every VN-EID-* console line
     exited: bool = False  # the guest rebooted or powered off (QEMU runs with -no-reboot)
     console: Path | None = None
+    asked: int = 0  # passphrase prompts answered
+    recovery_key: str | None = None  # shown once on the console when the TPM seals the key
 
     @property
     def ok(self) -> bool:
@@ -94,8 +104,16 @@ def set_grubenv(card: Path, changes: dict[str, str]) -> None:
 
 
 def qemu_command(
-    card: Path, console: Path, qmp: Path, stick: Path | None = None, memory_mib: int = 3072
+    card: Path,
+    console: Path,
+    qmp: Path,
+    serial: Path,
+    stick: Path | None = None,
+    memory_mib: int = 3072,
 ) -> list[str]:
+    """The serial console is a socket (the test answers passphrase prompts through it)
+    and is logged to ``console``. No TPM: Debian's arm64 kernel has no driver for QEMU's
+    memory-mapped one (CONFIG_TCG_TIS), only the SPI one a Pi's TPM board uses."""
     if not EFI_FIRMWARE.is_file():
         raise FileNotFoundError(f"{EFI_FIRMWARE}: apt-get install qemu-efi-aarch64")
     command = [
@@ -106,7 +124,8 @@ def qemu_command(
         "-device", "virtio-gpu-pci", "-display", "none",
         "-device", "virtio-keyboard-pci", "-device", "virtio-tablet-pci",
         "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0",
-        "-chardev", f"file,id=serial0,path={console}", "-serial", "chardev:serial0",
+        "-chardev", f"socket,id=serial0,path={serial},server=on,wait=off,logfile={console}",
+        "-serial", "chardev:serial0",
         "-qmp", f"unix:{qmp},server=on,wait=off", "-monitor", "none", "-no-reboot",
     ]  # fmt: skip
     if stick is not None:  # a USB stick, as a technician plugs one in
@@ -116,6 +135,49 @@ def qemu_command(
             "-device", "usb-storage,bus=xhci.0,drive=stick",
         ]  # fmt: skip
     return command
+
+
+class SerialLine:
+    """The guest's serial console as a socket: kept drained (QEMU logs what it prints),
+    written to when a prompt needs an answer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock: socket.socket | None = None
+
+    def poll(self) -> None:
+        if self.sock is None:
+            if not self.path.exists():
+                return
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.path))
+            except OSError:
+                sock.close()
+                return
+            sock.setblocking(False)
+            self.sock = sock
+        try:
+            while self.sock.recv(65536):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self.close()
+
+    def send(self, text: str) -> None:
+        if self.sock is None:
+            self.poll()
+        if self.sock is None:
+            raise RuntimeError("the serial console is not connected")
+        self.sock.setblocking(True)
+        self.sock.sendall(text.encode())
+        self.sock.setblocking(False)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def usb_stick(bundles: list[Path], target: Path, size_mib: int = 0) -> Path:
@@ -134,15 +196,12 @@ def usb_stick(bundles: list[Path], target: Path, size_mib: int = 0) -> Path:
 
 def _powerdown(qmp: Path) -> None:
     """Press the virtual power button (ACPI): the guest shuts down cleanly."""
-    import json as _json
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         sock.connect(str(qmp))
         sock.recv(65536)  # greeting
         for command in ({"execute": "qmp_capabilities"}, {"execute": "system_powerdown"}):
-            sock.sendall(_json.dumps(command).encode() + b"\n")
+            sock.sendall(json.dumps(command).encode() + b"\n")
             sock.recv(65536)
 
 
@@ -153,28 +212,47 @@ def boot(
     stick: Path | None = None,
     until: str = "health",
     echo: bool = True,
+    passphrase: str | None = None,
 ) -> BootResult:
     """Boot the card once. ``until="health"``: stop at the first health line (ok or
     failed); ``until="VN-EID-..."``: stop at the first console event starting so;
     ``until="exit"``: run until the guest reboots or powers off by itself (an update, a
-    rollback). Also stops at the timeout. A guest still running is powered off cleanly."""
+    rollback). Also stops at the timeout. A guest still running is powered off cleanly.
+
+    ``passphrase``: typed at each of the data partition's prompts on the serial console
+    (a station without a TPM chooses it at first boot and is asked it at every start);
+    without one, a prompt ends the boot with result "passphrase-asked"."""
     stamp = time.strftime("%H%M%S")
     console = card.parent / f"console-{stamp}.log"
     qmp = card.parent / f"qmp-{stamp}.sock"
+    serial_path = card.parent / f"serial-{stamp}.sock"
     console.write_bytes(b"")
     qmp.unlink(missing_ok=True)
+    serial_path.unlink(missing_ok=True)
     result = BootResult(console=console)
     started = time.monotonic()
     proc = subprocess.Popen(
-        qemu_command(card, console, qmp, stick), stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        qemu_command(card, console, qmp, serial_path, stick),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+    serial = SerialLine(serial_path)
     seen = 0
     done = False
     try:
         while not done and time.monotonic() - started < timeout_s:
             time.sleep(1)
+            serial.poll()
             text = console.read_text(errors="replace")
+            # A prompt waits on a line of its own that is not finished yet.
+            prompts = text.count(ASK)
+            if prompts > result.asked:
+                if passphrase is None:
+                    result.result = "passphrase-asked"
+                    break
+                serial.send(passphrase + "\n")
+                result.asked = prompts
+                if echo:
+                    print(f"  {time.monotonic() - started:6.0f} s  passphrase typed", flush=True)
             end = text.rfind("\n") + 1  # whole lines only: the last may be half written
             for line in text[seen:end].splitlines():
                 clean = line.strip()
@@ -184,8 +262,12 @@ def boot(
                         result.milestones[name] = round(elapsed, 1)
                         if echo:
                             print(f"  {elapsed:6.0f} s  {name}: {clean[:100]}", flush=True)
+                recovery = RECOVERY.search(clean)
+                if recovery:
+                    result.recovery_key = recovery["key"]
+                    continue  # a secret: not echoed, not an event
                 event = EVENT.search(clean)
-                if event:
+                if event and not event.group(0).startswith(ASK):
                     result.events.append(event.group(0))
                     if until.startswith("VN-EID-") and event.group(0).startswith(until):
                         done = True
@@ -212,6 +294,7 @@ def boot(
             result.seconds = round(time.monotonic() - started, 1)
         return result
     finally:
+        serial.close()
         if proc.poll() is None:
             try:
                 _powerdown(qmp)
@@ -224,6 +307,7 @@ def boot(
                     proc.kill()
                     proc.wait()
         qmp.unlink(missing_ok=True)
+        serial_path.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", type=Path, help="default: the newest in build/image")
     parser.add_argument("--work", type=Path, default=Path("build/image/qemu"))
     parser.add_argument("--timeout", type=float, default=1500)
+    parser.add_argument(
+        "--passphrase",
+        default=DEFAULT_PASSPHRASE,
+        help="typed at the data partition's prompts (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     image = args.image or newest_artefact(Path("build/image"))
     if shutil.which("qemu-system-aarch64") is None:
@@ -242,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"booting {image} under QEMU (virt, 2 vCPUs, TCG)", flush=True)
     card = card_copy(image, args.work)
-    result = boot(card, args.timeout)
+    result = boot(card, args.timeout, passphrase=args.passphrase)
     summary = {
         "result": result.result, "seconds": result.seconds, "fields": result.fields,
         "milestones": result.milestones, "console": str(result.console),

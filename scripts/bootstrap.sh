@@ -10,13 +10,13 @@ cd "$(dirname "$0")/.."
 # PC/SC stack the card encoder talks to (pcscd + the vpcd virtual reader; pyscard builds
 # against libpcsclite-dev), PostgreSQL, which the registry tests start on their own, and
 # DejaVu fonts (Vietnamese glyphs in the station's printed slips and kiosk), and Chromium,
-# the kiosk's browser, which the UI tests drive through Playwright; and the disk and
-# update tools the device image's parts are tested with (the whole image build needs more:
-# image/host-setup.sh).
+# the kiosk's browser, which the UI tests drive through Playwright; and the disk, update
+# and LUKS tools the device image's parts are tested with (the whole image build needs
+# more: image/host-setup.sh).
 APT_PACKAGES=(python3 python3-venv python3-dev gcc make pkg-config openssl
               libtss2-dev softhsm2 swtpm swtpm-tools
               pcscd libpcsclite-dev vsmartcard-vpcd postgresql fonts-dejavu-core chromium
-              dosfstools mtools fdisk e2fsprogs zstd rauc squashfs-tools)
+              dosfstools mtools fdisk e2fsprogs zstd rauc squashfs-tools cryptsetup-bin)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

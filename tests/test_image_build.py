@@ -59,7 +59,7 @@ def test_it_boots_to_a_ready_station_and_a_running_kiosk(built: Path, tmp_path: 
     if shutil.which("qemu-system-aarch64") is None:
         pytest.fail("qemu-system-aarch64 missing (image/host-setup.sh installs it)")
     card = qemu.card_copy(built, tmp_path)
-    result = qemu.boot(card, timeout_s=1800)
+    result = qemu.boot(card, timeout_s=1800, passphrase=qemu.DEFAULT_PASSPHRASE)
     assert result.console is not None
     tail = result.console.read_text(errors="replace")[-4000:]
     assert result.ok, f"{result.result} {result.fields}\n{tail}"
@@ -68,5 +68,11 @@ def test_it_boots_to_a_ready_station_and_a_running_kiosk(built: Path, tmp_path: 
     assert result.fields["kiosk"] == "active"
     for step in ("grub", "kernel", "data"):
         assert step in result.milestones, (step, result.milestones)
-    # The first boot made the data partition in the card's free space.
-    assert len(disk.partition_table(card)) == 4
+    # The first boot made the data partition in the card's free space, encrypted (LUKS2)
+    # with the passphrase asked on the console: chosen, repeated, then typed to unlock.
+    table = disk.partition_table(card)
+    assert len(table) == 4
+    assert result.asked == 3
+    with card.open("rb") as fh:
+        fh.seek(int(str(table[3]["start"])) * disk.SECTOR)
+        assert fh.read(6) == b"LUKS\xba\xbe"

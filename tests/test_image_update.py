@@ -69,7 +69,9 @@ def test_signed_update_then_a_failing_one_rolls_back_and_a_forged_one_is_refused
 
     def boot(stick: list[Path] | None, until: str) -> qemu.BootResult:
         medium = qemu.usb_stick(stick, tmp_path / "stick.img") if stick else None
-        result = qemu.boot(card, 1800, stick=medium, until=until)
+        result = qemu.boot(
+            card, 1800, stick=medium, until=until, passphrase=qemu.DEFAULT_PASSPHRASE
+        )
         assert result.console is not None
         print(f"boot: {result.result} {result.fields} events={result.events}")
         return result

@@ -60,7 +60,18 @@ if [ -n "$(ls -A "$VN_EID_SDISTS" 2>/dev/null)" ]; then
     # Source-only packages are compiled inside the arm64 root, with a throwaway pip and
     # the build tools, which are all removed again before the image is sealed.
     say "compiling source packages inside the arm64 root: $(ls "$VN_EID_SDISTS" | tr '\n' ' ')"
-    apt_root install -y --no-install-recommends $VN_EID_BUILD_PACKAGES >/dev/null
+    # Its output kept, and shown on failure. One retry: a postinst under qemu-user has
+    # been seen to fail once and then pass (dpkg --configure -a finishes the rest).
+    aptlog="$root/tmp/vn-eid-build-apt.log"
+    if ! apt_root install -y --no-install-recommends $VN_EID_BUILD_PACKAGES >"$aptlog" 2>&1; then
+        say "installing the build tools failed, once more:"
+        tail -n 30 "$aptlog"
+        in_root env DEBIAN_FRONTEND=noninteractive dpkg --configure -a >>"$aptlog" 2>&1 || true
+        if ! apt_root install -y --no-install-recommends $VN_EID_BUILD_PACKAGES >>"$aptlog" 2>&1; then
+            tail -n 60 "$aptlog"
+            exit 1
+        fi
+    fi
     mkdir -p "$root/tmp/vn-eid-build/in" "$root/tmp/vn-eid-build/out"
     cp "$VN_EID_SDISTS"/* "$root/tmp/vn-eid-build/in/"
     # aarch64's gcc has no -m64, which wsq's setup.py passes on every POSIX system.
@@ -123,15 +134,19 @@ in_root grub-mkimage --format=arm64-efi --output=/usr/lib/vn-eid/boot/BOOTAA64.E
 # GRUB's modules were needed only for that image (grub-editenv, which RAUC uses, stays).
 rm -rf "$root/usr/lib/grub/arm64-efi"
 
-say "kernel modules"
+say "kernel modules and initramfs"
 # xz-compressed (kmod unpacks them; the kernel has no decompressor of its own): a third of
-# the size. Compressed on the host, indexed again, and the initramfs made again.
+# the size. Compressed on the host, indexed again, then the one initramfs (essential.sh
+# held update-initramfs back while the packages installed).
+rm -f "$root/usr/sbin/update-initramfs"
+in_root dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
 for kdir in "$root"/lib/modules/*/; do
     kver=$(basename "$kdir")
     find "$kdir" -name '*.ko' -print0 | xargs -0 -r -P 2 -n 64 xz --check=crc32 -q -T1
     in_root depmod "$kver"
+    rm -f "$root/boot/initrd.img-$kver"
+    in_root update-initramfs -c -k "$kver" >/dev/null
 done
-in_root update-initramfs -u -k all >/dev/null
 
 say "sealing"
 # Per-station secrets and identities are made on the device, never shipped.
