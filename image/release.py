@@ -323,6 +323,13 @@ class Repository:
         _atomic_write(self.metadata / f"{role}.json", data)
         return data
 
+    def _check_signers(self, *roles: str) -> None:
+        """Before any file is written: each role's key is here and is the one root names."""
+        root = self.root().signed
+        for role in roles:
+            if self.keys.signer(role).public_key.keyid not in root.roles[role].keyids:
+                raise ReleaseError(f"the {role} key here is not the one root names")
+
     def _bump(self, md: Metadata[Any]) -> None:
         md.signed.version += 1
         md.signed.expires = self._expiry(md.signed.type)
@@ -380,6 +387,7 @@ class Repository:
                 raise ReleaseError(f"{bundle.path}: no such bundle")
             check_version(bundle.version)
         with self._locked():
+            self._check_signers(Targets.type, Snapshot.type, Timestamp.type)
             targets = self.load(Targets.type, Targets)
             versions = {
                 str(t.custom.get("version")): name
@@ -445,6 +453,11 @@ class Repository:
                         f"here: sign it where {role}.key is (python -m image.release refresh)"
                     )
                     due[role] = False
+            self._check_signers(
+                Timestamp.type,
+                *([Snapshot.type] if due[Snapshot.type] or due[Targets.type] else []),
+                *([Targets.type] if due[Targets.type] else []),
+            )
             if due[Targets.type]:
                 self._bump(targets)
                 data = self._write(targets, self.keys)

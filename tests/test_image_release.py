@@ -349,7 +349,11 @@ def test_the_publisher_refuses_bad_input_and_writes_nothing(
     served: Path, keys: Path, tmp_path: Path
 ) -> None:
     repo = published(served, keys, "1.0.0")
-    before = {p.name: p.read_bytes() for p in (served / "metadata").iterdir()}
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(served)): p.read_bytes() for p in served.rglob("*.*")}
+
+    before = files()
     bundles = tmp_path / "b"
     cases = [
         (Bundle(bundle_file(bundles / "x", NAME_10), "1.0.0"), "already published"),
@@ -367,8 +371,11 @@ def test_the_publisher_refuses_bad_input_and_writes_nothing(
         shutil.copy(pub, public_only)
     with pytest.raises(ReleaseError, match=r"no targets\.key"):
         publisher(served, public_only).publish([Bundle(bundle_file(bundles, NAME_11), "1.1.0")])
-    assert {p.name: p.read_bytes() for p in (served / "metadata").iterdir()} == before
-    assert not [p for p in (served / "targets").iterdir() if p.name.startswith(".tmp")]
+    other_keys = tmp_path / "other-keys"
+    release.generate_keys(other_keys)
+    with pytest.raises(ReleaseError, match="not the one root names"):
+        publisher(served, other_keys).publish([Bundle(bundle_file(bundles, NAME_11), "1.1.0")])
+    assert files() == before
     with pytest.raises(ReleaseError, match="no TUF repository"):
         release.trusted_root(tmp_path / "nothing")
 
