@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from image import bundle, disk, pydeps, sbom
+from image import bundle, disk, pydeps, release, sbom
 from image.keys import SigningKeys, make_development_keys
 from image.profile import Profile, load
 
@@ -268,6 +268,7 @@ def build(
     keep_root: bool,
     keys_dir: Path | None = None,
     pin_hash: str | None = None,
+    tuf_repo: Path | None = None,
 ) -> dict[str, object]:
     profile = load()
     check_host()
@@ -275,6 +276,17 @@ def build(
     keys = SigningKeys.in_folder(keys_dir) if keys_dir else make_development_keys(out / "keys")
     if not keys.ca.is_file() or not keys.cert.is_file():
         raise BuildError(f"signing keys incomplete in {keys_dir}: ca.pem and signing.pem")
+    # And the update metadata's trusted root (TUF) for updates over the network.
+    if keys_dir is not None and tuf_repo is None:
+        raise BuildError(
+            "production signing keys (--keys) need the update repository whose root the "
+            "stations will trust (--tuf-repo; python -m image.release init)"
+        )
+    try:
+        repo = tuf_repo or release.development_repository(out / "tuf", out / "keys" / "tuf")
+        tuf_root = release.trusted_root(repo)
+    except release.ReleaseError as exc:
+        raise BuildError(f"update repository: {exc}") from exc
     image_version, epoch = version()
     out.mkdir(parents=True, exist_ok=True)
     pin_hash, pin_file = technician_pin_hash(out, pin_hash)
@@ -282,6 +294,7 @@ def build(
         print(f"technician PIN of this build: in {pin_file}")
     work = out / "work"
     work.mkdir(exist_ok=True)
+    (work / "tuf-root.json").write_bytes(tuf_root)
     root = work / "root"
     cache = out / "cache" / "wheels-aarch64"
     layout = disk.Layout(
@@ -317,6 +330,7 @@ def build(
             "VN_EID_BUILD_PACKAGES": " ".join(profile.build_packages),
             "VN_EID_INITRAMFS_MODULES": " ".join(profile.initramfs_modules),
             "VN_EID_KEYRING": str(keys.ca),
+            "VN_EID_TUF_ROOT": str(work / "tuf-root.json"),
             "VN_EID_TECHNICIAN_PIN_HASH": pin_hash,
         }
         mmdebstrap(profile, root, env, mirror or profile.mirror)
@@ -405,11 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         help="argon2 hash of the deployment's technician PIN (python -m station "
         "technician-pin); default: a random PIN kept in OUT/technician-pin.txt",
     )
+    parser.add_argument(
+        "--tuf-repo",
+        type=Path,
+        help="the update repository (python -m image.release) whose root.json the image "
+        "trusts; needed with --keys (default: a development one in OUT/tuf)",
+    )
     args = parser.parse_args(argv)
     try:
         summary = build(
-            args.out.resolve(), args.mirror, args.keep_root, args.keys, args.technician_pin_hash
-        )
+            args.out.resolve(), args.mirror, args.keep_root, args.keys,
+            args.technician_pin_hash, args.tuf_repo,
+        )  # fmt: skip
     except (BuildError, pydeps.DependencyError, bundle.BundleError) as exc:
         print(f"image build failed: {exc}", file=sys.stderr)
         return 1
