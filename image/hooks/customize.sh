@@ -7,13 +7,17 @@ root=$1
 : "${VN_EID_OVERLAY:?}" "${VN_EID_WHEELS:?}" "${VN_EID_REQUIREMENTS:?}" "${VN_EID_VERSION:?}"
 : "${VN_EID_VENV:?}" "${VN_EID_UV:?}" "${VN_EID_PLATFORM:?}" "${VN_EID_PYVERSION:?}"
 : "${VN_EID_SDISTS:?}" "${VN_EID_BUILD_PACKAGES:?}" "${VN_EID_HOST_PYTHON:?}" "${VN_EID_WHEEL_CACHE:?}"
-: "${VN_EID_KEYRING:?}"
+: "${VN_EID_KEYRING:?}" "${VN_EID_TUF_ROOT:?}"
 in_root() { chroot "$root" "$@"; }
 # apt as mmdebstrap runs it: on the host, downloading outside, dpkg inside the root (the
 # root's resolv.conf points at systemd-resolved, which does not run here).
 apt_root() {
     if [ -n "${MMDEBSTRAP_APT_CONFIG:-}" ]; then
-        APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" DEBIAN_FRONTEND=noninteractive apt-get "$@"
+        # As mmdebstrap itself calls it: dpkg chrooted into the root, without the
+        # TMPDIR (a host path) that mmdebstrap sets for its hooks.
+        APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" DEBIAN_FRONTEND=noninteractive apt-get \
+            -o Dir::Bin::dpkg=env -o DPkg::Options::=--unset=TMPDIR -o DPkg::Options::=dpkg \
+            -o DPkg::Chroot-Directory="$root" "$@"
     else
         in_root env DEBIAN_FRONTEND=noninteractive apt-get "$@"
     fi
@@ -41,6 +45,8 @@ chown -R root:root "$root/etc/vn-eid" "$root/usr/lib/vn-eid" "$root/etc/systemd"
     "$root/etc/ssh/sshd_config.d" "$root/etc/udev/rules.d"
 echo "$VN_EID_VERSION" > "$root/etc/vn-eid/image-version"
 install -m 0644 "$VN_EID_KEYRING" "$root/etc/rauc/keyring.pem"
+# The update repository's root metadata: what network updates are checked against (TUF).
+install -D -m 0644 "$VN_EID_TUF_ROOT" "$root/etc/vn-eid/tuf/root.json"
 if [ -n "${VN_EID_TECHNICIAN_PIN_HASH:-}" ]; then
     # The technician PIN of this deployment (only its argon2 hash is in the image).
     printf '\n[technician]\npin_hash = "%s"\n' "$VN_EID_TECHNICIAN_PIN_HASH" \
@@ -116,7 +122,8 @@ find "$site/babel/locale-data" -name '*.dat' ! -name 'root.dat' ! -name 'vi.dat'
 
 say "services"
 in_root systemctl enable vn-eid-data.service vn-eid-station.service vn-eid-kiosk.service \
-    vn-eid-health.service vn-eid-usb-update.service systemd-networkd.service \
+    vn-eid-health.service vn-eid-usb-update.service vn-eid-net-update.timer \
+    systemd-networkd.service \
     systemd-resolved.service \
     systemd-timesyncd.service nftables.service >/dev/null 2>&1
 in_root systemctl disable ssh.service >/dev/null 2>&1 || true
