@@ -239,6 +239,13 @@ def check_version(version: str) -> Version:
         ) from None
 
 
+def _version_or_none(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
         tmp.write(data)
@@ -407,6 +414,23 @@ class Repository:
         """Copy the bundle in, hash the copy (what stations get is what was hashed), and
         store it under its hash."""
         name = bundle.path.name
+        published_as = next((v for v, n in versions.items() if n == name), None)
+        if published_as is not None and published_as != bundle.version:
+            raise ReleaseError(f"{name} is already published as version {published_as}")
+        if versions.get(bundle.version, name) != name:
+            raise ReleaseError(
+                f"version {bundle.version} is already published as {versions[bundle.version]}"
+            )
+        # A station installs only the newest bundle newer than its own: one not newer than
+        # what is published already would never be installed anywhere (a same-day rebuild
+        # whose commit sorts lower, say). Said here, not found out in the field.
+        newest = max((v for v in map(_version_or_none, versions) if v is not None), default=None)
+        new = name not in targets.targets
+        if new and newest is not None and check_version(bundle.version) <= newest:
+            raise ReleaseError(
+                f"version {bundle.version} is not newer than {newest}, already published: "
+                "stations take only the newest bundle, so none would install this one"
+            )
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.targets_dir / f".tmp-{name}"
         try:
@@ -421,10 +445,6 @@ class Repository:
                 raise ReleaseError(
                     f"{name} is already published with other content; a new build has a "
                     "new version and so a new name"
-                )
-            if versions.get(bundle.version, name) != name:
-                raise ReleaseError(
-                    f"version {bundle.version} is already published as {versions[bundle.version]}"
                 )
             tmp.chmod(0o644)
             os.replace(tmp, self.targets_dir / f"{target.hashes[HASH]}.{name}")
@@ -499,6 +519,21 @@ class Repository:
                 changed.append(role)
             self._bump(new)
             combined = KeyRing(*new_keys.folders, *self.keys.folders)
+            # Before any file is written: every role re-signed below has its new key here.
+            # A root naming a key whose metadata is still signed by the old one would make
+            # every station refuse the repository until someone re-signed it.
+            resign = {
+                Targets.type: (Targets.type, Snapshot.type, Timestamp.type),
+                Snapshot.type: (Snapshot.type, Timestamp.type),
+                Timestamp.type: (Timestamp.type,),
+            }
+            for role in {r for c in changed for r in resign.get(c, ())}:
+                if combined.signer(role).public_key.keyid not in root.roles[role].keyids:
+                    raise ReleaseError(
+                        f"the new {role} key is not here (only its .pub?): the {role} "
+                        f"metadata must be signed with it in the same step; rotate where "
+                        f"{role}.key is"
+                    )
             new.signatures.clear()
             new.sign(self.keys.signer(Root.type), append=True)
             if Root.type in changed:

@@ -361,6 +361,11 @@ def test_the_publisher_refuses_bad_input_and_writes_nothing(
         (Bundle(bundle_file(bundles, NAME_11), "one point one"), "cannot be ordered"),
         (Bundle(bundle_file(bundles, "bad name.raucb"), "1.2.0"), "a bundle's name"),
         (Bundle(bundles / "vn-eid-station-2.0.0.raucb", "2.0.0"), "no such bundle"),
+        # Stations take only the newest: an older or equal version would never be installed.
+        (Bundle(bundle_file(bundles, "vn-eid-station-0.9.0.raucb"), "0.9.0"), "not newer"),
+        (Bundle(bundle_file(bundles, "vn-eid-station-1.0.raucb"), "1.0"), "not newer"),
+        # The same name relabelled with another version.
+        (Bundle(bundle_file(bundles / "y", NAME_10), "2.0.0"), "published as version 1.0.0"),
     ]
     for bundle, message in cases:
         with pytest.raises(ReleaseError, match=message):
@@ -378,6 +383,27 @@ def test_the_publisher_refuses_bad_input_and_writes_nothing(
     assert files() == before
     with pytest.raises(ReleaseError, match="no TUF repository"):
         release.trusted_root(tmp_path / "nothing")
+
+
+def test_a_rotation_to_a_key_that_is_not_here_writes_nothing(
+    registry: Registry, served: Path, keys: Path, tmp_path: Path
+) -> None:
+    """A new targets key given only as .pub: root cannot name it while targets.json is
+    still signed by the old key (every station would refuse the repository)."""
+    repo = published(served, keys, "1.0.0")
+    settings = station(tmp_path / "station", registry, "0.9", release.trusted_root(served))
+    new = tmp_path / "new-keys"
+    release.generate_keys(new, [Targets.type])
+    (new / "targets.key").unlink()
+    before = {str(p.relative_to(served)): p.read_bytes() for p in served.rglob("*.*")}
+    with pytest.raises(ReleaseError, match="new targets key is not here"):
+        repo.rotate(KeyRing(new))
+    assert {str(p.relative_to(served)): p.read_bytes() for p in served.rglob("*.*")} == before
+    assert check(settings, download=False).state == "available"
+    # Control: with the new private key present the same rotation goes through.
+    release.generate_keys(tmp_path / "with-key", [Targets.type])
+    assert repo.rotate(KeyRing(tmp_path / "with-key")) == 2
+    assert check(settings, download=False).state == "available"
 
 
 def test_refresh_renews_snapshot_and_targets_before_they_expire(served: Path, keys: Path) -> None:
