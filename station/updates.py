@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -134,12 +136,41 @@ def repository_url(settings: StationSettings) -> str:
     return registry.rstrip("/") + "/v1/updates/"
 
 
+def unsafe_folder(folder: Path, owner: int = 0) -> Path | None:
+    """The first folder on the way from ``/`` to ``folder`` that someone other than
+    ``owner`` (or root) can change, so could swap what is in it; None when there is none.
+    A sticky folder (/tmp) is safe for an entry ``owner`` owns."""
+    trusted = {0, owner}
+    parts = folder.resolve().parts
+    for depth in range(1, len(parts) + 1):
+        path = Path(*parts[:depth])
+        st = path.stat()
+        if st.st_uid not in trusted:
+            return path
+        if st.st_mode & 0o022 and depth < len(parts):
+            child = Path(*parts[: depth + 1]).stat()
+            if not (st.st_mode & stat.S_ISVTX and child.st_uid in trusted):
+                return path
+        elif st.st_mode & 0o022:
+            return path
+    return None
+
+
 def _folders(settings: StationSettings) -> tuple[Path, Path]:
-    base = settings.state_dir / "updates"
+    # Beside the state folder, not in it: root runs the update and trusts what it finds
+    # here (the metadata that stops rollbacks, the bundle it hands to RAUC), while the
+    # station service owns state_dir and could rename a folder in it and put its own there.
+    base = settings.state_dir.parent / "updates"
     metadata = settings.updates.metadata_dir or base / "metadata"
     downloads = settings.updates.download_dir or base / "downloads"
-    metadata.mkdir(parents=True, exist_ok=True)
-    downloads.mkdir(parents=True, exist_ok=True)
+    for folder in (metadata, downloads):
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0 and (loose := unsafe_folder(folder)) is not None:
+            raise UpdateRefusedError(
+                "unsafe-folder",
+                f"{folder}: {loose} can be changed by another user than root; give "
+                "updates.metadata_dir and download_dir in a folder only root writes",
+            )
     return metadata, downloads
 
 
@@ -243,4 +274,12 @@ def check(settings: StationSettings, *, download: bool) -> Outcome:
         return Outcome("refused", reason=_one_line(f"local-error {exc}"))
 
 
-__all__ = ["LINE_TAG", "Outcome", "UpdateRefusedError", "check", "refusal", "repository_url"]
+__all__ = [
+    "LINE_TAG",
+    "Outcome",
+    "UpdateRefusedError",
+    "check",
+    "refusal",
+    "repository_url",
+    "unsafe_folder",
+]

@@ -33,7 +33,7 @@ from image import release
 from image.release import Bundle, KeyRing, Lifetimes, ReleaseError, Repository
 from station import __main__ as station_cli
 from station.config import StationSettings
-from station.updates import Outcome, check
+from station.updates import Outcome, check, unsafe_folder
 from tests import processkit, registrykit
 
 NAME_10 = "vn-eid-station-1.0.0.raucb"
@@ -210,13 +210,56 @@ def test_the_command_line_prints_one_line_for_the_installer(
     monkeypatch.setenv("STATION_UPDATES__TRUSTED_ROOT", str(settings.updates.trusted_root))
     assert station_cli.main(["updates", "fetch"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    path = settings.state_dir / "updates/downloads" / NAME_11
+    path = settings.state_dir.parent / "updates/downloads" / NAME_11
     assert line == f"VN-EID-NETUPDATE downloaded path={path} version=1.1.0"
     # Without its trusted root a station trusts nothing: exit 1 and the reason.
     monkeypatch.setenv("STATION_UPDATES__TRUSTED_ROOT", str(tmp_path / "missing.json"))
     assert station_cli.main(["updates", "check"]) == 1
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("VN-EID-NETUPDATE refused reason=no-trusted-root ")
+
+
+def test_root_keeps_its_update_folders_where_the_station_service_cannot_reach(
+    tmp_path: Path,
+) -> None:
+    """The installer runs as root and trusts the metadata and bundle it finds: not in the
+    station service's state folder (it owns it, so could swap a folder inside), and never
+    in a folder another user can change."""
+    settings = StationSettings(state_dir=tmp_path / "station/state", run_dir=tmp_path / "run")
+    outcome = check(settings, download=True)  # not provisioned: refused, folders made
+    assert outcome.state == "refused"
+    assert (tmp_path / "station/updates/metadata").is_dir()
+    assert not (tmp_path / "station/state/updates").exists()
+
+    me = os.getuid()
+    own = tmp_path / "own/updates"
+    own.mkdir(parents=True)
+    assert unsafe_folder(own, me) is None
+    stranger = tmp_path / "stranger/updates"  # owned by someone else
+    stranger.mkdir(parents=True)
+    if me == 0:
+        os.chown(stranger, 4242, 4242)
+        assert unsafe_folder(stranger) == stranger.resolve()
+    else:
+        assert unsafe_folder(stranger, me + 1) is not None
+    shared = tmp_path / "shared"
+    (shared / "updates").mkdir(parents=True)
+    shared.chmod(0o777)  # anyone may rename updates/ away and make their own
+    try:
+        assert unsafe_folder(shared / "updates", me) == shared.resolve()
+        shared.chmod(0o1777)  # sticky, like /tmp: only updates/'s owner may rename it
+        assert unsafe_folder(shared / "updates", me) is None
+        (shared / "updates").chmod(0o777)
+        assert unsafe_folder(shared / "updates", me) == (shared / "updates").resolve()
+        if me == 0:  # as the installer runs: such a folder is refused, nothing fetched
+            loose = StationSettings(
+                state_dir=tmp_path / "station/state",
+                run_dir=tmp_path / "run",
+                updates={"metadata_dir": shared / "updates"},  # type: ignore[arg-type]
+            )
+            refused(check(loose, download=True), "unsafe-folder")
+    finally:
+        shared.chmod(0o755)
 
 
 # --- attacks ------------------------------------------------------------------------------
@@ -234,7 +277,7 @@ def test_altered_bundle_bytes_are_refused(
     assert check(settings, download=False).state == "available"  # the metadata is fine
     reason = refused(check(settings, download=True), "hash-mismatch")
     assert f"({NAME_11})" in reason
-    assert not (settings.state_dir / "updates/downloads" / NAME_11).exists()
+    assert not (settings.state_dir.parent / "updates/downloads" / NAME_11).exists()
 
 
 def test_older_metadata_after_newer_is_refused(
@@ -331,7 +374,7 @@ def test_a_root_rotation_carries_stations_along(
     repo.publish([Bundle(bundle_file(tmp_path / "b", NAME_11), "1.1.0")])
     # Still the v1 root in the image: v2 is fetched, checked against v1, then trusted.
     assert check(settings, download=False).version == "1.1.0"
-    assert (settings.state_dir / "updates/metadata/root_history/2.root.json").is_file()
+    assert (settings.state_dir.parent / "updates/metadata/root_history/2.root.json").is_file()
     fresh = station(tmp_path / "fresh", registry, "0.9", shipped)
     assert check(fresh, download=False).version == "1.1.0"
     # The retired timestamp key no longer signs anything a station accepts.
