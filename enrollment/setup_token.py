@@ -34,6 +34,14 @@ MAX_REGISTRY_URL = 500
 TOKEN_MIN, TOKEN_MAX = 16, 200
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_FIELDS = 16
+# Loopback, RFC 1918, link-local, IPv6 unique local: where plain http stays off the internet.
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+        "::1/128", "fc00::/7", "fe80::/10",
+    )
+)  # fmt: skip
 
 
 class SetupCodeError(ValueError):
@@ -85,7 +93,11 @@ def _local(host: str) -> bool:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False  # a name: it could resolve anywhere
-    return address.is_loopback or address.is_private or address.is_link_local
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    # Named, not ``is_private``: that also counts special blocks reachable over the internet
+    # (Teredo's 2001::/32 among them) and changes between Python versions.
+    return any(address in network for network in _LOCAL_NETWORKS)
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,7 @@ def parse_setup_code(text: str) -> SetupCode:
     if not colon or scheme.lower() != SCHEME:
         raise SetupCodeError("wrong_scheme", "this is not a station setup code")
     version, _, query = rest.partition("?")
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):  # not '²', which int() refuses
         raise SetupCodeError("malformed", "the setup code has no version number")
     if int(version) != VERSION:
         raise SetupCodeError(

@@ -68,6 +68,8 @@ def _qr_png(text: str) -> bytes:
         "http://192.168.1.20:8080",
         "http://[::1]:8000",
         "http://[fd00::5]",
+        "http://172.20.0.4",
+        "http://[fe80::1]",
     ],
 )
 def test_a_setup_code_round_trips_through_its_text_and_its_qr_code(url: str) -> None:
@@ -95,6 +97,7 @@ def test_a_setup_code_round_trips_through_its_text_and_its_qr_code(url: str) -> 
         ("vneid-setup", "wrong_scheme"),
         ("vneid-setup:?registry=https%3A%2F%2Fr.vn&token=" + TOKEN, "malformed"),
         ("vneid-setup:v1?registry=https%3A%2F%2Fr.vn&token=" + TOKEN, "malformed"),
+        ("vneid-setup:\u00b9?registry=https%3A%2F%2Fr.vn&token=" + TOKEN, "malformed"),
         ("vneid-setup:2?registry=https%3A%2F%2Fr.vn&token=" + TOKEN, "wrong_version"),
         ("vneid-setup:1?registry=https%3A%2F%2Fr.vn", "missing_field"),
         ("vneid-setup:1?token=" + TOKEN, "missing_field"),
@@ -132,6 +135,11 @@ def test_what_is_not_a_usable_setup_code_is_refused_with_its_reason(text: str, c
         ("https://registry.example.vn/#frag", "bad_address"),
         ("http://registry.local", "insecure_address"),  # a name could resolve anywhere
         ("http://100.64.0.1", "insecure_address"),
+        # Python 3.11 calls these private; they are reachable over the internet.
+        ("http://[2001::1]", "insecure_address"),  # Teredo
+        ("http://[2001:db8::1]", "insecure_address"),
+        ("http://[::ffff:8.8.8.8]", "insecure_address"),
+        ("http://198.18.0.1", "insecure_address"),
     ],
 )
 def test_registry_address_rule(url: str, code: str) -> None:
