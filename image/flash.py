@@ -5,8 +5,9 @@
 It refuses, before writing anything: a path that is not a whole-disk block device; a disk
 with anything mounted or used as swap; the disk this machine runs from; a disk that is not
 removable or on USB (a technician's laptop's own drive) unless --fixed-disk; a card
-smaller than the image needs for both root slots and data. After writing it reads the
-image's length back and compares checksums.
+smaller than the image needs for both root slots and data. It opens the disk exclusively
+(nothing can mount it meanwhile), and after writing reads the image's length back and
+compares checksums: with what was written, and with the build's ``<name>.sha256``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def describe(device: str) -> Target:
 def _root_disk() -> str | None:
     """The whole disk the running system's / lives on."""
     source = subprocess.run(
-        ["findmnt", "-n", "-o", "SOURCE", "/"], capture_output=True, text=True
+        # --nofsroot: a btrfs subvolume's source is /dev/sda2, not /dev/sda2[/@].
+        ["findmnt", "-n", "--nofsroot", "-o", "SOURCE", "/"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     if not source.startswith("/dev/"):
         return None
@@ -135,8 +139,25 @@ def refusals(target: Target, needed_bytes: int, fixed_disk: bool, in_swap: bool)
     return reasons
 
 
-def open_image(image: Path) -> tuple[IO[bytes], int]:
-    """A reader of the raw image (decompressing .zst on the fly) and its size."""
+def expected_digest(image: Path) -> str | None:
+    """The raw image's sha256 as the build listed it in ``<name>.sha256`` beside it; None
+    when there is no such file or line (an image from elsewhere)."""
+    raw = image.name.removesuffix(".zst")
+    sums = image.with_name(raw.removesuffix(".img") + ".sha256")
+    try:
+        lines = sums.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if name.strip() == raw:
+            return digest.strip().lower()
+    return None
+
+
+def open_image(image: Path) -> tuple[IO[bytes], int, subprocess.Popen[bytes] | None]:
+    """A reader of the raw image (decompressing .zst on the fly), its size, and the
+    decompressor (whose exit status says whether the stream was intact)."""
     if image.suffix == ".zst":
         size_text = subprocess.run(
             ["zstd", "-lv", str(image)], check=True, capture_output=True, text=True
@@ -148,18 +169,31 @@ def open_image(image: Path) -> tuple[IO[bytes], int]:
         )
         proc = subprocess.Popen(["zstd", "-dc", str(image)], stdout=subprocess.PIPE)
         assert proc.stdout is not None
-        return proc.stdout, size
-    return image.open("rb"), image.stat().st_size
+        return proc.stdout, size, proc
+    return image.open("rb"), image.stat().st_size, None
 
 
 def write_and_verify(image: Path, device: Path, echo: bool = True) -> str:
-    """Write the image, flush it to the medium, read it back; the sha256 of both."""
-    reader, size = open_image(image)
+    """Write the image, flush it to the medium, read it back; the sha256 of both, which
+    must also be the one the build listed beside the image (a corrupt copy of the image
+    would otherwise be written and \"verified\" faithfully)."""
+    expected = expected_digest(image)
+    reader, size, decompressor = open_image(image)
     written = hashlib.sha256()
     started = time.monotonic()
     done = 0
     flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(device, flags)
+    if stat.S_ISBLK(os.stat(device).st_mode):
+        # Exclusive: fails (EBUSY) if anything mounted a partition since the checks.
+        flags |= os.O_EXCL
+    try:
+        fd = os.open(device, flags)
+    except OSError as exc:
+        if decompressor is not None:
+            decompressor.kill()
+            decompressor.wait()
+        reader.close()
+        raise FlashError(f"{device}: cannot open it for writing alone: {exc.strerror}") from None
     try:
         with reader:
             while chunk := reader.read(CHUNK):
@@ -174,8 +208,17 @@ def write_and_verify(image: Path, device: Path, echo: bool = True) -> str:
         os.fsync(fd)
     finally:
         os.close(fd)
+        if decompressor is not None:
+            decompressor.wait()
+    if decompressor is not None and decompressor.returncode != 0:
+        raise FlashError(f"{image.name} is damaged (zstd exit {decompressor.returncode})")
     if done != size:
         raise FlashError(f"wrote {done} bytes, the image has {size}")
+    if expected is not None and written.hexdigest() != expected:
+        raise FlashError(
+            f"{image.name} is not the image its checksum file lists (a damaged copy?): "
+            "do not use this card; copy the image again"
+        )
     if echo:
         print("\n  reading back ...", flush=True)
     # Drop the page cache for the device so the check reads the medium, not memory.
