@@ -135,8 +135,10 @@ def version() -> tuple[str, int]:
     epoch = int(git("log", "-1", "--format=%ct"))
     commit = git("rev-parse", "--short=10", "HEAD")
     dirty = ".dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
-    day = datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d")
-    return f"{project}+{day}.{commit}{dirty}", epoch
+    # The commit's time before its id: two builds of one day order by when, not by hash
+    # (the station compares versions with dpkg's and PEP 440's rules; both agree here).
+    stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d.%H%M%S")
+    return f"{project}+{stamp}.{commit}{dirty}", epoch
 
 
 def clear_root(root: Path) -> None:

@@ -123,7 +123,9 @@ def qemu_command(
         "-drive", f"file={card},if=virtio,format=raw,cache=unsafe",
         "-device", "virtio-gpu-pci", "-display", "none",
         "-device", "virtio-keyboard-pci", "-device", "virtio-tablet-pci",
-        "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0",
+        "-netdev", "user,id=n0,restrict=on",
+        # No network boot ROM (ipxe-qemu): EDK2 boots from the card.
+        "-device", "virtio-net-pci,netdev=n0,romfile=",
         "-chardev", f"socket,id=serial0,path={serial},server=on,wait=off,logfile={console}",
         "-serial", "chardev:serial0",
         "-qmp", f"unix:{qmp},server=on,wait=off", "-monitor", "none", "-no-reboot",

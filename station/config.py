@@ -97,9 +97,11 @@ class UpdateSettings(BaseModel):
     trusted_root: Path = Path("/etc/vn-eid/tuf/root.json")
     """The repository's root metadata the image ships: the anchor of every check."""
     metadata_dir: Path | None = None
-    """Trusted metadata kept between runs (rollback protection); None: under state_dir."""
+    """Trusted metadata kept between runs (rollback protection); None: ``updates/metadata``
+    beside state_dir (root's, out of the station service's reach)."""
     download_dir: Path | None = None
-    """Where a checked bundle is left for the installer; None: under state_dir."""
+    """Where a checked bundle is left for the installer; None: ``updates/downloads`` beside
+    state_dir."""
     timeout_s: int = Field(30, ge=1, le=600)
     """Longest wait for the repository to connect or to send the next bytes."""
 

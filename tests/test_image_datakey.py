@@ -89,6 +89,10 @@ def test_seal_binds_the_key_to_the_tpm_and_prints_a_working_recovery_key(
     segment = meta["segments"]["0"]
     assert segment["encryption"] == "aes-xts-plain64"
     assert segment["sector_size"] == 4096
+    # Labelled new: data-partition formats it, then labels it vn-eid-data (a volume in use
+    # is never formatted again).
+    dump = subprocess.run(["cryptsetup", "luksDump", str(volume)], capture_output=True, text=True)
+    assert re.search(r"^Label:\s+vn-eid-data-new$", dump.stdout, re.M), dump.stdout[:300]
     # The random key never lands on a disk: its directory is gone.
     assert not list(tmp_path.glob("vn-eid-data.*"))
 

@@ -56,6 +56,9 @@ echo "vn-eid-station" > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tvn-eid-station\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
     > "$root/etc/hosts"
 ln -sf /usr/share/zoneinfo/Asia/Ho_Chi_Minh "$root/etc/localtime"
+# The Pi has no clock: systemd never starts earlier than this file's time (the commit's),
+# so expiry checks (TUF, certificates) do not run in 1970 before the network time comes.
+touch -d "@${SOURCE_DATE_EPOCH:?}" "$root/usr/lib/clock-epoch"
 echo "Asia/Ho_Chi_Minh" > "$root/etc/timezone"
 
 say "python environment $VN_EID_VENV"
