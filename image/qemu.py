@@ -14,12 +14,14 @@ kept in ``console-*.log`` beside the copy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,46 +142,52 @@ def qemu_command(
 
 
 class SerialLine:
-    """The guest's serial console as a socket: kept drained (QEMU logs what it prints),
+    """The guest's serial console as a socket: drained all the time by a thread (the
+    guest's UART waits while QEMU cannot hand its bytes on; QEMU's logfile keeps them),
     written to when a prompt needs an answer."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
 
     def poll(self) -> None:
-        if self.sock is None:
-            if not self.path.exists():
-                return
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(self.path))
-            except OSError:
-                sock.close()
-                return
-            sock.setblocking(False)
-            self.sock = sock
+        """Connect once QEMU listens; the thread then reads until the socket closes."""
+        if self.sock is not None or not self.path.exists():
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            while self.sock.recv(65536):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+            sock.connect(str(self.path))
         except OSError:
-            self.close()
+            sock.close()
+            return
+        self.sock = sock
+        self._reader = threading.Thread(target=self._drain, args=(sock,), daemon=True)
+        self._reader.start()
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> None:
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
 
     def send(self, text: str) -> None:
-        if self.sock is None:
-            self.poll()
+        self.poll()
         if self.sock is None:
             raise RuntimeError("the serial console is not connected")
-        self.sock.setblocking(True)
         self.sock.sendall(text.encode())
-        self.sock.setblocking(False)
 
     def close(self) -> None:
         if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
             self.sock.close()
             self.sock = None
+        if self._reader is not None:
+            self._reader.join(5)
+            self._reader = None
 
 
 def usb_stick(bundles: list[Path], target: Path, size_mib: int = 0) -> Path:

@@ -55,6 +55,19 @@ def _broken_root(root_fs: Path, target: Path) -> Path:
     return target
 
 
+def _unsigned_bundle(root_fs: Path, version: str, target: Path) -> Path:
+    """A bundle's content (manifest and root image) without RAUC's signature: a bare
+    squashfs, what someone without the signing key could make."""
+    content = target.parent / (target.name + ".content")
+    content.mkdir()
+    (content / "manifest.raucm").write_text(bundle.manifest(version))
+    (content / "root.ext4").hardlink_to(root_fs)
+    subprocess.run(["mksquashfs", str(content), str(target), "-quiet", "-noappend"],
+                   check=True, capture_output=True)  # fmt: skip
+    shutil.rmtree(content)
+    return target
+
+
 def test_signed_update_then_a_failing_one_rolls_back_and_a_forged_one_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -66,6 +79,7 @@ def test_signed_update_then_a_failing_one_rolls_back_and_a_forged_one_is_refused
     other = make_development_keys(tmp_path / "other-ca", "someone else")
     forged = bundle.make_bundle(root_fs, f"{version}.forged", other, tmp_path / "forged.raucb")
     older = bundle.make_bundle(root_fs, "0.0.1", keys, tmp_path / "older.raucb")
+    unsigned = _unsigned_bundle(root_fs, f"{version}.unsigned", tmp_path / "unsigned.raucb")
 
     def boot(stick: list[Path] | None, until: str) -> qemu.BootResult:
         medium = qemu.usb_stick(stick, tmp_path / "stick.img") if stick else None
@@ -84,7 +98,7 @@ def test_signed_update_then_a_failing_one_rolls_back_and_a_forged_one_is_refused
     installing = boot([good], "exit")
     assert installing.exited
     assert any(e.startswith("VN-EID-UPDATE installed") for e in installing.events)
-    on_b = boot([good], "VN-EID-UPDATE")  # the stick still in: the bundle is not tried again
+    on_b = boot([good], "VN-EID-UPDATE done")  # the stick still in: not tried again
     assert on_b.ok
     assert on_b.fields["slot"] == "B"
     assert on_b.fields["version"] == version  # the bundle's root is the same system
@@ -104,15 +118,19 @@ def test_signed_update_then_a_failing_one_rolls_back_and_a_forged_one_is_refused
     assert back.fields["slot"] == "B"
     assert qemu.get_grubenv(card)["A_OK"] == "0"
 
-    # Signed by another CA: refused before anything is written; still on B.
-    refused = boot([forged], "VN-EID-UPDATE")
+    # Signed by another CA, or not signed at all: both refused before anything is written
+    # (one stick, both bundles); still on B.
+    refused = boot([forged, unsigned], "VN-EID-UPDATE done")
     assert refused.ok
     assert refused.fields["slot"] == "B"
-    assert any(e.startswith("VN-EID-UPDATE refused") for e in refused.events), refused.events
+    refusals = [e for e in refused.events if e.startswith("VN-EID-UPDATE refused")]
+    assert {e.split()[2] for e in refusals} == {"file=forged.raucb", "file=unsigned.raucb"}, (
+        refused.events
+    )
     assert qemu.get_grubenv(card)["A_OK"] == "0"
 
     # Properly signed but older than what runs: refused (no going back to a release with
     # known holes from a stick).
-    downgrade = boot([older], "VN-EID-UPDATE")
+    downgrade = boot([older], "VN-EID-UPDATE done")
     assert downgrade.fields["slot"] == "B"
     assert any("not newer" in e for e in downgrade.events), downgrade.events
