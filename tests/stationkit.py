@@ -170,6 +170,31 @@ def station_settings(tmp: Path, **overrides: Any) -> Any:
     return StationSettings(**values)
 
 
+def camera_only_devices(tmp: Path) -> dict[str, Any]:
+    """Device settings for a station with only its simulated camera (a setup, a scan): no
+    scanner answers and no card reader matches."""
+    from tests.imagekit import ensure_face_assets
+
+    return {
+        "open_devices": True,
+        "camera": {
+            "backend": "simulated",
+            "seed": 0,
+            "assets": ensure_face_assets(),
+            "scene_script": FACE_SCRIPT,
+        },
+        "scanner": {"backend": "serial", "port": str(tmp / "no-scanner")},
+        "card": {"backend": "pcsc", "encoder": {"reader_pattern": "^no such reader$"}},
+    }
+
+
+def technician_headers(client: Any, pin: str) -> dict[str, str]:
+    """Unlock the technician screens with ``pin``: the bearer header of that session."""
+    r = client.post("/api/technician/unlock", json={"pin": pin})
+    assert r.status_code == 200, r.text
+    return {"authorization": f"Bearer {r.json()['token']}"}
+
+
 def station_env(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a ``python -m station serve`` process living under ``tmp``:
     simulated scanner (unpaced), camera and card bay; the caller's own ``STATION_*``

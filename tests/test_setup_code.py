@@ -269,20 +269,8 @@ def test_the_registry_writes_the_token_sheets_qr_code(
 @pytest.fixture
 def station(tmp_path: Path) -> Iterator[tuple[TestClient, StationRuntime, CameraControl]]:
     """A station not set up yet, with a simulated camera (no scanner, no card reader)."""
-    from tests.imagekit import ensure_face_assets
-
     settings = stationkit.station_settings(
-        tmp_path,
-        open_devices=True,
-        technician={"pin_hash": hash_pin(PIN)},
-        camera={
-            "backend": "simulated",
-            "seed": 0,
-            "assets": ensure_face_assets(),
-            "scene_script": stationkit.FACE_SCRIPT,
-        },
-        scanner={"backend": "serial", "port": str(tmp_path / "no-scanner")},
-        card={"backend": "pcsc", "encoder": {"reader_pattern": "^no such reader$"}},
+        tmp_path, technician={"pin_hash": hash_pin(PIN)}, **stationkit.camera_only_devices(tmp_path)
     )
     runtime = StationRuntime(settings).start()
     try:
@@ -295,9 +283,7 @@ def station(tmp_path: Path) -> Iterator[tuple[TestClient, StationRuntime, Camera
 
 
 def _unlock(client: TestClient) -> dict[str, str]:
-    r = client.post("/api/technician/unlock", json={"pin": PIN})
-    assert r.status_code == 200, r.text
-    return {"authorization": f"Bearer {r.json()['token']}"}
+    return stationkit.technician_headers(client, PIN)
 
 
 def _scan(client: TestClient, auth: dict[str, str], timeout_s: float = 10) -> Any:

@@ -90,9 +90,7 @@ def station(tmp_path: Path) -> Iterator[tuple[TestClient, StationRuntime]]:
 
 
 def _unlock(client: TestClient) -> dict[str, str]:
-    r = client.post("/api/technician/unlock", json={"pin": PIN})
-    assert r.status_code == 200, r.text
-    return {"authorization": f"Bearer {r.json()['token']}"}
+    return stationkit.technician_headers(client, PIN)
 
 
 def _journal(runtime: StationRuntime, action: str) -> list[Any]:

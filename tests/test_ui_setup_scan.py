@@ -39,22 +39,12 @@ class Fresh:
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Fresh]:
-    from tests.imagekit import ensure_face_assets
-
     settings = stationkit.station_settings(
         tmp_path / "fresh",
         technician=uikit.technician_settings(),
         service={"allowed_hosts": ["127.0.0.1", "localhost"]},
-        open_devices=True,
-        camera={
-            "backend": "simulated",
-            "seed": 0,
-            "assets": ensure_face_assets(),
-            "scene_script": stationkit.FACE_SCRIPT,
-        },
         # Only the camera: the setup needs nothing else.
-        scanner={"backend": "serial", "port": str(tmp_path / "no-scanner")},
-        card={"backend": "pcsc", "encoder": {"reader_pattern": "^no such reader$"}},
+        **stationkit.camera_only_devices(tmp_path),
     )
     runtime = StationRuntime(settings).start()
     server = uikit._Server(create_app(runtime), processkit.free_port())
