@@ -8,6 +8,7 @@
     python -m station media import-receipts /media/usb/vn-eid/<station>/<export>
     python -m station technician-pin            # hash a new technician PIN for the config
     python -m station updates check|fetch       # network updates (TUF): newer bundle?
+    python -m station ssh-access apply|expire   # root: the technician's SSH request
 
 ``serve`` owns the devices; the other commands open the store without them, so a
 technician can run them while the service is stopped (they refuse while it runs, because
@@ -218,6 +219,38 @@ def _updates(args: argparse.Namespace) -> int:
     return 1 if outcome.state == "refused" else 0
 
 
+def _ssh_access(args: argparse.Namespace) -> int:
+    """Root's side of the technician's SSH switch (vn-eid-ssh.service, and the timer that
+    ends it): one line for the journal. The PIN hash is taken only from a configuration
+    file that only root can change."""
+    from station import ssh_access
+    from station.config import config_path
+
+    settings = _settings()
+    paths = ssh_access.SshPaths(
+        request=settings.ssh.request_path(settings.run_dir),
+        status=settings.ssh.status_file,
+        authorized_keys=settings.ssh.authorized_keys,
+    )
+    status: ssh_access.SshStatus | None
+    if args.ssh_command == "expire":
+        status = ssh_access.expire(paths)
+    else:
+        source = config_path()
+        try:
+            if source is None:
+                raise ValueError("no configuration file (STATION_CONFIG)")
+            ssh_access.trusted_config(source)
+            pin_hash = settings.technician.pin_hash
+        except (OSError, ValueError) as exc:
+            print(f"VN-EID-SSH refusing the PIN hash: {exc}", file=sys.stderr)
+            pin_hash = None  # the request is still taken and refused (reason no_pin)
+        status = ssh_access.apply(paths, pin_hash)
+    print(ssh_access.status_line(status), flush=True)
+    last = status.last if status else None
+    return 0 if not last or last.get("outcome") == "done" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m station", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     updates_sub.add_parser("check", help="say whether a newer bundle is published")
     updates_sub.add_parser("fetch", help="download the newest newer bundle, checked")
     updates.set_defaults(run=_updates)
+    ssh = sub.add_parser("ssh-access", help="root: turn SSH on or off as the technician asked")
+    ssh_sub = ssh.add_subparsers(dest="ssh_command", required=True)
+    ssh_sub.add_parser("apply", help="carry out the request the station service left")
+    ssh_sub.add_parser("expire", help="the hours are up: SSH off, keys emptied")
+    ssh.set_defaults(run=_ssh_access)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     code: int = args.run(args)

@@ -183,6 +183,21 @@ class TechnicianPinIn(BaseModel):
     pin: str = Field(min_length=1, max_length=64)
 
 
+class SshOnIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a medium the station found, never a path
+
+    medium: str = Field(min_length=1, max_length=64)
+    """The id of a medium from ``GET /api/technician/ssh``."""
+    pin: str = Field(min_length=1, max_length=64)
+    """The technician PIN again, for root to check (the service's user alone cannot)."""
+
+
+class SshOffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pin: str = Field(min_length=1, max_length=64)
+
+
 class LoginIn(BaseModel):
     operator_id: str = Field(min_length=1, max_length=64)
     pin: str | None = Field(None, max_length=64)
@@ -670,6 +685,96 @@ def api_router() -> APIRouter:
                 lambda: _scan_setup_code(runtime, setup_scanner, body.timeout_s),
                 lambda found: {"registry_url": found["registry_url"], "seconds": found["seconds"]},
             )
+        )
+
+    # SSH for the technician (station.ssh_access): the station checks the keys on the stick
+    # and leaves a request for root, which checks the PIN again and answers in a status
+    # file; a client polls GET /technician/ssh until ``status.last.request_id`` is its own.
+
+    @router.get("/technician/ssh")
+    async def technician_ssh(runtime: Runtime, _: Technician) -> dict[str, Any]:
+        """SSH now as root last wrote it (``status`` null: not turned on since the station
+        started, so off), whether a request waits for root, and the detected media with
+        whether each holds ``vn-eid-ssh/authorized_keys``."""
+        from station import ssh_access
+
+        def run() -> dict[str, Any]:
+            settings = runtime.settings.ssh
+            status = ssh_access.read_status(settings.status_file)
+            waiting = settings.request_path(runtime.settings.run_dir)
+            return {
+                "status": status.as_json() if status else None,
+                "pending": ssh_access.request_pending(waiting),
+                "hours": ssh_access.HOURS,
+                "media": [
+                    {"id": m["id"], "label": m["label"], "path": m["path"],
+                     "keys": (Path(m["path"]) / ssh_access.STICK_FILE).is_file()}
+                    for m in _media(runtime)
+                ],
+            }  # fmt: skip
+
+        return await _call(run)
+
+    @router.post("/technician/ssh/on", status_code=202)
+    async def technician_ssh_on(
+        body: SshOnIn, request: Request, runtime: Runtime, technician: Technician
+    ) -> dict[str, Any]:
+        """Ask root to turn SSH on for 8 hours with the public keys on a detected stick
+        (409 ``medium_not_detected``, 409 ``ssh_keys_missing``: no key file on it, 422
+        ``ssh_keys_refused``: ``details.problems`` by line). Answers the request's id and
+        the keys' fingerprints; root's outcome comes in ``GET /technician/ssh``."""
+        from station import ssh_access
+
+        def run() -> dict[str, Any]:
+            medium = _medium(runtime, body.medium)
+            try:
+                keys = ssh_access.read_stick_keys(Path(medium["path"]))
+            except FileNotFoundError:
+                raise ApiError(
+                    409,
+                    "ssh_keys_missing",
+                    f"no {ssh_access.STICK_FILE} on the USB stick at {medium['path']}",
+                ) from None
+            except ssh_access.SshKeysError as exc:
+                raise ApiError(422, exc.code, str(exc), {"problems": exc.problems}) from None
+            ask = ssh_access.SshRequest.new("on", keys, ssh_access.HOURS, body.pin, runtime.clock())
+            settings = runtime.settings.ssh
+            ssh_access.write_request(settings.request_path(runtime.settings.run_dir), ask)
+            return {
+                "request_id": ask.id,
+                "hours": ask.hours,
+                "keys": [k.as_json() for k in keys],
+                "medium": medium["label"],
+            }
+
+        return await _call(
+            lambda: _gate(request).attempt(
+                technician,
+                "technician.ssh_on_requested",
+                run,
+                lambda out: {
+                    "request_id": out["request_id"],
+                    "medium": out["medium"],
+                    "fingerprints": [k["fingerprint"] for k in out["keys"]],
+                },
+            )
+        )
+
+    @router.post("/technician/ssh/off", status_code=202)
+    async def technician_ssh_off(
+        body: SshOffIn, request: Request, runtime: Runtime, technician: Technician
+    ) -> dict[str, Any]:
+        """Ask root to turn SSH off now (and empty the keys)."""
+        from station import ssh_access
+
+        def run() -> dict[str, Any]:
+            ask = ssh_access.SshRequest.new("off", [], ssh_access.HOURS, body.pin, runtime.clock())
+            settings = runtime.settings.ssh
+            ssh_access.write_request(settings.request_path(runtime.settings.run_dir), ask)
+            return {"request_id": ask.id}
+
+        return await _call(
+            lambda: _gate(request).attempt(technician, "technician.ssh_off_requested", run, dict)
         )
 
     # --- login -----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from station.drivers.card.settings import CardSettings
 from station.drivers.fingerprint.settings import ScannerSettings
 from station.drivers.gpio.settings import GpioSettings
 from station.identity import KeySettings
+from station.ssh_access import SshAccessSettings
 from station.uploader import UploaderSettings
 
 CONFIG_ENV = "STATION_CONFIG"
@@ -140,6 +141,8 @@ class StationSettings(BaseSettings):
     technician: TechnicianSettings = TechnicianSettings()
     media: MediaSettings = MediaSettings()
     updates: UpdateSettings = UpdateSettings()
+    ssh: SshAccessSettings = SshAccessSettings()
+    """SSH for a technician: where the request for root and root's status are."""
 
     @classmethod
     def settings_customise_sources(

@@ -2,6 +2,7 @@
 station's insides (versions, identity and certificate, registry, network, sync, disk, data
 key, journal, service log) with sync, upload and device retries; and ``/setup``, the
 first-boot provisioning (no officer can log in before it: the technician PIN opens it).
+The SSH panel turns SSH on for a few hours with the keys on a USB stick, or off.
 Every action here goes through the API's technician routes, which refuse it without an
 open technician session and journal it. The setup screen can read the registry address and
 token from the QR code on the registry's token sheet with the station's camera (``POST
@@ -19,7 +20,7 @@ from fastapi.responses import Response
 from enrollment.setup_token import SetupCodeError, check_registry_url
 from station.ui import errors
 from station.ui.client import StationApi, StationApiError
-from station.ui.i18n import _, format_datetime, format_number, ngettext
+from station.ui.i18n import VIETNAM, _, format_datetime, format_number, ngettext
 from station.ui.pages.devices import TECH_COOKIE, device_view, disk_view
 from station.ui.pages.outbox import duration
 from station.ui.web import Page, PageDep
@@ -46,6 +47,15 @@ errors.register(
     not_a_setup_code=lambda: _(
         "This QR code is not a station setup code. Hold up the QR code on the registry's "
         "token sheet."
+    ),
+    ssh_keys_missing=lambda: _(
+        "There is no file vn-eid-ssh/authorized_keys on this USB stick. Put the public keys "
+        "there (one per line), or choose another stick."
+    ),
+    ssh_keys_refused=lambda: _(
+        "The key file on the USB stick was refused: only ssh-ed25519, ecdsa-sha2-nistp256 or "
+        "RSA keys of 3072 bits or more, one per line without options, at most 8. The lines "
+        "at fault are listed below."
     ),
 )
 
@@ -186,8 +196,10 @@ async def technician_page(page: PageDep) -> Response:
     )
     sync = status.get("sync") or {}
     expires = datetime.fromisoformat(overview["session_expires_at"])
+    ssh = _ssh_view(await api.get("/technician/ssh"))
     return await page.render(
         "technician/index.html",
+        ssh=ssh,
         o=overview,
         s=status,
         identity=identity,
@@ -239,6 +251,139 @@ async def technician_retry(page: PageDep) -> Response:
     else:
         text = _("Tried again: every device is working.")
     return await page.render("technician/_done.html", text=text)
+
+
+# --- SSH access ----------------------------------------------------------------------------
+
+# Why root did not carry out the last SSH request (station.ssh_access reasons).
+_SSH_REASONS = {
+    "wrong_pin": lambda: _("The last SSH request was refused: the technician PIN was wrong."),
+    "locked": lambda: _(
+        "Too many wrong PINs for SSH: every SSH request is refused for a while. Wait 10 "
+        "minutes and try again."
+    ),
+    "bad_keys": lambda: _(
+        "The last SSH request was refused: the keys were not accepted. Check the key file."
+    ),
+    "no_pin": lambda: _(
+        "SSH cannot be turned on: the station's configuration holds no usable technician PIN."
+    ),
+}
+
+
+def _hhmm(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(VIETNAM).strftime("%H:%M")
+
+
+def _ssh_view(info: dict[str, Any]) -> dict[str, Any]:
+    """The SSH panel's facts: on (until HH:MM, the keys) or off, a request waiting for
+    root, why root refused the last one, and the sticks to take keys from."""
+    status = info.get("status") or {}
+    on = status.get("state") == "on"
+    last = status.get("last") or {}
+    refusal = detail = None
+    if last.get("outcome") in ("refused", "failed"):
+        explain = _SSH_REASONS.get(str(last.get("reason") or ""))
+        refusal = (
+            explain()
+            if explain
+            else _("The system could not carry out the last SSH request. Details below.")
+        )
+        detail = last.get("detail")
+    return {
+        "on": on,
+        "until": _hhmm(status["until"]) if on and status.get("until") else "",
+        "keys": (status.get("keys") or []) if on else [],
+        "pending": bool(info.get("pending")),
+        "refusal": refusal,
+        "refusal_detail": detail,
+        "media": info.get("media") or [],
+        "hours": int(info.get("hours") or 8),
+    }
+
+
+async def _ssh_panel(
+    page: Page, message: str | None = None, failure: StationApiError | None = None
+) -> Response:
+    info = await _technician_api(page).get("/technician/ssh")
+    problems: list[str] = []
+    if failure is not None and isinstance(failure.details, dict):
+        problems = [str(p) for p in failure.details.get("problems") or []]
+    return await page.render(
+        "technician/_ssh.html",
+        ssh=_ssh_view(info),
+        message=message,
+        error=errors.explain(failure) if failure else None,
+        detail=failure.detail if failure else None,
+        problems=problems,
+    )
+
+
+@router.get("/technician/ssh")
+async def technician_ssh(page: PageDep) -> Response:
+    if not await _technician_open(page):
+        return _to_unlock(page)
+    return await _ssh_panel(page)
+
+
+_SSH_REFUSALS = ("medium_not_detected", "ssh_keys_missing", "ssh_keys_refused")
+
+
+@router.post("/technician/ssh/on")
+async def technician_ssh_on(
+    page: PageDep,
+    medium: Annotated[str, Form(max_length=64)] = "",
+    pin: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    if not await _technician_open(page):
+        return _to_unlock(page)
+    if not medium or not pin.strip():
+        return await _ssh_form_problem(
+            page, _("Choose a USB stick and type the technician PIN to confirm.")
+        )
+    try:
+        asked = await _as_technician(
+            page, "/technician/ssh/on", {"medium": medium, "pin": pin.strip()}
+        )
+    except StationApiError as exc:
+        if exc.code not in _SSH_REFUSALS:
+            raise
+        return await _ssh_panel(page, failure=exc)
+    if isinstance(asked, Response):
+        return asked
+    message = ngettext(
+        "Asked to turn SSH on for %(hours)d hours with %(num)d key. This takes a few seconds.",
+        "Asked to turn SSH on for %(hours)d hours with %(num)d keys. This takes a few seconds.",
+        len(asked.get("keys") or []),
+        hours=int(asked.get("hours") or 0),
+    )
+    return await _ssh_panel(page, message)
+
+
+@router.post("/technician/ssh/off")
+async def technician_ssh_off(
+    page: PageDep, pin: Annotated[str, Form(max_length=64)] = ""
+) -> Response:
+    if not await _technician_open(page):
+        return _to_unlock(page)
+    if not pin.strip():
+        return await _ssh_form_problem(page, _("Type the technician PIN to confirm."))
+    asked = await _as_technician(page, "/technician/ssh/off", {"pin": pin.strip()})
+    if isinstance(asked, Response):
+        return asked
+    return await _ssh_panel(page, _("Asked to turn SSH off. This takes a few seconds."))
+
+
+async def _ssh_form_problem(page: Page, error: str) -> Response:
+    info = await _technician_api(page).get("/technician/ssh")
+    return await page.render(
+        "technician/_ssh.html",
+        ssh=_ssh_view(info),
+        message=None,
+        error=error,
+        detail=None,
+        problems=[],
+    )
 
 
 # --- first boot ----------------------------------------------------------------------------
