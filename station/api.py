@@ -726,6 +726,7 @@ def api_router() -> APIRouter:
         from station import ssh_access
 
         def run() -> dict[str, Any]:
+            _gate(request).confirm(body.pin)  # wrong ones count towards the lockout
             medium = _medium(runtime, body.medium)
             try:
                 keys = ssh_access.read_stick_keys(Path(medium["path"]))
@@ -768,6 +769,7 @@ def api_router() -> APIRouter:
         from station import ssh_access
 
         def run() -> dict[str, Any]:
+            _gate(request).confirm(body.pin)
             ask = ssh_access.SshRequest.new("off", [], ssh_access.HOURS, body.pin, runtime.clock())
             settings = runtime.settings.ssh
             ssh_access.write_request(settings.request_path(runtime.settings.run_dir), ask)

@@ -151,30 +151,35 @@ class TechnicianGate:
         until = datetime.fromisoformat(text)
         return until if until > self._clock() else None
 
-    def unlock(self, pin: str) -> TechnicianSession:
+    def _verify(self, pin: str, now: datetime) -> None:
+        """``pin`` against the configured hash, counting wrong ones towards the lockout
+        (the caller holds ``self._lock``)."""
         if not self.settings.pin_hash:
             raise TechnicianPinUnsetError(
                 "no technician PIN is set on this station: set one with "
                 "`python -m station technician-pin` and restart the service"
             )
+        until = self.locked_until()
+        if until is not None:
+            raise TechnicianLockedError(
+                f"too many wrong technician PINs: locked until {until.isoformat()}",
+                {"until": until.isoformat()},
+            )
+        try:
+            self._hasher.verify(self.settings.pin_hash, pin)
+        except VerifyMismatchError:
+            self._failed(now)
+        except (InvalidHashError, VerificationError) as exc:
+            log.error("the configured technician PIN hash is not usable: %s", exc)
+            raise TechnicianPinUnsetError(
+                "the technician PIN hash in the configuration is not valid: make a new one "
+                "with `python -m station technician-pin`"
+            ) from None
+
+    def unlock(self, pin: str) -> TechnicianSession:
         with self._lock:
             now = self._clock()
-            until = self.locked_until()
-            if until is not None:
-                raise TechnicianLockedError(
-                    f"too many wrong technician PINs: locked until {until.isoformat()}",
-                    {"until": until.isoformat()},
-                )
-            try:
-                self._hasher.verify(self.settings.pin_hash, pin)
-            except VerifyMismatchError:
-                self._failed(now)
-            except (InvalidHashError, VerificationError) as exc:
-                log.error("the configured technician PIN hash is not usable: %s", exc)
-                raise TechnicianPinUnsetError(
-                    "the technician PIN hash in the configuration is not valid: make a new one "
-                    "with `python -m station technician-pin`"
-                ) from None
+            self._verify(pin, now)
             session = TechnicianSession(
                 secrets.token_urlsafe(32), now + timedelta(minutes=self.settings.session_minutes)
             )
@@ -186,6 +191,15 @@ class TechnicianGate:
                 session.token: session
             }
             return session
+
+    def confirm(self, pin: str) -> None:
+        """The PIN typed again inside a session to confirm a weighty action (SSH): checked
+        like an unlock, a wrong one counting towards the same lockout."""
+        with self._lock:
+            now = self._clock()
+            self._verify(pin, now)
+            with self._db.write() as c:
+                self._set(c, _FAILURES, "0")
 
     def _failed(self, now: datetime) -> NoReturn:
         failures = int(self._meta(_FAILURES) or 0) + 1

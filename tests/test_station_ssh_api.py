@@ -177,16 +177,29 @@ def test_keys_from_a_detected_stick_only_with_clear_refusals(
     assert key["fingerprint"] in panel
     assert 'id="ssh-refused"' not in panel
 
-    # Off, with a wrong PIN: asked, journalled, refused by root, said on the panel.
+    # Off, with a wrong PIN: the station refuses it itself (counted towards the technician
+    # lockout), nothing is asked of root, and SSH stays on.
     r = client.post("/api/technician/ssh/off", json={"pin": "99999999"}, headers=auth | ORIGIN)
-    assert r.status_code == 202
-    [off] = _journal(runtime, "technician.ssh_off_requested")
-    assert off.detail["request_id"] == r.json()["request_id"]
+    assert (r.status_code, r.json()["error"]) == (401, "technician_pin_wrong")
+    assert r.json()["details"]["tries_left"] == runtime.settings.technician.max_failures - 1
+    assert not request_file.exists()
+    assert runtime.settings.ssh.authorized_keys.read_text() != ""  # still on
+    # Root still checks on its own: a request carrying a wrong PIN (written by anyone who
+    # is the station's user) is refused there and said on the panel.
+    ssh_access.write_request(
+        request_file,
+        ssh_access.SshRequest.new("off", [], ssh_access.HOURS, "99999999", runtime.clock()),
+    )
     _root(runtime)
     panel = client.get("/technician/ssh").text
     assert 'id="ssh-refused"' in panel
     assert "mã PIN kỹ thuật viên sai" in panel  # the kiosk speaks Vietnamese
     assert runtime.settings.ssh.authorized_keys.read_text() != ""  # still on
+    r = client.post("/api/technician/ssh/off", json={"pin": PIN}, headers=auth | ORIGIN)
+    assert r.status_code == 202
+    [off] = [e for e in _journal(runtime, "technician.ssh_off_requested")
+             if e.detail["outcome"] == "ok"]  # fmt: skip
+    assert off.detail["request_id"] == r.json()["request_id"]
 
 
 def test_the_kiosk_panel_asks_and_shows(station: tuple[TestClient, StationRuntime, Path]) -> None:
@@ -199,6 +212,10 @@ def test_the_kiosk_panel_asks_and_shows(station: tuple[TestClient, StationRuntim
     htmx = {**ORIGIN, "hx-request": "true"}
     r = client.post("/technician/ssh/on", data={"medium": medium, "pin": ""}, headers=htmx)
     assert 'id="ssh-error"' in r.text  # no PIN typed: nothing asked
+    assert not runtime.settings.ssh.request_path(runtime.settings.run_dir).exists()
+    r = client.post("/technician/ssh/on", data={"medium": medium, "pin": "99999999"}, headers=htmx)
+    assert 'id="ssh-error"' in r.text  # a wrong PIN: said on the panel, nothing asked
+    assert "Sai mã PIN kỹ thuật viên. Hãy thử lại." in r.text
     assert not runtime.settings.ssh.request_path(runtime.settings.run_dir).exists()
     r = client.post("/technician/ssh/on", data={"medium": medium, "pin": PIN}, headers=htmx)
     assert 'id="ssh-message"' in r.text

@@ -126,6 +126,7 @@ find "$site/babel/locale-data" -name '*.dat' ! -name 'root.dat' ! -name 'vi.dat'
 say "services"
 in_root systemctl enable vn-eid-data.service vn-eid-station.service vn-eid-kiosk.service \
     vn-eid-health.service vn-eid-usb-update.service vn-eid-net-update.timer \
+    vn-eid-ssh.path vn-eid-ssh.service \
     systemd-networkd.service \
     systemd-resolved.service \
     systemd-timesyncd.service nftables.service >/dev/null 2>&1

@@ -326,7 +326,15 @@ async def technician_ssh(page: PageDep) -> Response:
     return await _ssh_panel(page)
 
 
-_SSH_REFUSALS = ("medium_not_detected", "ssh_keys_missing", "ssh_keys_refused")
+# Said on the panel (a wrong confirming PIN counts towards the technician lockout; once
+# locked, the next page sends to the PIN screen).
+_SSH_REFUSALS = (
+    "medium_not_detected",
+    "ssh_keys_missing",
+    "ssh_keys_refused",
+    "technician_pin_wrong",
+    "technician_locked",
+)
 
 
 @router.post("/technician/ssh/on")
@@ -368,7 +376,12 @@ async def technician_ssh_off(
         return _to_unlock(page)
     if not pin.strip():
         return await _ssh_form_problem(page, _("Type the technician PIN to confirm."))
-    asked = await _as_technician(page, "/technician/ssh/off", {"pin": pin.strip()})
+    try:
+        asked = await _as_technician(page, "/technician/ssh/off", {"pin": pin.strip()})
+    except StationApiError as exc:
+        if exc.code not in _SSH_REFUSALS:
+            raise
+        return await _ssh_panel(page, failure=exc)
     if isinstance(asked, Response):
         return asked
     return await _ssh_panel(page, _("Asked to turn SSH off. This takes a few seconds."))
