@@ -211,3 +211,17 @@ def test_a_station_under_its_own_name_serves_its_pages(tmp_path: Path) -> None:
             assert client.get("/technician/unlock").status_code == 400  # still checked
     finally:
         runtime.stop()
+
+
+def test_the_technician_screen_shows_on_a_station_not_set_up(
+    station: tuple[TestClient, StationRuntime],
+) -> None:
+    """No identity, no sync yet: dashes and a way to the setup, the SSH panel, no error."""
+    client, _ = station
+    r = client.post("/technician/unlock", data={"pin": PIN}, follow_redirects=False)
+    client.cookies.set("station_technician", r.cookies["station_technician"])
+    r = client.get("/technician", follow_redirects=False)
+    assert r.status_code == 200, r.text[:500]
+    assert "Chưa thiết lập" in r.text  # "Not set up", with a link to the setup
+    assert 'href="/setup"' in r.text
+    assert 'id="ssh-panel"' in r.text

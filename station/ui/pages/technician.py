@@ -172,6 +172,19 @@ async def lock(page: PageDep) -> Response:
 # --- the technician screen -----------------------------------------------------------------
 
 
+_IDENTITY_FIELDS = (
+    "station_id", "office_id", "enrolled_at", "certificate_not_after", "certificate_serial",
+    "csca_count",
+)  # fmt: skip
+_SYNC_FIELDS = ("last_error", "last_sync_at", "stale")
+_STATUS_FIELDS = (
+    "image_version", "link", "outbox", "provisioned", "software_version", "started_at",
+)  # fmt: skip
+_OVERVIEW_FIELDS = (
+    "data_key_provider", "identity_error", "journal", "key_error", "registry_url", "upload_link",
+)  # fmt: skip
+
+
 @router.get("/technician")
 async def technician_page(page: PageDep) -> Response:
     api = _technician_api(page)
@@ -186,7 +199,8 @@ async def technician_page(page: PageDep) -> Response:
             return page.redirect("/technician/unlock")
         raise
     status = overview["status"]
-    identity = status.get("identity") or {}
+    # A station not set up yet has no identity and no sync: the screen shows dashes.
+    identity = dict.fromkeys(_IDENTITY_FIELDS) | (status.get("identity") or {})
     cert_days = None
     if identity.get("certificate_not_after"):
         not_after = datetime.fromisoformat(identity["certificate_not_after"])
@@ -194,14 +208,19 @@ async def technician_page(page: PageDep) -> Response:
     devices = sorted(
         (device_view(c) for c in status.get("devices") or []), key=lambda d: d["order"]
     )
-    sync = status.get("sync") or {}
+    sync = dict.fromkeys(_SYNC_FIELDS) | (status.get("sync") or {})
     expires = datetime.fromisoformat(overview["session_expires_at"])
     ssh = _ssh_view(await api.get("/technician/ssh"))
     return await page.render(
         "technician/index.html",
+        # The SSH panel as it first shows: nothing asked yet.
         ssh=ssh,
-        o=overview,
-        s=status,
+        message=None,
+        error=None,
+        detail=None,
+        problems=[],
+        o=dict.fromkeys(_OVERVIEW_FIELDS) | overview,
+        s=dict.fromkeys(_STATUS_FIELDS) | status,
         identity=identity,
         cert_days=cert_days,
         devices=devices,
