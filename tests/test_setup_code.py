@@ -20,7 +20,6 @@ import pytest
 import segno
 from fastapi.testclient import TestClient
 
-from enrollment.ids import new_package_id
 from enrollment.setup_token import (
     MAX_PAYLOAD,
     SetupCode,
@@ -37,6 +36,7 @@ from station.technician import hash_pin
 from tests import processkit, registrykit, stationkit
 
 TOKEN = "i2PhrS8fQKA43NSGOwe4Sk8tQhRW-0wJmBluMaZ4vgw"  # as secrets.token_urlsafe(32) writes
+SLIP_PACKAGE_ID = "01a235cd-4500-77bb-9def-3b4291f34648"
 PIN = "13572468"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,9 @@ def test_a_setup_code_round_trips_through_its_text_and_its_qr_code(url: str) -> 
     [
         ("", "wrong_scheme"),
         ("https://registry.example.vn", "wrong_scheme"),
-        (slip_payload(new_package_id(), "210301-ABCDEFGH2345"), "wrong_scheme"),
+        # A receipt slip's code (a fixed package id: parameters must be the same in every
+        # pytest worker).
+        (slip_payload(SLIP_PACKAGE_ID, "210301-ABCDEFGH2345"), "wrong_scheme"),
         ("vneid-setup", "wrong_scheme"),
         ("vneid-setup:?registry=https%3A%2F%2Fr.vn&token=" + TOKEN, "malformed"),
         ("vneid-setup:v1?registry=https%3A%2F%2Fr.vn&token=" + TOKEN, "malformed"),
@@ -340,7 +342,7 @@ def test_the_scan_reads_the_token_sheet_and_refuses_other_codes(
     assert found["frames"] >= 1
 
     # A receipt slip's code: not a setup code, said at once (not after the time).
-    camera.show(_qr_png(slip_payload(new_package_id(), "210301-ABCDEFGH2345")))
+    camera.show(_qr_png(slip_payload(SLIP_PACKAGE_ID, "210301-ABCDEFGH2345")))
     r = _scan(client, auth, timeout_s=30)
     assert r.status_code == 422, r.text
     assert (r.json()["error"], r.json()["details"]["reason"]) == (
