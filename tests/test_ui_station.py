@@ -185,10 +185,16 @@ def test_cards_spoiled_then_encoded(
     uikit.screenshot(page, "cards")
     assert uikit.serious_violations(page) == []
     page.goto(f"/cards/{issued}")
-    if size == "small":  # the large run encoded it first: its result shows on reload
-        page.wait_for_selector("#card-serial")
-        assert "đã được ghi chip và kiểm tra" in page.inner_text("#encode")
-        uikit.screenshot(page, "cards-encode-done")
+    if size == "small":
+        # The large run encodes the card; it may have run before this one in this pytest
+        # worker (then the result shows on reload) or not (another worker, another order):
+        # either screen must fit the small display.
+        page.wait_for_selector("#card-serial, #encode-form")
+        if page.locator("#card-serial").count():
+            assert "đã được ghi chip và kiểm tra" in page.inner_text("#encode")
+            uikit.screenshot(page, "cards-encode-done")
+        else:
+            assert page.locator("#encode-form button[type=submit]").is_visible()
         assert uikit.serious_violations(page) == []
         page.context.close()
         return
