@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pydantic import BaseModel, ConfigDict
 
+from station.store.files import atomic_write
+
 HOURS = 8
 """How long one "turn on" lasts (the most a request may ask for)."""
 MAX_KEYS = 8
@@ -305,27 +307,11 @@ def write_request(path: Path, request: SshRequest) -> None:
     """Leave ``request`` for root: written beside ``path``, then renamed onto it, so root
     never reads half a request (mode 0600: it holds the PIN)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(request.as_json()).encode(), 0o600)
+    atomic_write(path, json.dumps(request.as_json()).encode(), 0o600)
 
 
 def request_pending(path: Path) -> bool:
     return path.is_file()
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # whatever the umask
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 # --- the status (root -> station service) -----------------------------------------------------
@@ -561,7 +547,7 @@ def _must(run: Runner, command: Sequence[str]) -> None:
 def _write_keys(paths: SshPaths, keys: Sequence[SshKey]) -> None:
     _check_folder(paths.authorized_keys.parent, paths.owner_uid)
     text = "".join(k.line() + "\n" for k in keys)
-    _write_atomic(paths.authorized_keys, text.encode(), 0o600)
+    atomic_write(paths.authorized_keys, text.encode(), 0o600)
 
 
 def _turn_on(
@@ -635,7 +621,7 @@ def _save(paths: SshPaths, status: SshStatus) -> SshStatus:
         _check_folder(paths.status.parent, paths.owner_uid)
     except _RefusedError as exc:
         raise RuntimeError(exc.detail) from None
-    _write_atomic(paths.status, json.dumps(status.as_json()).encode(), 0o644)
+    atomic_write(paths.status, json.dumps(status.as_json()).encode(), 0o644)
     return status
 
 

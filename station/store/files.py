@@ -16,14 +16,24 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` so that after a crash the file holds either the old
     content (or is absent) or all of ``data``: temp file, fsync, rename, fsync the folder.
-    Raises OSError (ENOSPC on a full disk) with nothing left behind."""
+    ``mode``: the file's permissions whatever the umask (a secret: 0o600), and the temp
+    file is made new, never through a link planted in the folder. Raises OSError (ENOSPC
+    on a full disk) with nothing left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with tmp.open("wb") as fh:
+        if mode is None:
+            fh = tmp.open("wb")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # a leftover of a crashed writer of this pid
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fh = os.fdopen(os.open(tmp, flags, mode), "wb")
+            os.fchmod(fh.fileno(), mode)
+        with fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
