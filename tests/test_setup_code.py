@@ -33,7 +33,7 @@ from station.runtime import StationRuntime
 from station.setup_scan import read_qr
 from station.slip import slip_payload
 from station.technician import hash_pin
-from tests import processkit, registrykit, stationkit
+from tests import cardkit, processkit, registrykit, stationkit
 
 TOKEN = "i2PhrS8fQKA43NSGOwe4Sk8tQhRW-0wJmBluMaZ4vgw"  # as secrets.token_urlsafe(32) writes
 SLIP_PACKAGE_ID = "01a235cd-4500-77bb-9def-3b4291f34648"
@@ -274,7 +274,9 @@ def station(tmp_path: Path) -> Iterator[tuple[TestClient, StationRuntime, Camera
     settings = stationkit.station_settings(
         tmp_path, technician={"pin_hash": hash_pin(PIN)}, **stationkit.camera_only_devices(tmp_path)
     )
-    runtime = StationRuntime(settings).start()
+    # The test process's one pcscd: the PC/SC client keeps the first it talks to,
+    # and a private one stopped with this station would leave later card tests none.
+    runtime = StationRuntime(settings, pcscd=cardkit.shared_pcscd()).start()
     try:
         assert runtime.devices is not None
         camera = CameraControl(runtime.devices.camera_control_path)

@@ -22,7 +22,7 @@ from station.api import create_app
 from station.drivers.camera.sim_control import CameraControl
 from station.runtime import StationRuntime
 from station.slip import slip_payload
-from tests import processkit, stationkit, uikit
+from tests import cardkit, processkit, stationkit, uikit
 from tests.uikit import Kiosk
 
 STATION = "HN-BD-QR"
@@ -46,7 +46,9 @@ def fresh(tmp_path: Path) -> Iterator[Fresh]:
         # Only the camera: the setup needs nothing else.
         **stationkit.camera_only_devices(tmp_path),
     )
-    runtime = StationRuntime(settings).start()
+    # The test process's one pcscd: the PC/SC client keeps the first it talks to,
+    # and a private one stopped with this station would leave later card tests none.
+    runtime = StationRuntime(settings, pcscd=cardkit.shared_pcscd()).start()
     server = uikit._Server(create_app(runtime), processkit.free_port())
     server.start()
     try:
