@@ -5,8 +5,9 @@ registry."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ def test_outbox(browser: Any, kiosk: Kiosk, issued: str, size: str) -> None:
     uikit.screenshot(page, "outbox")
     assert uikit.serious_violations(page) == []
     if size == "large":
-        page.click("text=Đồng bộ ngay")
+        with _media_replaced(page):  # a sync refreshes the media section too
+            page.click("text=Đồng bộ ngay")
         page.wait_for_selector("#outbox-result .message-ok")
         assert "Đã đồng bộ" in page.inner_text("#outbox-result")
         try:
@@ -105,6 +107,24 @@ def test_outbox(browser: Any, kiosk: Kiosk, issued: str, size: str) -> None:
         finally:
             _unplug_all(kiosk)
     page.context.close()
+
+
+@contextlib.contextmanager
+def _media_replaced(page: Any) -> Iterator[None]:
+    """Wait until the media section has been swapped for a fresh one after an action that
+    refreshes it (htmx's outbox-changed): a click on the old section while the swap is in
+    flight lands on a form that is about to be removed."""
+    page.eval_on_selector("#outbox-media", "e => { e.dataset.stale = '1'; }")
+    yield
+    page.wait_for_selector("#outbox-media:not([data-stale])", state="attached")
+
+
+def _until(page: Any, condition: Callable[[], bool], seconds: float = 10) -> None:
+    """Let the browser run (its route handlers are called meanwhile) until ``condition``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the browser did not get there"
+        page.wait_for_timeout(20)
 
 
 def _outbox_media(page: Any, kiosk: Kiosk) -> None:
@@ -115,19 +135,38 @@ def _outbox_media(page: Any, kiosk: Kiosk) -> None:
     forged.mkdir(parents=True, exist_ok=True)
     (forged / "manifest.json").write_text("{}")
     (forged / "receipts.cose").write_bytes(b"not a COSE message")
-    page.click("#outbox-media button:has-text('Làm mới')")
+    with _media_replaced(page):
+        page.click("#outbox-media button:has-text('Làm mới')")
     page.wait_for_selector("#outbox-media input[name=medium]:checked")
     assert "USB DỮ LIỆU" in page.inner_text("#outbox-media")
     uikit.screenshot(page, "outbox-usb")
     assert uikit.serious_violations(page) == []
     before = len(kiosk.runtime.journal.recent(500, action="outbox.exported"))
-    page.click("text=Xuất ra USB")
+    with _media_replaced(page):
+        page.click("text=Xuất ra USB")
     page.wait_for_selector("#outbox-result:has-text('Không có gì để xuất')")
     exported = kiosk.runtime.journal.recent(500, action="outbox.exported")
     assert len(exported) == before + 1
     assert (exported[0].subject, exported[0].detail["device"]) == (str(stick), "/dev/sdz1")
     page.wait_for_selector("#outbox-media input[name=export]:checked")
-    page.click("text=Nhập biên nhận")
+    # A tap on a form while the section is being refreshed: the tap cancels the refresh,
+    # so the form it was made on stays and the refusal reaches the message area (a refresh
+    # that replaced the form first left htmx unable to place it, and nothing showed).
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route("**/outbox/media", hold)
+    page.route("**/outbox/receipts", hold)
+    page.click("#outbox-media button:has-text('Làm mới')")
+    _until(page, lambda: len(held) == 1)
+    with page.expect_event("requestfailed", lambda r: r.url.endswith("/outbox/media")):
+        page.click("text=Nhập biên nhận")
+    _until(page, lambda: len(held) == 2)
+    held[1].continue_()
+    page.unroute("**/outbox/media")
+    page.unroute("**/outbox/receipts")
     page.wait_for_selector("#flash .message-error")
     assert "Không dùng được USB" in page.inner_text("#flash")
     _unplug_all(kiosk)  # pulled out while the screen still offers it

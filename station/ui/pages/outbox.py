@@ -235,8 +235,10 @@ async def outbox_panel(page: PageDep) -> Response:
 
 
 def _done(response: Response) -> Response:
-    # The panel refreshes at once (it listens for this event) instead of at its next poll.
-    response.headers["hx-trigger"] = "outbox-changed"
+    # The panel and the media section refresh at once (they listen for this event) instead
+    # of at their next poll. After settling, not on arrival: by then the request that
+    # answered has released the media section's hx-sync lock, so its refresh is not dropped.
+    response.headers["hx-trigger-after-settle"] = "outbox-changed"
     return response
 
 
