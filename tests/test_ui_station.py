@@ -6,6 +6,7 @@ registry."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from station.api import create_app
 from station.drivers.card.emulator import Faults
@@ -316,6 +319,50 @@ def test_technician_behind_its_pin(browser: Any, kiosk: Kiosk, size: str) -> Non
     page.click("text=Khóa")
     page.goto("/technician")
     page.wait_for_url("**/technician/unlock")
+    page.context.close()
+
+
+def test_ssh_panel_answers_a_tap_made_during_its_poll(browser: Any, kiosk: Kiosk) -> None:
+    """SSH turned on from a stick's keys: the panel waits for root and asks again every
+    2 s; a "turn off" with a wrong PIN tapped while one of those polls is on its way
+    cancels it, and its refusal shows (a poll that replaced the panel first lost it)."""
+    page = uikit.new_page(browser, kiosk, "large")
+    page.goto("/technician/unlock")
+    page.fill("#pin", uikit.TECHNICIAN_PIN)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/technician")
+    request = kiosk.runtime.settings.ssh.request_path(kiosk.runtime.settings.run_dir)
+    stick = _plug(kiosk, "KHOA SSH")
+    try:
+        (stick / "vn-eid-ssh").mkdir()
+        key = ed25519.Ed25519PrivateKey.generate().public_key()
+        line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        (stick / "vn-eid-ssh" / "authorized_keys").write_text(f"{line.decode()} kt@may\n")
+        page.click("#ssh-panel .admin-head button")
+        page.wait_for_selector("#ssh-on input[name=medium]:checked")
+        page.fill("#ssh-pin-on", uikit.TECHNICIAN_PIN)
+        page.click("#ssh-on button[type=submit]")
+        page.wait_for_selector("#ssh-pending")  # root (not here) has not answered: polling
+        assert request.exists()
+        held: list[Any] = []
+
+        def hold(route: Any) -> None:
+            held.append(route)
+
+        page.route("**/technician/ssh", hold)
+        _until(page, lambda: len(held) == 1)
+        page.fill("#ssh-pin-off", "99999999")
+        with page.expect_event("requestfailed", lambda r: r.url.endswith("/technician/ssh")):
+            page.click("#ssh-off button[type=submit]")
+        page.unroute("**/technician/ssh")
+        page.wait_for_selector("#ssh-error")
+        assert "Sai mã PIN kỹ thuật viên" in page.inner_text("#ssh-error")
+        assert request.exists()  # the "on" still waits for root; no "off" was asked
+        assert json.loads(request.read_text())["action"] == "on"
+    finally:
+        request.unlink(missing_ok=True)  # nothing left waiting for root in this station
+        _unplug_all(kiosk)
+    page.click("text=Khóa")
     page.context.close()
 
 
