@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from numpy.typing import NDArray
 
 from biometrics.fingerprint.iso19794 import encode_minutiae
@@ -186,6 +188,16 @@ def camera_only_devices(tmp: Path) -> dict[str, Any]:
         "scanner": {"backend": "serial", "port": str(tmp / "no-scanner")},
         "card": {"backend": "pcsc", "encoder": {"reader_pattern": "^no such reader$"}},
     }
+
+
+def ssh_public_key(comment: str) -> str:
+    """A new ed25519 public key as a line of an authorized_keys file."""
+    line = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    return f"{line.decode()} {comment}"
 
 
 def technician_headers(client: Any, pin: str) -> dict[str, str]:

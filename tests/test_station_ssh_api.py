@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi.testclient import TestClient
 
 from station import ssh_access
@@ -23,16 +21,8 @@ from station.technician import hash_pin, medium_id
 from tests import stationkit
 
 PIN = "13572468"
+_key = stationkit.ssh_public_key
 ORIGIN = {"origin": "http://testserver"}
-
-
-def _key(comment: str) -> str:
-    line = (
-        ed25519.Ed25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    )
-    return f"{line.decode()} {comment}"
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from station.api import create_app
 from station.drivers.card.emulator import Faults
@@ -122,6 +120,19 @@ def _media_replaced(page: Any) -> Iterator[None]:
     page.wait_for_selector("#outbox-media:not([data-stale])", state="attached")
 
 
+def _hold(page: Any, *urls: str) -> list[Any]:
+    """Hold the page's requests to ``urls`` (Playwright routes) until the test continues
+    them: the list they arrive in."""
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    for url in urls:
+        page.route(url, hold)
+    return held
+
+
 def _until(page: Any, condition: Callable[[], bool], seconds: float = 10) -> None:
     """Let the browser run (its route handlers are called meanwhile) until ``condition``."""
     deadline = time.monotonic() + seconds
@@ -155,13 +166,7 @@ def _outbox_media(page: Any, kiosk: Kiosk) -> None:
     # A tap on a form while the section is being refreshed: the tap cancels the refresh,
     # so the form it was made on stays and the refusal reaches the message area (a refresh
     # that replaced the form first left htmx unable to place it, and nothing showed).
-    held: list[Any] = []
-
-    def hold(route: Any) -> None:
-        held.append(route)
-
-    page.route("**/outbox/media", hold)
-    page.route("**/outbox/receipts", hold)
+    held = _hold(page, "**/outbox/media", "**/outbox/receipts")
     page.click("#outbox-media button:has-text('Làm mới')")
     _until(page, lambda: len(held) == 1)
     with page.expect_event("requestfailed", lambda r: r.url.endswith("/outbox/media")):
@@ -335,21 +340,16 @@ def test_ssh_panel_answers_a_tap_made_during_its_poll(browser: Any, kiosk: Kiosk
     stick = _plug(kiosk, "KHOA SSH")
     try:
         (stick / "vn-eid-ssh").mkdir()
-        key = ed25519.Ed25519PrivateKey.generate().public_key()
-        line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        (stick / "vn-eid-ssh" / "authorized_keys").write_text(f"{line.decode()} kt@may\n")
+        (stick / "vn-eid-ssh" / "authorized_keys").write_text(
+            stationkit.ssh_public_key("kt@may") + "\n"
+        )
         page.click("#ssh-panel .admin-head button")
         page.wait_for_selector("#ssh-on input[name=medium]:checked")
         page.fill("#ssh-pin-on", uikit.TECHNICIAN_PIN)
         page.click("#ssh-on button[type=submit]")
         page.wait_for_selector("#ssh-pending")  # root (not here) has not answered: polling
         assert request.exists()
-        held: list[Any] = []
-
-        def hold(route: Any) -> None:
-            held.append(route)
-
-        page.route("**/technician/ssh", hold)
+        held = _hold(page, "**/technician/ssh")
         _until(page, lambda: len(held) == 1)
         page.fill("#ssh-pin-off", "99999999")
         with page.expect_event("requestfailed", lambda r: r.url.endswith("/technician/ssh")):
